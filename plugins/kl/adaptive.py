@@ -1,0 +1,42 @@
+"""The adaptive KL controller of Ziegler et al. (2019), driven by the measured KL."""
+
+from __future__ import annotations
+
+import math
+
+import trl_plus
+from trl_plus.errors import RecipeError
+
+
+class AdaptiveKLController:
+    """Proportional control of the KL coefficient toward a target KL.
+
+    At each call with a measured ``stats["kl"]``::
+
+        error = clip(kl / target - 1, -0.2, 0.2)
+        value = value * (1 + error * n / horizon)
+
+    where ``n`` is the number of steps since the previous call. Without a measured KL
+    (the first call) the value is left unchanged.
+    """
+
+    def __init__(self, init: float = 0.05, target: float = 6.0, horizon: int = 10000):
+        if not (init > 0 and target > 0 and horizon > 0):
+            raise RecipeError(f"init, target and horizon must be > 0, got {init!r}, {target!r}, {horizon!r}")
+        self.value, self.target, self.horizon = float(init), float(target), float(horizon)
+        self._last_step: int | None = None
+
+    def __call__(self, step, stats):
+        kl = stats.get("kl") if stats else None
+        if kl is not None and math.isfinite(kl) and self._last_step is not None and step > self._last_step:
+            n = step - self._last_step
+            error = min(max(kl / self.target - 1.0, -0.2), 0.2)
+            self.value *= 1.0 + error * n / self.horizon
+        if self._last_step is None or step > self._last_step:
+            self._last_step = step
+        return self.value
+
+
+@trl_plus.hookimpl
+def trl_plus_register_kl_schedules(register):
+    register.add("adaptive", AdaptiveKLController)

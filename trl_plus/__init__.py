@@ -1,0 +1,57 @@
+"""trl-plus: PPO and DPO over TRL with pluggable reward sources, KL schedules and filters.
+
+The public face for plugin authors is what this module exports: ``hookimpl``, the error
+classes, ``get_plugin_manager`` and ``Hooks``. The trainers are imported lazily so that a
+plugin importing ``trl_plus`` does not pay for torch and TRL.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from .errors import (
+    ComponentError,
+    DataError,
+    PluginError,
+    RecipeError,
+    RewardSourceError,
+    TrlPlusError,
+    UnknownComponentError,
+)
+from .version import __version__
+
+hookimpl = pluggy.HookimplMarker("trl_plus")
+
+__all__ = [
+    "__version__",
+    "hookimpl",
+    "get_plugin_manager",
+    "Hooks",
+    "DPOTrainer",
+    "PPOTrainer",
+    "PPOConfig",
+    "TrlPlusError",
+    "RecipeError",
+    "PluginError",
+    "UnknownComponentError",
+    "ComponentError",
+    "RewardSourceError",
+    "DataError",
+]
+
+_LAZY = {
+    "get_plugin_manager": ("trl_plus.manager", "get_plugin_manager"),
+    "Hooks": ("trl_plus.manager", "Hooks"),
+    "DPOTrainer": ("trl_plus.trainers.dpo", "DPOTrainer"),
+    "PPOTrainer": ("trl_plus.trainers.ppo", "PPOTrainer"),
+    "PPOConfig": ("trl_plus.trainers.ppo_config", "PPOConfig"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'trl_plus' has no attribute {name!r}")

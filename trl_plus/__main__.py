@@ -1,0 +1,4 @@
+from trl_plus.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per ``trl-plus`` sub-command."""

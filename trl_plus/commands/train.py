@@ -1,0 +1,30 @@
+"""``trl-plus train RECIPE``: run one trainer recipe (works under accelerate launch / torchrun)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from .validate import add_recipe_arguments
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train with a recipe")
+    add_recipe_arguments(p)
+    p.add_argument("--output-dir", default=None, help="where to save (default: runs/<recipe name>)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                   help="resume from the last checkpoint in the output dir, or from CHECKPOINT")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..manager import Hooks
+    from ..recipe import load_recipe
+
+    hooks = Hooks()
+    recipe = load_recipe(args.recipe, args.overrides, hooks=hooks)
+    output_dir = args.output_dir or str(Path("runs") / Path(str(recipe.source)).stem)
+    module = importlib.import_module(f"trl_plus.trainers.{recipe.trainer}")
+    module.train_from_recipe(recipe, output_dir, hooks=hooks, resume_from_checkpoint=args.resume)
+    print(f"saved to {output_dir}")
+    return 0

@@ -1,0 +1,25 @@
+"""``trl-plus validate RECIPE``: check a recipe before a run spends any compute."""
+
+from __future__ import annotations
+
+
+def add_recipe_arguments(p) -> None:
+    p.add_argument("recipe", help="a recipe file, or the name of a shipped recipe (e.g. tiny-dpo)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a recipe key, e.g. --set dpo.beta=0.05 or --set rewards.0.weight=2",
+    )
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("validate", help="validate a recipe without running it")
+    add_recipe_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(f"{recipe.source}: ok (trainer: {recipe.trainer}, hash {recipe.hash})")
+    return 0

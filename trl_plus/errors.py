@@ -1,0 +1,40 @@
+"""One exception hierarchy for everything a user can get wrong.
+
+Library code raises these; only the CLI turns them into a message and an exit code.
+Messages name the key, plugin or row at fault, show the value received and, where
+there is a closed set of choices, list what is allowed.
+"""
+
+from __future__ import annotations
+
+
+class TrlPlusError(Exception):
+    """Base class of every error trl-plus raises on purpose."""
+
+
+class RecipeError(TrlPlusError):
+    """A recipe is malformed: unknown key, wrong type, bad value, missing file."""
+
+    def __init__(self, message: str, key: str | None = None):
+        self.key = key
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+class PluginError(TrlPlusError):
+    """A plugin failed to load, registered something invalid, or raised inside a hook."""
+
+
+class UnknownComponentError(RecipeError):
+    """A recipe names a component that no plugin registered."""
+
+
+class ComponentError(TrlPlusError):
+    """A component (reward source, schedule, filter, judge) misbehaved at run time."""
+
+
+class RewardSourceError(ComponentError):
+    """A reward source raised, timed out, or returned something unusable."""
+
+
+class DataError(TrlPlusError):
+    """A dataset is missing, unreadable, or lacks the columns a stage needs."""

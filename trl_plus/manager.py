@@ -1,0 +1,216 @@
+"""The plugin manager, built on demand (never at import), and the typed facade over it."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError, TrlPlusError
+from .registry import Register, Registry
+
+PROJECT = "trl_plus"
+AUTOLOAD_ENV = "TRL_PLUS_DISABLE_PLUGIN_AUTOLOAD"
+BLOCK_ENV = "TRL_PLUS_BLOCK_PLUGINS"
+
+# Loaded by module name, exactly as entry points are: the core imports none of them.
+BUILTIN_PLUGINS = (
+    "trl_plus.plugins.loading",
+    "trl_plus.plugins.rewards.reward_model",
+    "trl_plus.plugins.rewards.python_callable",
+    "trl_plus.plugins.rewards.http",
+    "trl_plus.plugins.kl.constant",
+    "trl_plus.plugins.kl.warmup",
+    "trl_plus.plugins.kl.adaptive",
+    "trl_plus.plugins.filters.length",
+    "trl_plus.plugins.filters.dedup",
+    "trl_plus.plugins.filters.distinct_pair",
+    "trl_plus.plugins.filters.min_reward_margin",
+    "trl_plus.plugins.filters.regex",
+    "trl_plus.plugins.filters.rollout",
+)
+
+_KINDS = {
+    "reward_sources": ("reward source", "trl_plus_register_reward_sources"),
+    "kl_schedules": ("KL schedule", "trl_plus_register_kl_schedules"),
+    "data_filters": ("data filter", "trl_plus_register_data_filters"),
+    "judges": ("judge", "trl_plus_register_judges"),
+}
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def blocked_plugins() -> list[str]:
+    return [p.strip() for p in os.environ.get(BLOCK_ENV, "").split(",") if p.strip()]
+
+
+def get_plugin_manager(autoload: bool | None = None, blocked: list[str] | None = None) -> pluggy.PluginManager:
+    """A new plugin manager: hookspecs, then ``trl_plus`` entry points, then the built-ins.
+
+    :param autoload: load third-party entry points; defaults to on unless
+        ``TRL_PLUS_DISABLE_PLUGIN_AUTOLOAD`` is set.
+    :param blocked: plugin names to block (entry-point names or built-in module names,
+        the short form ``rewards.http`` too); defaults to ``TRL_PLUS_BLOCK_PLUGINS``.
+    """
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for name in blocked_plugins() if blocked is None else blocked:
+        pm.set_blocked(name)
+        if not name.startswith("trl_plus.plugins."):
+            pm.set_blocked(f"trl_plus.plugins.{name}")
+    if autoload is None:
+        autoload = not _env_flag(AUTOLOAD_ENV)
+    if autoload:
+        try:
+            pm.load_setuptools_entrypoints(PROJECT)
+        except Exception as exc:  # a broken third-party plugin must say who it is
+            raise PluginError(f"a plugin of the {PROJECT!r} entry-point group failed to load: {exc!r}") from exc
+    for module_name in BUILTIN_PLUGINS:
+        if pm.is_blocked(module_name):
+            continue
+        pm.register(importlib.import_module(module_name), name=module_name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}") from exc
+    return pm
+
+
+def _culprit(pm: pluggy.PluginManager, hook_name: str, tb) -> str | None:
+    """The plugin whose hook implementation appears in a traceback."""
+    codes = {}
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        codes[impl.function.__code__] = impl.plugin_name
+    while tb is not None:
+        if tb.tb_frame.f_code in codes:
+            return codes[tb.tb_frame.f_code]
+        tb = tb.tb_next
+    return None
+
+
+class Hooks:
+    """The only code that calls ``pm.hook.*``: one method per hook, errors name the plugin."""
+
+    def __init__(self, pm: pluggy.PluginManager | None = None):
+        self.pm = pm if pm is not None else get_plugin_manager()
+        self._registries: dict[str, Registry] = {}
+        self._registered_snapshot = None
+
+    @classmethod
+    def of(cls, plugin_manager: Hooks | pluggy.PluginManager | None) -> Hooks:
+        if isinstance(plugin_manager, Hooks):
+            return plugin_manager
+        return cls(plugin_manager)
+
+    # -- registries --------------------------------------------------------------------
+    def _registry(self, kind: str) -> Registry:
+        plugins = tuple(self.pm.get_plugins())
+        if plugins != self._registered_snapshot:  # a plugin came or went: rebuild lazily
+            self._registries.clear()
+            self._registered_snapshot = plugins
+        if kind not in self._registries:
+            label, hook_name = _KINDS[kind]
+            registry = Registry(label)
+            # One implementation at a time, so each register knows which plugin adds.
+            for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+                register = Register(registry, impl.plugin_name)
+                try:
+                    impl.function(**({"register": register} if "register" in impl.argnames else {}))
+                except TrlPlusError:
+                    raise
+                except Exception as exc:
+                    raise PluginError(f"plugin {impl.plugin_name!r} raised in {hook_name}: {exc!r}") from exc
+            self._registries[kind] = registry
+        return self._registries[kind]
+
+    @property
+    def reward_sources(self) -> Registry:
+        return self._registry("reward_sources")
+
+    @property
+    def kl_schedules(self) -> Registry:
+        return self._registry("kl_schedules")
+
+    @property
+    def data_filters(self) -> Registry:
+        return self._registry("data_filters")
+
+    @property
+    def judges(self) -> Registry:
+        return self._registry("judges")
+
+    def components(self, **context: Any):
+        from .components import Components
+
+        return Components(self, **context)
+
+    # -- calling -----------------------------------------------------------------------
+    def _call(self, hook_name: str, **kwargs: Any):
+        try:
+            return getattr(self.pm.hook, hook_name)(**kwargs)
+        except TrlPlusError:
+            raise
+        except Exception as exc:
+            plugin = _culprit(self.pm, hook_name, sys.exc_info()[2]) or "unknown plugin"
+            raise PluginError(f"plugin {plugin!r} raised in {hook_name}: {exc!r}") from exc
+
+    # decision hooks
+    def load_model(self, name_or_path: str, role: str, init_kwargs: dict | None = None):
+        model = self._call("trl_plus_load_model", name_or_path=name_or_path, role=role, init_kwargs=init_kwargs or {})
+        if model is None:
+            raise PluginError(f"no plugin could load model {name_or_path!r} for role {role!r}")
+        return model
+
+    def load_dataset(self, spec: dict):
+        dataset = self._call("trl_plus_load_dataset", spec=spec)
+        if dataset is None:
+            raise PluginError(f"no plugin could load dataset {spec.get('path')!r}")
+        return dataset
+
+    # lifecycle hooks
+    def recipe_loaded(self, recipe) -> None:
+        self._call("trl_plus_recipe_loaded", recipe=recipe)
+
+    def trainer_created(self, trainer, recipe=None) -> None:
+        self._call("trl_plus_trainer_created", trainer=trainer, recipe=recipe)
+
+    def rollout_scored(self, trainer, step: int, prompts: list, completions: list, rewards: dict) -> None:
+        self._call(
+            "trl_plus_rollout_scored", trainer=trainer, step=step, prompts=prompts, completions=completions, rewards=rewards
+        )
+
+    def step_end(self, trainer, step: int, metrics: dict) -> None:
+        self._call("trl_plus_step_end", trainer=trainer, step=step, metrics=metrics)
+
+    def evaluation_done(self, results: dict, output_dir: str) -> None:
+        self._call("trl_plus_evaluation_done", results=results, output_dir=output_dir)
+
+    # -- introspection -----------------------------------------------------------------
+    def describe_plugins(self) -> list[dict]:
+        """Each plugin: name, version, and the components it adds (for ``trl-plus plugins``)."""
+        from .version import __version__
+
+        dists = {id(plugin): dist for plugin, dist in self.pm.list_plugin_distinfo()}
+        rows = {}
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:
+                continue
+            dist = dists.get(id(plugin))
+            if dist is not None:
+                version, package = dist.version, dist.metadata["name"]
+            elif name.startswith("trl_plus."):
+                version, package = __version__, "trl-plus"
+            else:
+                version, package = getattr(plugin, "__version__", ""), ""
+            hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+            rows[name] = {"name": name, "package": package, "version": version, "hooks": hooks, "components": {}}
+        for kind in _KINDS:
+            for info in self._registry(kind):
+                rows[info.plugin]["components"].setdefault(kind, []).append(info.name)
+        return list(rows.values())

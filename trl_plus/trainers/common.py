@@ -1,0 +1,38 @@
+"""What both trainers share: resolving components, the filter report, recipe runs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..manager import Hooks
+
+FILTER_REPORT = "filter_report.json"
+
+
+def tokenizer_of(processing_class):
+    return getattr(processing_class, "tokenizer", processing_class)
+
+
+def write_filter_report(output_dir: str, reports: dict) -> None:
+    """``filter_report.json``: per dataset split, rows in/out and drops per filter."""
+    path = Path(output_dir) / FILTER_REPORT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(reports, indent=2))
+
+
+def save_run(trainer, output_dir: str, recipe=None, started: float | None = None) -> None:
+    """Save model, tokenizer, trainer state (log history) and the recipe, on the main process."""
+    trainer.save_model(output_dir)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        if recipe is not None:
+            (Path(output_dir) / "recipe.yaml").write_text(recipe.to_yaml())
+        if started is not None:
+            info = {"wall_time_s": round(time.time() - started, 3), "global_step": trainer.state.global_step}
+            (Path(output_dir) / "run_info.json").write_text(json.dumps(info, indent=2))
+
+
+def hooks_for(plugin_manager) -> Hooks:
+    return Hooks.of(plugin_manager)
