@@ -76,9 +76,11 @@ class RewardSpec(ComponentSpec):
 
 
 class RecipeModel(_Strict):
-    trainer: Literal["dpo", "ppo"]
-    model: ModelSection
-    data: DataSection
+    # Optional only for a pipeline recipe (``stages:``), which builds its own models and
+    # data per stage and runs with ``trl-plus compare``; a trainer recipe needs all three.
+    trainer: Literal["dpo", "ppo"] | None = None
+    model: ModelSection | None = None
+    data: DataSection | None = None
     dpo: dict[str, Any] = {}
     ppo: dict[str, Any] = {}
     rewards: list[RewardSpec] = []
@@ -161,8 +163,10 @@ def apply_override(raw: dict, text: str) -> None:
     for i, part in enumerate(parts[:-1]):
         nxt = parts[i + 1]
         if isinstance(node, list):
-            if not isinstance(part, int) or part >= len(node):
+            if not isinstance(part, int) or part > len(node):
                 raise RecipeError(f"--set {text!r}: index {part!r} out of range", ".".join(map(str, parts[: i + 1])))
+            if part == len(node):  # one past the end appends a new item
+                node.append([] if isinstance(nxt, int) else {})
             node = node[part]
         else:
             if part not in node or node[part] is None:
@@ -383,7 +387,7 @@ def _check_components(spec: RecipeModel, hooks) -> None:
     for key in ("filters", "rollout_filters"):
         for i, entry in enumerate(getattr(spec, key)):
             check(hooks.data_filters, entry, f"{key}[{i}]")
-    if spec.rollout_filters and spec.trainer != "ppo":
+    if spec.rollout_filters and spec.trainer != "ppo" and not spec.stages:
         raise RecipeError("rollout filters apply to trainer 'ppo' only", "rollout_filters")
 
 
@@ -401,8 +405,14 @@ def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: l
     except ValidationError as exc:
         raise _pydantic_error(exc) from None
     hooks = Hooks.of(hooks)
-    _check_data(spec)
-    _check_trainer_section(spec)
+    if not spec.stages:
+        for key in ("trainer", "model", "data"):
+            if getattr(spec, key) is None:
+                raise RecipeError("missing required key", key)
+    if spec.data is not None:
+        _check_data(spec)
+    if spec.trainer is not None:
+        _check_trainer_section(spec)
     _check_components(spec, hooks)
     recipe = Recipe(spec, raw, source)
     return recipe

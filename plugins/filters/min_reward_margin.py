@@ -14,7 +14,8 @@ class MinRewardMargin:
     """
 
     def __init__(self, source, margin: float = 0.0, components=None):
-        self.source = components.reward_source(source, where="min_reward_margin.source")
+        # Through a mix of one, so a source returning NaN or the wrong count is a named error.
+        self.source = components.reward_mix([source], where="min_reward_margin.source")
         self.margin = float(margin)
 
     def __call__(self, batch):
