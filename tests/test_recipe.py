@@ -65,7 +65,7 @@ def test_broken_recipe_exits_2_naming_the_key(tmp_path, capsys, change, key, wor
 
 
 def test_unknown_recipe_name_suggests(capsys):
-    assert main(["validate", "tiny-dpp"]) == 2
+    assert main(["validate", "tiny-dpo.yml"]) == 2
     assert "Did you mean: tiny-dpo?" in capsys.readouterr().err
 
 
