@@ -18,7 +18,7 @@ from .errors import ComponentError, TrlPlusError
 
 # Each command is a module in trl_plus.commands with ``add_parser(subparsers)`` and
 # ``run(args) -> int``.
-COMMANDS = ("plugins", "validate", "train")
+COMMANDS = ("plugins", "validate", "train", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,9 @@ BUILTIN_PLUGINS = (
     "trl_plus.plugins.filters.min_reward_margin",
     "trl_plus.plugins.filters.regex",
     "trl_plus.plugins.filters.rollout",
+    "trl_plus.plugins.judges.reward_source",
+    "trl_plus.plugins.judges.reward_model",
+    "trl_plus.plugins.judges.http_pairwise",
 )
 
 _KINDS = {

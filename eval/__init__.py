@@ -1,0 +1,45 @@
+"""The trl-plus evaluation harness: checkpoints judged against a reference (win rate with
+bootstrap CI and a length-controlled win rate), KL to the reference policy, gold reward,
+and lm-eval benchmarks, written to ``eval.json`` with a manifest.
+
+In-process API (what the comparison report calls)::
+
+    from trl_plus.eval import evaluate_checkpoint, generate, GenerationSettings
+    results = evaluate_checkpoint("runs/dpo", "prompts.jsonl", reference="runs/sft",
+                                  config={"judges": [{"name": "reward_model", "model": "runs/rm"}]},
+                                  out_dir="runs/dpo/eval")
+"""
+
+from __future__ import annotations
+
+_LAZY = {
+    "evaluate_checkpoint": "harness",
+    "compare_results": "harness",
+    "generate": "generation",
+    "GenerationSettings": "generation",
+    "load_policy": "generation",
+    "Policy": "generation",
+    "load_prompts": "prompts",
+    "PromptSet": "prompts",
+    "estimate_kl": "kl",
+    "run_lm_eval": "benchmarks",
+    "offline_tasks": "benchmarks",
+    "validate_eval_section": "config",
+    "EvalSection": "config",
+    "win_rate_summary": "stats",
+    "paired_difference": "stats",
+    "length_controlled_win_rate": "stats",
+    "bootstrap_ci": "stats",
+    "run_judge": "judging",
+    "normalise_judge_spec": "judging",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

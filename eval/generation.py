@@ -1,0 +1,335 @@
+"""Batched sampling from a checkpoint on a prompt set, cached on disk.
+
+Prompts are sorted by length and left-padded, so a batch wastes little compute and
+every row's last prompt token sits at the same position. A cache file
+(``generations.jsonl``) keyed by model, prompt-set hash, sampling settings and seed
+means a re-run, or scoring with a new judge, never samples again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trl_plus.errors import DataError, RecipeError
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How completions are sampled. ``temperature == 0`` means greedy decoding."""
+
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_p: float = 1.0
+    num_samples: int = 1  # completions per prompt
+    batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = {
+            "max_new_tokens": self.max_new_tokens >= 1,
+            "temperature": self.temperature >= 0,
+            "top_p": 0 < self.top_p <= 1,
+            "num_samples": self.num_samples >= 1,
+            "batch_size": self.batch_size >= 1,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise RecipeError(f"invalid value {getattr(self, key)!r}", f"eval.generation.{key}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> GenerationSettings:
+        return dataclasses.replace(self, **changes)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(GenerationSettings))
+
+
+# ---------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Policy:
+    """A loaded causal LM with its tokenizer and a stable id for caching."""
+
+    model: Any
+    tokenizer: Any
+    model_id: str | None  # None: in-memory model without an id, never cached
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+
+def fingerprint(name_or_path: str, adapter: str | None = None, revision: str | None = None) -> str:
+    """A cache id for a checkpoint: its path plus the size and mtime of its weight files.
+
+    A checkpoint re-trained into the same folder thus gets a new id.
+    """
+    parts = []
+    for ref in (name_or_path, adapter):
+        if ref is None:
+            continue
+        path = Path(ref)
+        if path.is_dir():
+            stamp = [
+                (f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                for f in sorted(path.iterdir())
+                if f.suffix in (".safetensors", ".bin", ".pt") or f.name == "config.json"
+            ]
+            parts.append({"path": str(path.resolve()), "files": stamp})
+        else:
+            parts.append({"id": ref, "revision": revision})
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_policy(
+    name_or_path: Any,
+    *,
+    adapter: str | None = None,
+    tokenizer: Any = None,
+    hooks=None,
+    device: str | None = None,
+    dtype: str = "float32",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    model_id: str | None = None,
+) -> Policy:
+    """A checkpoint (folder, hub id, ``tiny:`` name, or a folder holding a PEFT adapter),
+    or an in-memory model (then ``tokenizer`` is required), ready for generation."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from trl_plus.manager import Hooks
+    from trl_plus.tiny import resolve
+
+    if isinstance(name_or_path, Policy):
+        return name_or_path
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        if tokenizer is None:
+            raise DataError("an in-memory model needs its tokenizer")
+        model = name_or_path
+        policy = Policy(model.to(device).eval(), _ready_tokenizer(tokenizer), model_id)
+        return policy
+    name = resolve(str(name_or_path))
+    if adapter is None and (Path(name) / "adapter_config.json").exists():
+        adapter = name
+        name = json.loads((Path(name) / "adapter_config.json").read_text())["base_model_name_or_path"]
+        name = resolve(name)
+    init = {"dtype": getattr(torch, dtype), "trust_remote_code": trust_remote_code}
+    if revision:
+        init["revision"] = revision
+    try:
+        model = Hooks.of(hooks).load_model(name, "policy", init)
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        if tokenizer is None:
+            source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else name
+            tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise RecipeError(f"cannot load checkpoint {str(name_or_path)!r}: {exc}", "checkpoint") from None
+    return Policy(
+        model.to(device).eval(),
+        _ready_tokenizer(tokenizer),
+        model_id or fingerprint(name, adapter, revision),
+    )
+
+
+def _ready_tokenizer(tokenizer):
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise DataError("the tokenizer has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------------------
+# sampling
+# ---------------------------------------------------------------------------------------
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    return [tokenizer(p)["input_ids"] for p in prompts]
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int):
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+def cut_at_eos(tokens: Sequence[int], eos_ids: set[int]) -> list[int]:
+    """The completion up to and including its first EOS (what follows is padding)."""
+    out = []
+    for t in tokens:
+        out.append(int(t))
+        if t in eos_ids:
+            break
+    return out
+
+
+def eos_ids_of(model, tokenizer) -> set[int]:
+    ids = set()
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    for value in (eos if isinstance(eos, list) else [eos]) + [tokenizer.eos_token_id]:
+        if value is not None:
+            ids.add(int(value))
+    return ids
+
+
+def sample_token_ids(
+    policy: Policy,
+    prompt_ids: Sequence[Sequence[int]],
+    settings: GenerationSettings,
+    *,
+    progress: bool | str = True,
+) -> list[list[int]]:
+    """Completion token ids (cut after the first EOS), prompt-major:
+    ``num_samples`` rows per prompt, in the order of ``prompt_ids``."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import GenerationConfig
+
+    model, tok = policy.model, policy.tokenizer
+    eos = eos_ids_of(model, tok)
+    config = GenerationConfig(
+        do_sample=settings.temperature > 0,
+        temperature=settings.temperature if settings.temperature > 0 else None,
+        top_p=settings.top_p if settings.temperature > 0 else None,
+        top_k=0 if settings.temperature > 0 else None,
+        max_new_tokens=settings.max_new_tokens,
+        num_return_sequences=settings.num_samples,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=sorted(eos),
+        bos_token_id=tok.bos_token_id,
+    )
+    order = sorted(range(len(prompt_ids)), key=lambda i: (-len(prompt_ids[i]), i))
+    results: list[list[list[int]] | None] = [None] * len(prompt_ids)
+    torch.manual_seed(settings.seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(settings.seed)
+    desc = progress if isinstance(progress, str) else "generating"
+    bar = tqdm(total=len(order), desc=desc, unit="prompt", disable=not progress, leave=False)
+    try:
+        for start in range(0, len(order), settings.batch_size):
+            chunk = order[start : start + settings.batch_size]
+            ids, mask = left_pad([prompt_ids[i] for i in chunk], tok.pad_token_id)
+            ids, mask = ids.to(policy.device), mask.to(policy.device)
+            with torch.no_grad():
+                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+            new = out[:, ids.shape[1] :].tolist()
+            for j, i in enumerate(chunk):
+                rows = new[j * settings.num_samples : (j + 1) * settings.num_samples]
+                results[i] = [cut_at_eos(r, eos) for r in rows]
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    return [row for per_prompt in results for row in per_prompt]  # type: ignore[union-attr]
+
+
+def decode(tokenizer, completions: Sequence[Sequence[int]]) -> list[str]:
+    return tokenizer.batch_decode(completions, skip_special_tokens=True)
+
+
+# ---------------------------------------------------------------------------------------
+# cache
+# ---------------------------------------------------------------------------------------
+
+
+def prompts_hash(prompts: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(prompts)).encode()).hexdigest()
+
+
+def cache_key(kind: str, model_id: str, prompts_sha: str, settings: GenerationSettings, **extra) -> str:
+    payload = {"kind": kind, "model": model_id, "prompts": prompts_sha, "settings": settings.to_dict(), **extra}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cache_lookup(cache_path: str | Path | None, key: str) -> dict | None:
+    if cache_path is None or not Path(cache_path).exists():
+        return None
+    found = None
+    with open(cache_path) as f:
+        for line in f:
+            if key in line:
+                try:
+                    row = json.loads(line)
+                except ValueError:  # a line cut short by a crash: ignore it
+                    continue
+                if row.get("key") == key:
+                    found = row
+    return found
+
+
+def cache_store(cache_path: str | Path | None, row: dict) -> None:
+    if cache_path is None:
+        return
+    path = Path(cache_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def generate(
+    model_or_path: Any,
+    prompts: Sequence[str],
+    settings: GenerationSettings | None = None,
+    cache_path: str | Path | None = None,
+    *,
+    tokenizer: Any = None,
+    model_id: str | None = None,
+    hooks=None,
+    progress: bool | str = True,
+) -> list[str]:
+    """Completions for ``prompts``: ``settings.num_samples`` per prompt, prompt-major.
+
+    ``model_or_path`` is a checkpoint name/path, a :class:`Policy`, or an in-memory
+    model (with ``tokenizer``; cached only when ``model_id`` is given). With
+    ``cache_path``, a hit returns the stored completions without loading anything.
+    """
+    settings = settings or GenerationSettings()
+    prompts = list(prompts)
+    if not prompts:
+        return []
+    if model_id is None and isinstance(model_or_path, (str, os.PathLike)):
+        from trl_plus.tiny import resolve
+
+        model_id = fingerprint(resolve(str(model_or_path)))
+    if model_id is None and isinstance(model_or_path, Policy):
+        model_id = model_or_path.model_id
+    sha = prompts_hash(prompts)
+    key = cache_key("generations", model_id, sha, settings) if model_id else None
+    if key:
+        hit = cache_lookup(cache_path, key)
+        if hit is not None:
+            return hit["completions"]
+    policy = load_policy(model_or_path, tokenizer=tokenizer, hooks=hooks, model_id=model_id)
+    ids = sample_token_ids(policy, encode_prompts(policy.tokenizer, prompts), settings, progress=progress)
+    completions = decode(policy.tokenizer, ids)
+    if key:
+        cache_store(
+            cache_path,
+            {"key": key, "kind": "generations", "model": model_id, "prompts_sha256": sha,
+             "settings": settings.to_dict(), "seed": settings.seed, "completions": completions},
+        )
+    return completions

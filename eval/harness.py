@@ -1,0 +1,244 @@
+"""One checkpoint, evaluated: generations, judged win rates against a reference, KL to the
+reference policy, gold reward, lm-eval benchmarks; written to ``eval.json``.
+
+Designed to be called in-process on many checkpoints (the comparison report does):
+models are loaded once per call, generations are cached in ``generations.jsonl``, and
+``evaluate_checkpoint`` returns the same dict it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from trl_plus.errors import DataError
+
+from .config import EvalSection, validate_eval_section
+from .generation import GenerationSettings, generate, load_policy
+from .judging import judge_label, normalise_judge_spec, public_spec, run_judge
+from .prompts import PromptSet, load_prompts
+from .stats import mean_with_ci, paired_difference, win_rate_summary
+
+RESULTS_FILE = "eval.json"
+CACHE_FILE = "generations.jsonl"
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("trl-plus", "trl", "transformers", "torch", "lm_eval", "datasets", "peft"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _clean(obj):
+    """JSON-safe: NaN and infinities become None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _name(x: Any) -> str | None:
+    if x is None:
+        return None
+    if isinstance(x, (str, Path)):
+        return str(x)
+    return getattr(x, "model_id", None) or type(x).__name__
+
+
+def evaluate_checkpoint(
+    checkpoint: Any,
+    prompts: Any,
+    *,
+    reference: Any = None,
+    config: EvalSection | Mapping | None = None,
+    out_dir: str | Path | None = None,
+    hooks=None,
+    tokenizer: Any = None,
+    model_id: str | None = None,
+    progress: bool = True,
+    recipe_hash: str | None = None,
+) -> dict:
+    """Evaluate ``checkpoint`` (path, hub id, ``tiny:`` name or in-memory model) on ``prompts``.
+
+    :param prompts: a :func:`load_prompts` source or a :class:`PromptSet`.
+    :param reference: a reference checkpoint whose generations the candidate is judged
+        against (also the reference policy of the KL); ``None`` uses the prompt set's
+        reference completions.
+    :param config: the ``eval:`` section (judges, gold, tasks, generation, kl, ...).
+    :param out_dir: where ``eval.json`` and the generation cache go (nothing is written
+        when ``None``, and nothing is cached unless ``config.cache`` is set).
+    """
+    from trl_plus.manager import Hooks
+
+    hooks = Hooks.of(hooks)
+    cfg = config if isinstance(config, EvalSection) else validate_eval_section(dict(config or {}), hooks)
+    out_path = Path(out_dir) if out_dir is not None else None
+    cache = cfg.cache or (str(out_path / CACHE_FILE) if out_path else None)
+    pset = load_prompts(prompts, prompt_column=cfg.prompt_column, reference_column=cfg.reference_column,
+                        max_prompts=cfg.max_prompts, hooks=hooks)
+    gen = GenerationSettings(**cfg.generation.model_dump())
+    boot = cfg.bootstrap
+    results: dict[str, Any] = {
+        "checkpoint": _name(checkpoint),
+        "reference": _name(reference) if reference is not None else "reference completions",
+        "prompts": {"source": pset.source, "count": len(pset), "sha256": pset.sha256},
+    }
+
+    # -- generations (cached: a re-run or a new judge never samples again) --------------
+    kl_ref = cfg.kl.reference or reference
+    need_kl = cfg.kl.enabled and kl_ref is not None
+    policy = ref_policy = None
+    if need_kl or cfg.tasks or not isinstance(checkpoint, (str, Path)) or model_id is not None:
+        policy = load_policy(checkpoint, tokenizer=tokenizer, hooks=hooks, model_id=model_id)
+    if need_kl:
+        ref_policy = load_policy(kl_ref, hooks=hooks)
+    candidate = generate(policy or checkpoint, pset.prompts, gen, cache, hooks=hooks,
+                         progress="generating (candidate)" if progress else False)
+    n = gen.num_samples
+    if reference is not None:
+        same = ref_policy is not None and kl_ref is reference
+        ref_completions = generate(ref_policy if same else reference, pset.prompts, gen, cache, hooks=hooks,
+                                   progress="generating (reference)" if progress else False)
+    elif pset.references is not None:
+        ref_completions = [r for r in pset.references for _ in range(n)]
+    else:
+        ref_completions = None
+    prompt_rows = [p for p in pset.prompts for _ in range(n)]
+    prompt_ids = [i for i in range(len(pset)) for _ in range(n)]
+    results["generation"] = {**gen.to_dict(), "cache": cache}
+    results["mean_length"] = sum(len(c) for c in candidate) / len(candidate)
+    results["examples"] = [
+        {"prompt": p, "completion": c, **({"reference": r} if ref_completions else {})}
+        for p, c, r in zip(prompt_rows[:5], candidate[:5], (ref_completions or [None] * 5)[:5])
+    ]
+
+    # -- judges -------------------------------------------------------------------------
+    results["win_rates"] = {}
+    judge_specs = [normalise_judge_spec(s, hooks, f"eval.judges[{i}]") for i, s in enumerate(cfg.judges)]
+    if judge_specs and ref_completions is None:
+        raise DataError(
+            "judges need a reference: give a reference checkpoint (--reference / eval.reference) or a prompt set "
+            "with a reference completion column (eval.reference_column)"
+        )
+    components = hooks.components()
+    for i, spec in enumerate(judge_specs):
+        label = judge_label(spec)
+        judge = components.judge(spec, f"eval.judges[{i}]")
+        probs = run_judge(judge, label, prompt_rows, candidate, ref_completions,
+                          batch_size=cfg.judge_batch_size, progress=progress)
+        summary = win_rate_summary(
+            probs, prompt_ids, [len(c) for c in candidate], [len(r) for r in ref_completions],
+            n_resamples=boot.resamples, seed=boot.seed, confidence=boot.confidence,
+        )
+        summary["judge"] = public_spec(spec)
+        failures = getattr(judge, "failures", None)
+        if failures:
+            summary["failure_reasons"] = list(failures)[:10]
+        summary["probabilities"] = probs
+        key = label if label not in results["win_rates"] else f"{label}#{i}"
+        results["win_rates"][key] = summary
+
+    # -- gold reward ----------------------------------------------------------------------
+    if cfg.gold is not None:
+        source = components.reward_source(cfg.gold, "eval.gold")
+        scores = list(source(prompt_rows, candidate))
+        gold = {"source": public_spec(cfg.gold if isinstance(cfg.gold, Mapping) else {"name": cfg.gold})}
+        gold.update(mean_with_ci(_per_prompt_means(scores, prompt_ids), n_resamples=boot.resamples, seed=boot.seed,
+                                 confidence=boot.confidence))
+        gold["failed"] = sum(s is None for s in scores)
+        if ref_completions is not None:
+            ref_scores = list(source(prompt_rows, ref_completions))
+            gold["reference"] = mean_with_ci(_per_prompt_means(ref_scores, prompt_ids), n_resamples=boot.resamples,
+                                             seed=boot.seed, confidence=boot.confidence)
+        results["gold_reward"] = gold
+
+    # -- KL to the reference policy ---------------------------------------------------
+    if need_kl:
+        from .kl import estimate_kl
+
+        results["kl"] = estimate_kl(
+            policy, ref_policy, pset.prompts, num_samples=cfg.kl.num_samples,
+            max_new_tokens=cfg.kl.max_new_tokens or gen.max_new_tokens, batch_size=gen.batch_size,
+            seed=gen.seed, cache_path=cache, progress="sampling for KL" if progress else False,
+        )
+        results["kl"]["reference"] = _name(kl_ref)
+        del ref_policy
+    elif cfg.kl.enabled:
+        results["kl"] = None  # no reference policy: only reference completions were given
+
+    # -- lm-eval --------------------------------------------------------------------------
+    if cfg.tasks:
+        from .benchmarks import run_lm_eval
+
+        target = policy.model if policy is not None else checkpoint
+        if isinstance(target, (str, Path)):
+            from trl_plus.tiny import resolve
+
+            target = resolve(str(target))
+        results["lm_eval"] = run_lm_eval(
+            target, cfg.tasks, tokenizer=policy.tokenizer if policy is not None else None,
+            batch_size=cfg.lm_eval.batch_size, limit=cfg.lm_eval.limit, num_fewshot=cfg.lm_eval.num_fewshot,
+            seed=gen.seed,
+        )
+
+    results["manifest"] = {
+        "versions": versions(),
+        "checkpoint": _name(checkpoint),
+        "reference": results["reference"],
+        "kl_reference": _name(kl_ref),
+        "judges": [public_spec(s) for s in judge_specs],
+        "gold": public_spec(cfg.gold),
+        "tasks": list(cfg.tasks),
+        "seeds": {"generation": gen.seed, "bootstrap": boot.seed, "lm_eval": gen.seed},
+        "prompt_set": {"source": pset.source, "sha256": pset.sha256, "count": len(pset)},
+        "recipe_hash": recipe_hash,
+        "config": public_spec(cfg.model_dump()),
+    }
+    results = _clean(results)
+    if out_path is not None:
+        out_path.mkdir(parents=True, exist_ok=True)
+        (out_path / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    hooks.evaluation_done(results, str(out_path) if out_path is not None else None)
+    return results
+
+
+def _per_prompt_means(scores: Sequence[float | None], prompt_ids: Sequence[int]) -> list[float | None]:
+    sums: dict[int, list[float]] = {}
+    for s, i in zip(scores, prompt_ids):
+        sums.setdefault(i, [])
+        if s is not None:
+            sums[i].append(float(s))
+    return [sum(v) / len(v) if v else None for v in sums.values()]
+
+
+def compare_results(a: Mapping, b: Mapping, *, judge: str | None = None, n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Paired comparison of two ``eval.json`` results on the same prompts and reference:
+    the win-rate difference (A minus B) with its bootstrap CI per judge, and lm-eval
+    items compared one by one."""
+    from .benchmarks import compare_samples
+
+    if a["prompts"]["sha256"] != b["prompts"]["sha256"]:
+        raise DataError("the two results were computed on different prompt sets; a paired comparison needs the same")
+    out: dict[str, Any] = {"a": a.get("checkpoint"), "b": b.get("checkpoint"), "win_rate_difference": {}}
+    for name in a.get("win_rates", {}):
+        if (judge and name != judge) or name not in b.get("win_rates", {}):
+            continue
+        out["win_rate_difference"][name] = paired_difference(
+            a["win_rates"][name]["per_prompt"], b["win_rates"][name]["per_prompt"], n_resamples=n_resamples, seed=seed
+        )
+    if a.get("lm_eval") and b.get("lm_eval"):
+        out["lm_eval_items"] = compare_samples(a["lm_eval"]["samples"], b["lm_eval"]["samples"])
+    return _clean(out)

@@ -1,0 +1,119 @@
+"""Sequence-level KL(pi || pi_ref), estimated by Monte Carlo from the policy's own samples.
+
+KL(pi || pi_ref) = E_{y ~ pi(.|x)} [log pi(y|x) - log pi_ref(y|x)], with y sampled at
+temperature 1 (no top-p, no top-k) from pi, and log-probabilities summed over the
+completion tokens up to and including the first EOS. Both models score the same token
+ids, so they must share a tokenizer (vocabulary).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from trl_plus.errors import DataError
+
+from .generation import GenerationSettings, Policy, cache_key, cache_lookup, cache_store, encode_prompts, prompts_hash, sample_token_ids
+
+
+def sequence_logprobs(
+    model,
+    prompt_ids: Sequence[Sequence[int]],
+    completion_ids: Sequence[Sequence[int]],
+    *,
+    pad_id: int = 0,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Sum of log p(token) over each completion given its prompt (one value per pair).
+
+    Rows are right-padded (positions then start at 0 for every row, as in generation
+    from an unpadded prompt); padding is masked out and never scored.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    out = np.zeros(len(completion_ids))
+    for start in range(0, len(completion_ids), batch_size):
+        rows = [list(p) + list(c) for p, c in zip(prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size])]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        target = torch.zeros((len(rows), width), dtype=torch.bool)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+            n_prompt = len(prompt_ids[start + i])
+            target[i, n_prompt : len(r)] = True
+        ids, mask, target = ids.to(device), mask.to(device), target.to(device)
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        out[start : start + len(rows)] = (logp * target[:, 1:]).sum(dim=1).cpu().numpy()
+    return out
+
+
+def estimate_kl(
+    policy: Policy,
+    reference: Policy,
+    prompts: Sequence[str],
+    *,
+    num_samples: int = 4,
+    max_new_tokens: int = 32,
+    batch_size: int = 32,
+    seed: int = 0,
+    cache_path=None,
+    progress: bool | str = True,
+) -> dict:
+    """Monte-Carlo KL(pi || pi_ref) per prompt, averaged over prompts, with its standard error.
+
+    Returns ``{"kl", "stderr", "stderr_over_prompts", "samples", "prompts", "num_samples", "per_sample_std",
+    "mean_policy_logprob", "mean_reference_logprob"}``. ``stderr`` is the error of the
+    Monte-Carlo sampling with the prompt set held fixed (from the spread of each prompt's
+    samples); ``stderr_over_prompts`` treats the prompts as a sample from a larger set.
+    """
+    if len(policy.tokenizer) != len(reference.tokenizer) or policy.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
+        raise DataError("KL needs the policy and the reference to share a tokenizer; their vocabularies differ")
+    prompts = list(prompts)
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens, temperature=1.0, top_p=1.0, num_samples=num_samples,
+        batch_size=batch_size, seed=seed,
+    )
+    prompt_ids = encode_prompts(policy.tokenizer, prompts)
+    key = cache_key("kl_samples", policy.model_id, prompts_hash(prompts), settings) if policy.model_id else None
+    hit = cache_lookup(cache_path, key) if key else None
+    if hit is not None:
+        completions = hit["token_ids"]
+    else:
+        desc = progress if isinstance(progress, str) else "sampling for KL"
+        completions = sample_token_ids(policy, prompt_ids, settings, progress=desc if progress else False)
+        if key:
+            cache_store(cache_path, {"key": key, "kind": "kl_samples", "model": policy.model_id,
+                                     "settings": settings.to_dict(), "token_ids": completions})
+    expanded = [prompt_ids[i // num_samples] for i in range(len(completions))]
+    pad = policy.tokenizer.pad_token_id or 0
+    lp = sequence_logprobs(policy.model, expanded, completions, pad_id=pad, batch_size=batch_size)
+    lq = sequence_logprobs(reference.model, expanded, completions, pad_id=pad, batch_size=batch_size)
+    per_sample = lp - lq
+    per_prompt = per_sample.reshape(len(prompts), num_samples).mean(axis=1)
+    n = len(per_prompt)
+    grid = per_sample.reshape(len(prompts), num_samples)
+    if num_samples > 1:  # Monte-Carlo error with the prompt set held fixed
+        stderr = float(math.sqrt(grid.var(axis=1, ddof=1).sum() / num_samples) / n)
+    else:
+        stderr = float(per_sample.std(ddof=1) / math.sqrt(per_sample.size)) if per_sample.size > 1 else math.nan
+    return {
+        "kl": float(per_prompt.mean()),
+        "stderr": stderr,
+        "stderr_over_prompts": float(per_prompt.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan,
+        "prompts": n,
+        "num_samples": num_samples,
+        "samples": int(per_sample.size),
+        "per_sample_std": float(per_sample.std(ddof=1)) if per_sample.size > 1 else math.nan,
+        "mean_policy_logprob": float(lp.mean()),
+        "mean_reference_logprob": float(lq.mean()),
+        "mean_completion_tokens": float(np.mean([len(c) for c in completions])),
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+    }

@@ -1,0 +1,169 @@
+"""``trl-plus eval CHECKPOINT``: win rate against a reference, KL, gold reward, lm-eval.
+
+Settings come from flags, or from a recipe's ``eval:`` section (``--recipe``), flags
+winning. A judge is given as ``NAME`` or ``NAME:key=value,key=value``; NAME is a judge or
+any registered reward source.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from ..errors import RecipeError
+
+
+def parse_component(text: str, flag: str) -> dict:
+    """``name`` or ``name:key=value,key=value`` (values read as YAML scalars)."""
+    name, _, rest = text.partition(":")
+    spec: dict = {"name": name.strip()}
+    for item in filter(None, (p.strip() for p in rest.split(","))) if rest else []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise RecipeError(f"expected NAME or NAME:key=value,..., got {text!r}", flag)
+        try:
+            spec[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            spec[key.strip()] = value
+    return spec
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint: win rate vs a reference, KL, gold reward, lm-eval")
+    p.add_argument("checkpoint", help="checkpoint folder, hub id, tiny:causal-lm, or a folder with a PEFT adapter")
+    p.add_argument("--reference", help="reference checkpoint (its generations are judged against; KL reference)")
+    p.add_argument("--prompts", help="prompt set: a .jsonl file with a 'prompt' column, or a dataset id")
+    p.add_argument("--prompt-column", help="column of prompts (default: prompt)")
+    p.add_argument("--reference-column", help="column of reference completions in the prompt set")
+    p.add_argument("--max-prompts", type=int, help="use the first N prompts")
+    p.add_argument("--judge", action="append", default=[], metavar="NAME[:k=v,...]",
+                   help="a judge or a reward source name (repeatable)")
+    p.add_argument("--gold", metavar="NAME[:k=v,...]", help="a reward source as gold reward")
+    p.add_argument("--tasks", nargs="+", metavar="TASK",
+                   help="lm-eval tasks; trl_plus_offline runs the shipped offline pack")
+    p.add_argument("--out", help="output folder (default: CHECKPOINT/eval)")
+    p.add_argument("--cache", help="generations cache file (default: OUT/generations.jsonl)")
+    p.add_argument("--num-samples", type=int, help="completions per prompt")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--batch-size", type=int, help="generation batch size")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--kl-samples", type=int, help="policy samples per prompt for the KL estimate")
+    p.add_argument("--no-kl", action="store_true", help="skip the KL estimate")
+    p.add_argument("--recipe", help="take settings from this recipe's eval: section")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set eval.max_prompts=50")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _section_from_args(args, hooks) -> tuple[dict, object, str | None, Path | None]:
+    section: dict = {}
+    reference = None
+    recipe_hash = None
+    base_dir = None
+    if args.recipe:
+        from ..recipe import load_recipe
+
+        recipe = load_recipe(args.recipe, args.overrides, hooks=hooks)
+        section = dict(recipe.raw.get("eval") or {})
+        recipe_hash, base_dir = recipe.hash, recipe.base_dir
+        if "prompts" not in section:
+            split = recipe.spec.data.eval or recipe.spec.data.train
+            section["prompts"] = {k: v for k, v in split.model_dump().items() if v is not None and k != "columns"}
+        reference = section.pop("reference", None) or recipe.spec.model.name_or_path
+    elif args.overrides:
+        raise RecipeError("--set needs --recipe")
+    flags = {
+        "prompt_column": args.prompt_column,
+        "reference_column": args.reference_column,
+        "max_prompts": args.max_prompts,
+        "cache": args.cache,
+    }
+    section.update({k: v for k, v in flags.items() if v is not None})
+    if args.prompts:
+        section["prompts"] = args.prompts
+    if args.judge:
+        section["judges"] = [parse_component(j, "--judge") for j in args.judge]
+    if args.gold:
+        section["gold"] = parse_component(args.gold, "--gold")
+    if args.tasks:
+        section["tasks"] = list(args.tasks)
+    gen = dict(section.get("generation") or {})
+    for key in ("num_samples", "max_new_tokens", "temperature", "top_p", "batch_size", "seed"):
+        if getattr(args, key) is not None:
+            gen[key] = getattr(args, key)
+    if gen:
+        section["generation"] = gen
+    kl = dict(section.get("kl") or {})
+    if args.kl_samples is not None:
+        kl["num_samples"] = args.kl_samples
+    if args.no_kl:
+        kl["enabled"] = False
+    if kl:
+        section["kl"] = kl
+    if args.reference:
+        reference = args.reference
+    prompts = section.get("prompts")
+    if isinstance(prompts, str) and base_dir is not None and not Path(prompts).is_absolute() \
+            and (base_dir / prompts).exists() and not args.prompts:
+        section["prompts"] = str(base_dir / prompts)
+    return section, reference, recipe_hash, base_dir
+
+
+def run(args) -> int:
+    from ..manager import Hooks
+
+    if args.tasks:
+        from ..eval.benchmarks import OFFLINE_PACK, offline_tasks
+
+        if all(t == OFFLINE_PACK or t in offline_tasks() for t in args.tasks):
+            # lm-eval offline: the flag must be set before datasets / huggingface_hub load.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    hooks = Hooks()
+    section, reference, recipe_hash, base_dir = _section_from_args(args, hooks)
+    from ..eval.config import validate_eval_section
+    from ..eval.harness import RESULTS_FILE, evaluate_checkpoint
+
+    config = validate_eval_section(section, hooks)
+    if config.prompts is None:
+        raise RecipeError("no prompt set: give --prompts FILE or a recipe with eval.prompts", "eval.prompts")
+    out = Path(args.out) if args.out else Path(args.checkpoint) / "eval"
+    if not args.out and not Path(args.checkpoint).is_dir():
+        out = Path("runs") / "eval" / args.checkpoint.replace(":", "-").replace("/", "--")
+    results = evaluate_checkpoint(
+        args.checkpoint, config.prompts, reference=reference, config=config, out_dir=out, hooks=hooks,
+        progress=not args.quiet, recipe_hash=recipe_hash,
+    )
+    print(summary_text(results))
+    print(f"wrote {out / RESULTS_FILE}")
+    return 0
+
+
+def _ci(ci) -> str:
+    return "[" + ", ".join("nan" if v is None else f"{v:.3f}" for v in ci) + "]"
+
+
+def summary_text(results: dict) -> str:
+    lines = [f"checkpoint {results['checkpoint']} vs {results['reference']} on {results['prompts']['count']} prompts"]
+    for name, w in results.get("win_rates", {}).items():
+        wr = "nan" if w["win_rate"] is None else f"{w['win_rate']:.3f}"
+        lc = "nan" if w["lc_win_rate"] is None else f"{w['lc_win_rate']:.3f}"
+        lines.append(
+            f"  {name}: win rate {wr} {_ci(w['win_rate_ci'])}, LC {lc} {_ci(w['lc_win_rate_ci'])}; "
+            f"W/T/L {w['wins']}/{w['ties']}/{w['losses']}, failed {w['failed']}"
+        )
+    kl = results.get("kl")
+    if kl:
+        lines.append(f"  KL to reference: {kl['kl']:.3f} ± {kl['stderr']:.3f} (s.e.)")
+    gold = results.get("gold_reward")
+    if gold and gold.get("mean") is not None:
+        lines.append(f"  gold reward: {gold['mean']:.3f} {_ci(gold['ci'])}")
+    for task, metrics in (results.get("lm_eval") or {}).get("results", {}).items():
+        values = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float) and "stderr" not in k)
+        lines.append(f"  {task}: {values}")
+    return "\n".join(lines)
