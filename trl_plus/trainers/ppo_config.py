@@ -1,0 +1,125 @@
+"""``PPOConfig``: ``trl.RLOOConfig`` plus the fields PPO adds (critic, GAE, KL estimator)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import RLOOConfig
+
+__all__ = ["PPOConfig", "KL_ESTIMATORS"]
+
+KL_ESTIMATORS = ("k1", "k3")
+
+
+@dataclass
+class PPOConfig(RLOOConfig):
+    r"""Configuration for ``trl_plus.PPOTrainer``: every ``trl.RLOOConfig`` field, plus PPO's own.
+
+    Fields RLOO already has keep their RLOO meaning and name:
+
+    - ``beta``: the KL coefficient in the per-token reward (``kl_coef`` in the logs) when
+      no KL schedule is given; a schedule replaces it at every rollout. Must be > 0.
+    - ``epsilon`` / ``epsilon_high``: the policy ratio clip range.
+    - ``num_iterations``: PPO epochs over each rollout batch (``num_ppo_epochs`` sets it).
+    - ``steps_per_generation``: micro-batches per rollout batch (``num_mini_batches`` sets it).
+    - ``normalize_advantages``: advantage whitening (on by default here).
+
+    Parameters of the critic (value function):
+
+    - ``critic_init``: ``"policy"`` (the policy's backbone with a fresh value head),
+      ``"reward"`` (the recipe's reward model), or a path to a sequence-classification model.
+    - ``critic_learning_rate``: its learning rate (default: ``learning_rate``).
+    - ``vf_coef``, ``cliprange_value``: weight and clip range of the value loss.
+
+    Parameters of the advantage:
+
+    - ``gamma``, ``lam``: discount and GAE lambda.
+    - ``kl_estimator``: ``"k1"`` (log-ratio) or ``"k3"`` per-token KL in the reward.
+    - ``whiten_rewards``: scale per-token rewards to unit variance per rollout batch.
+    - ``missing_eos_penalty``: subtracted from the score of completions without EOS.
+    """
+
+    normalize_advantages: bool = field(
+        default=True,
+        metadata={"help": "Whiten the GAE advantages over each rollout batch (mean 0, std 1 over completion tokens)."},
+    )
+    num_ppo_epochs: int | None = field(
+        default=None,
+        metadata={"help": "PPO epochs over each rollout batch. Sets `num_iterations`; leave one of the two unset."},
+    )
+    num_mini_batches: int | None = field(
+        default=None,
+        metadata={
+            "help": "Optimizer steps (minibatches) per rollout batch per epoch. Sets `steps_per_generation` to "
+            "`num_mini_batches * gradient_accumulation_steps`; leave `steps_per_generation` unset."
+        },
+    )
+    vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss in the total loss."})
+    cliprange_value: float | None = field(
+        default=0.2,
+        metadata={"help": "Clip range of the value prediction around its rollout value; null turns clipping off."},
+    )
+    gamma: float = field(default=1.0, metadata={"help": "Discount factor of the per-token rewards."})
+    lam: float = field(default=0.95, metadata={"help": "Lambda of generalised advantage estimation (GAE)."})
+    kl_estimator: str = field(
+        default="k1",
+        metadata={"help": "Per-token KL estimator in the reward: 'k1' (log-ratio) or 'k3' ((r-1) - log r, >= 0)."},
+    )
+    whiten_rewards: bool = field(
+        default=False,
+        metadata={"help": "Scale the per-token rewards to unit variance over each rollout batch (mean kept)."},
+    )
+    missing_eos_penalty: float | None = field(
+        default=None,
+        metadata={"help": "Subtracted from the score of a completion that ends without an EOS token."},
+    )
+    critic_init: str = field(
+        default="policy",
+        metadata={
+            "help": "Where the critic starts: 'policy' (policy backbone, zero value head), 'reward' (the "
+            "recipe's reward model), or a path/hub id of a sequence-classification model."
+        },
+    )
+    critic_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the critic's parameter group; defaults to `learning_rate`."},
+    )
+
+    def __post_init__(self):
+        if self.num_ppo_epochs is not None:
+            if self.num_ppo_epochs < 1:
+                raise ValueError(f"num_ppo_epochs must be >= 1, got {self.num_ppo_epochs}")
+            if self.num_iterations not in (1, self.num_ppo_epochs):
+                raise ValueError(
+                    f"num_ppo_epochs ({self.num_ppo_epochs}) and num_iterations ({self.num_iterations}) are the same "
+                    "setting; give one of them"
+                )
+            self.num_iterations = self.num_ppo_epochs
+        if self.num_mini_batches is not None:
+            if self.num_mini_batches < 1:
+                raise ValueError(f"num_mini_batches must be >= 1, got {self.num_mini_batches}")
+            if self.steps_per_generation is not None or self.generation_batch_size is not None:
+                raise ValueError(
+                    "num_mini_batches sets steps_per_generation; do not also give steps_per_generation or "
+                    "generation_batch_size"
+                )
+            self.steps_per_generation = self.num_mini_batches * self.gradient_accumulation_steps
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
+        if not self.beta > 0:
+            raise ValueError(
+                f"beta (the initial KL coefficient) must be > 0, got {self.beta}: PPO needs the reference model"
+            )
+        for name in ("gamma", "lam"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if self.vf_coef < 0:
+            raise ValueError(f"vf_coef must be >= 0, got {self.vf_coef}")
+        if self.cliprange_value is not None and self.cliprange_value <= 0:
+            raise ValueError(f"cliprange_value must be > 0 or null, got {self.cliprange_value}")
+        if self.critic_learning_rate is not None and self.critic_learning_rate <= 0:
+            raise ValueError(f"critic_learning_rate must be > 0, got {self.critic_learning_rate}")
+        if not self.critic_init:
+            raise ValueError("critic_init must be 'policy', 'reward' or a model path")
+        super().__post_init__()
