@@ -43,6 +43,7 @@ def add_parser(sub) -> None:
     p.add_argument("--gold", metavar="NAME[:k=v,...]", help="a reward source as gold reward")
     p.add_argument("--tasks", nargs="+", metavar="TASK",
                    help="lm-eval tasks; trl_plus_offline runs the shipped offline pack")
+    p.add_argument("--lm-eval-limit", type=float, help="lm-eval: at most N items per task (a fraction if < 1)")
     p.add_argument("--out", help="output folder (default: CHECKPOINT/eval)")
     p.add_argument("--cache", help="generations cache file (default: OUT/generations.jsonl)")
     p.add_argument("--num-samples", type=int, help="completions per prompt")
@@ -98,6 +99,9 @@ def _section_from_args(args, hooks) -> tuple[dict, object, str | None, Path | No
             gen[key] = getattr(args, key)
     if gen:
         section["generation"] = gen
+    if args.lm_eval_limit is not None:
+        limit = args.lm_eval_limit
+        section["lm_eval"] = {**(section.get("lm_eval") or {}), "limit": int(limit) if limit >= 1 else limit}
     kl = dict(section.get("kl") or {})
     if args.kl_samples is not None:
         kl["num_samples"] = args.kl_samples
