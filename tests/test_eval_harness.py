@@ -179,3 +179,32 @@ def test_kl_matches_exact_enumeration():
     assert est["stderr"] < 0.1 * exact
     same = estimate_kl(p, p, prompts, num_samples=50, max_new_tokens=3, progress=False)
     assert same["kl"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_adapter_checkpoint_dataset_prompts_and_evaluation_done_hook(
+    tiny_model_path, tiny_preference_dataset, plugin_manager, register_plugin, tmp_path
+):
+    import trl_plus
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    seen = []
+
+    class Recorder:
+        @staticmethod
+        @trl_plus.hookimpl
+        def trl_plus_evaluation_done(results, output_dir):
+            seen.append((results["checkpoint"], output_dir))
+
+    register_plugin(Recorder(), "recorder")
+    out = evaluate_checkpoint(
+        str(tmp_path / "adapter"), tiny_preference_dataset, hooks=plugin_manager, out_dir=tmp_path / "eval",
+        config={"reference_column": "chosen", "max_prompts": 6, "generation": {"max_new_tokens": 4},
+                "judges": [{"name": "reward_model", "model": "tiny:reward-model"}], "kl": {"enabled": False}},
+        progress=False,
+    )
+    assert out["win_rates"]["reward_model"]["pairs"] == 6
+    assert seen == [(str(tmp_path / "adapter"), str(tmp_path / "eval"))]
