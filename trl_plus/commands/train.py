@@ -24,6 +24,10 @@ def run(args) -> int:
     hooks = Hooks()
     recipe = load_recipe(args.recipe, args.overrides, hooks=hooks)
     output_dir = args.output_dir or str(Path("runs") / Path(str(recipe.source)).stem)
+    if recipe.trainer is None:  # a pipeline recipe (stages:) has no single trainer
+        from ..errors import RecipeError
+
+        raise RecipeError("this recipe describes a pipeline (stages:); run it with `trl-plus compare`", "trainer")
     module = importlib.import_module(f"trl_plus.trainers.{recipe.trainer}")
     module.train_from_recipe(recipe, output_dir, hooks=hooks, resume_from_checkpoint=args.resume)
     print(f"saved to {output_dir}")

@@ -1,0 +1,202 @@
+"""The pipeline's part of a recipe: the ``stages:`` and ``report:`` sections (``eval:`` is
+the evaluation harness's, validated by ``trl_plus.eval.validate_eval_section``).
+
+Validated here, before anything heavy starts; every error is a ``RecipeError`` naming the
+key (``stages.dpo.betas``), the value and what is allowed. ``args`` sections are checked
+field by field against the TRL config they feed (``SFTConfig``, ``RewardConfig``,
+``DPOConfig``, trl-plus' ``PPOConfig``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import RecipeError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CorpusStage(_Strict):
+    """The generated review corpus of the quickstart (``trl_plus.pipeline.corpus``)."""
+
+    reviews: int = Field(20000, gt=0)
+    prompts: int = Field(2000, gt=0)
+    eval_prompts: int = Field(256, gt=0)
+    vocab_size: int = Field(600, ge=300)
+    seed: int = 0
+
+
+class ModelShape(_Strict):
+    hidden_size: int = Field(128, gt=0)
+    num_layers: int = Field(4, gt=0)
+    num_heads: int = Field(4, gt=0)
+    max_len: int = Field(128, gt=8)
+
+
+class SftStage(_Strict):
+    """Train the base policy with ``trl.SFTTrainer``: from scratch (``model``) or from ``base``."""
+
+    base: str | None = None  # a local folder or hub id; None: a tiny Llama built from scratch
+    model: ModelShape = ModelShape()
+    train: bool = True
+    args: dict[str, Any] = {}
+
+
+class PairsStage(_Strict):
+    """Sample completions from the SFT model and label chosen/rejected with the gold reward."""
+
+    dataset: str | None = None  # an existing preference dataset (prompt/chosen/rejected) instead
+    samples_per_prompt: int = Field(2, ge=2)
+    max_new_tokens: int = Field(24, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    batch_size: int = Field(128, gt=0)
+    min_margin: float = Field(0.0, ge=0)
+
+
+class RewardStage(_Strict):
+    """Train a reward model on the pairs with ``trl.RewardTrainer``."""
+
+    args: dict[str, Any] = {}
+    eval_fraction: float = Field(0.1, ge=0, lt=1)
+    normalize: bool = True  # rescale RM scores to the gold reward's spread on the pairs
+
+
+class PolicyStage(_Strict):
+    args: dict[str, Any] = {}
+
+
+class PPOStage(PolicyStage):
+    """PPO against the learned reward model (``ppo``) or the gold reward (``ppo_gt``)."""
+
+    kl_coefs: list[float] | None = None
+    kl_targets: list[float] | None = None  # adaptive controller (Ziegler et al.) per target
+    horizon: int = Field(10000, gt=0)
+
+    @field_validator("kl_coefs", "kl_targets")
+    @classmethod
+    def _positive(cls, value):
+        if value is not None and (not value or any(v <= 0 for v in value)):
+            raise ValueError(f"a non-empty list of numbers > 0, got {value}")
+        return value
+
+
+class DPOStage(PolicyStage):
+    betas: list[float] = [0.1]
+
+    @field_validator("betas")
+    @classmethod
+    def _positive(cls, value):
+        if not value or any(v <= 0 for v in value):
+            raise ValueError(f"a non-empty list of numbers > 0, got {value}")
+        return value
+
+
+class Stages(_Strict):
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    checkpoints: int = Field(3, ge=1, le=20)
+    corpus: CorpusStage | None = None
+    sft: SftStage = SftStage()
+    pairs: PairsStage = PairsStage()
+    reward: RewardStage | None = None
+    ppo: PPOStage | None = None
+    ppo_gt: PPOStage | None = None
+    dpo: DPOStage | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value):
+        if not value or len(set(value)) != len(value):
+            raise ValueError(f"a non-empty list of distinct integers, got {value}")
+        return value
+
+
+class ReportSection(_Strict):
+    title: str = "PPO vs DPO"
+    kl_budget: float | None = None  # the verdict compares methods at KL <= this; None: the smallest max
+    uncertainty: Literal["seeds", "sampling"] = "seeds"
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    stages: Stages
+    report: ReportSection
+    gold: list[dict]  # the recipe's ``rewards:``: the held-out gold reward source(s)
+
+    @property
+    def methods(self) -> list[str]:
+        return [m for m in ("ppo", "ppo_gt", "dpo") if getattr(self.stages, m) is not None]
+
+
+def _error(exc: ValidationError, prefix: str) -> RecipeError:
+    err = exc.errors()[0]
+    key = ".".join([prefix] + [str(p) for p in err["loc"]])
+    if err["type"] == "extra_forbidden":
+        return RecipeError(f"unknown key {str(err['loc'][-1])!r}", key)
+    return RecipeError(f"{err['msg']} (got {err.get('input')!r})", key)
+
+
+_ARG_CONFIGS = {
+    "sft": ("trl", "SFTConfig"),
+    "reward": ("trl", "RewardConfig"),
+    "dpo": ("trl_plus.trainers.dpo", "DPOConfig"),
+    "ppo": ("trl_plus.trainers.ppo_config", "PPOConfig"),
+    "ppo_gt": ("trl_plus.trainers.ppo_config", "PPOConfig"),
+}
+# Set by the pipeline itself: a recipe that sets them would be silently overridden.
+_RESERVED = {"output_dir", "seed", "save_steps", "save_strategy", "beta", "kl_coef"}
+
+
+def _check_args(stage: str, args: dict) -> None:
+    module, name = _ARG_CONFIGS[stage]
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except ImportError:
+        return  # the trainer is missing: the stage itself says so when it runs
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in args:
+        where = f"stages.{stage}.args.{key}"
+        if key in _RESERVED:
+            raise RecipeError(f"set by the pipeline (seeds, checkpoints, betas/kl_coefs keys); remove it", where)
+        if key not in fields:
+            hint = difflib.get_close_matches(key, sorted(fields), n=1)
+            raise RecipeError(f"unknown {name} field {key!r}." + (f" Did you mean: {hint[0]}?" if hint else ""), where)
+
+
+def parse(recipe) -> PipelineConfig:
+    """The pipeline config of a validated recipe; raises ``RecipeError`` naming the key."""
+    raw = recipe.raw
+    try:
+        stages = Stages.model_validate(raw.get("stages") or {})
+    except ValidationError as exc:
+        raise _error(exc, "stages") from None
+    try:
+        report = ReportSection.model_validate(raw.get("report") or {})
+    except ValidationError as exc:
+        raise _error(exc, "report") from None
+    if not (stages.ppo or stages.ppo_gt or stages.dpo):
+        raise RecipeError("a comparison needs at least one of ppo, ppo_gt, dpo", "stages")
+    if stages.ppo is not None and stages.reward is None:
+        raise RecipeError("ppo optimises the learned reward model: add a 'reward' stage (or use ppo_gt)", "stages.ppo")
+    for name in ("ppo", "ppo_gt"):
+        section = getattr(stages, name)
+        if section is not None and section.kl_coefs and section.kl_targets:
+            raise RecipeError("give kl_coefs or kl_targets, not both", f"stages.{name}")
+    if stages.corpus is None and stages.sft.base is None:
+        raise RecipeError("name a base model (stages.sft.base) or generate the review corpus (stages.corpus)", "stages.sft.base")
+    if stages.corpus is None and stages.pairs.dataset is None:
+        raise RecipeError("without the generated corpus, give a preference dataset", "stages.pairs.dataset")
+    for name in ("sft", "reward", "ppo", "ppo_gt", "dpo"):
+        section = getattr(stages, name)
+        if section is not None:
+            _check_args(name, section.args)
+    gold = [r.model_dump() for r in recipe.spec.rewards]
+    if not gold:
+        raise RecipeError("the pipeline labels pairs and judges every checkpoint with the gold reward: list it under rewards", "rewards")
+    return PipelineConfig(stages, report, gold)

@@ -1,0 +1,163 @@
+"""The policy stages: PPO (on the learned reward model), PPO-GT (on the gold reward) and
+DPO (on the pairs), each a sweep of KL strengths x seeds.
+
+Every run is an ordinary trainer recipe, built here and trained by the trainer's own
+``train_from_recipe`` (so a run can be repeated alone with ``trl-plus train
+<run>/recipe.yaml``); it saves ``stages.checkpoints`` checkpoints along training, so
+one run traces a curve on the reward-vs-KL frontier.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import RecipeError
+from .rundir import fingerprint
+from .stages import read_jsonl, reward_model_spec, write_jsonl
+
+DPO_DEFAULTS = dict(
+    learning_rate=1e-4, num_train_epochs=3, per_device_train_batch_size=32, max_length=64,
+    lr_scheduler_type="constant", logging_steps=5, weight_decay=0.0,
+)
+PPO_DEFAULTS = dict(
+    learning_rate=3e-4, critic_learning_rate=1e-3, per_device_train_batch_size=32, num_generations=2,
+    num_mini_batches=2, num_ppo_epochs=2, max_completion_length=24, max_steps=60, logging_steps=5,
+    temperature=1.0, weight_decay=0.0,
+)
+
+
+@dataclass
+class PolicyRun:
+    method: str  # ppo | ppo_gt | dpo
+    strength: float  # beta (DPO), kl_coef or KL target (PPO)
+    seed: int
+    strength_key: str  # beta | kl_coef | kl_target
+
+    @property
+    def name(self) -> str:
+        return f"{self.strength_key}{self.strength:g}-seed{self.seed}"
+
+    @property
+    def rel(self) -> str:
+        return f"{self.method}/{self.name}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.strength_key}={self.strength:g} seed={self.seed}"
+
+
+def planned_runs(config) -> list[PolicyRun]:
+    runs = []
+    for method in config.methods:
+        section = getattr(config.stages, method)
+        if method == "dpo":
+            values, key = section.betas, "beta"
+        elif section.kl_targets:
+            values, key = section.kl_targets, "kl_target"
+        else:
+            values, key = section.kl_coefs or [0.05], "kl_coef"
+        for value in values:
+            for seed in config.stages.seeds:
+                runs.append(PolicyRun(method, float(value), seed, key))
+    return runs
+
+
+def _save_every(total_steps: int, checkpoints: int) -> int:
+    return max(1, math.ceil(total_steps / checkpoints))
+
+
+def _dpo_recipe(ctx, run: PolicyRun) -> dict:
+    section = ctx.config.stages.dpo
+    prefs = ctx.run.path("pairs", "preferences.jsonl")
+    if not prefs.exists():
+        write_jsonl(prefs, ({k: r[k] for k in ("prompt", "chosen", "rejected")}
+                            for r in read_jsonl(ctx.run.path("pairs", "pairs.jsonl"))))
+    args = {**DPO_DEFAULTS, **section.args}
+    if args.get("max_steps", -1) > 0:
+        steps = args["max_steps"]
+    else:
+        n = sum(1 for _ in open(prefs))
+        per_step = args["per_device_train_batch_size"] * args.get("gradient_accumulation_steps", 1)
+        steps = math.ceil(n / per_step) * math.ceil(args["num_train_epochs"])
+    args.update(beta=run.strength, seed=run.seed, save_strategy="steps",
+                save_steps=_save_every(steps, ctx.config.stages.checkpoints), save_only_model=True)
+    return {"trainer": "dpo", "model": {"name_or_path": str(ctx.run.path("sft"))},
+            "data": {"train": {"path": str(prefs)}}, "dpo": args}
+
+
+def _ppo_recipe(ctx, run: PolicyRun) -> dict:
+    section = getattr(ctx.config.stages, run.method)
+    args = {**PPO_DEFAULTS, **section.args}
+    if args.get("max_steps", -1) <= 0:
+        raise RecipeError("PPO runs need max_steps > 0 (fix step counts, not wall-clock)", f"stages.{run.method}.args.max_steps")
+    recipe = {
+        "trainer": "ppo",
+        "model": {"name_or_path": str(ctx.run.path("sft"))},
+        "data": {"train": {"path": str(ctx.run.path("corpus", "prompts.jsonl"))}},
+        "rewards": [reward_model_spec(ctx)] if run.method == "ppo" else list(ctx.config.gold),
+    }
+    if run.strength_key == "kl_target":
+        args["beta"] = 0.05
+        recipe["kl"] = {"name": "adaptive", "init": 0.05, "target": run.strength, "horizon": section.horizon}
+    else:
+        args["beta"] = run.strength
+    args.update(seed=run.seed, save_strategy="steps", save_steps=_save_every(args["max_steps"], ctx.config.stages.checkpoints))
+    recipe["ppo"] = args
+    return recipe
+
+
+def _trainer_module(method: str):
+    name = "dpo" if method == "dpo" else "ppo"
+    try:
+        return importlib.import_module(f"trl_plus.trainers.{name}")
+    except ImportError as exc:
+        raise RecipeError(f"trl_plus.trainers.{name} is not available ({exc}); remove stages.{method}", f"stages.{method}") from None
+
+
+def run_policy(ctx, run: PolicyRun) -> Path:
+    from ..recipe import validate_dict
+
+    raw = _dpo_recipe(ctx, run) if run.method == "dpo" else _ppo_recipe(ctx, run)
+    upstream = [ctx.fingerprints.get(k) for k in ("pairs", "reward" if run.method == "ppo" else "sft")]
+    fp = fingerprint(run.rel, raw, upstream)
+    ctx.fingerprints[run.rel] = fp
+    if ctx.skip(run.rel, fp):
+        return ctx.run.path(run.rel)
+    recipe = validate_dict(raw, ctx.hooks, source=None)
+    module = _trainer_module(run.method)
+    with ctx.run.step(run.rel, fp, keep_partial=True) as (folder, info):
+        # An interrupted run keeps its checkpoints and continues from the last one.
+        resume = any(folder.glob("checkpoint-*")) or None
+        with ctx.trainer_bar(run.label):
+            trainer = module.train_from_recipe(recipe, str(folder), hooks=ctx.hooks, resume_from_checkpoint=resume)
+        info.update(global_step=trainer.state.global_step, tokens=_tokens_seen(trainer), **run.__dict__)
+        del trainer
+    return folder
+
+
+def _tokens_seen(trainer) -> int | None:
+    for entry in reversed(trainer.state.log_history):
+        for key in ("num_tokens", "num_input_tokens_seen"):
+            if key in entry:
+                return int(entry[key])
+    seen = getattr(trainer.state, "num_input_tokens_seen", 0)
+    return int(seen) or None
+
+
+def checkpoints_of(folder: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every saved checkpoint of a run, the final model included."""
+    found = {}
+    for ckpt in folder.glob("checkpoint-*"):
+        if ckpt.name.split("-")[-1].isdigit() and (ckpt / "config.json").exists():
+            found[int(ckpt.name.split("-")[-1])] = ckpt
+    marker = (folder / "done.json")
+    if marker.exists() and (folder / "config.json").exists():
+        import json
+
+        step = json.loads(marker.read_text()).get("global_step")
+        if step is not None and step not in found:
+            found[int(step)] = folder
+    return sorted(found.items())

@@ -1,0 +1,190 @@
+"""Running a pipeline recipe: the stages in order, each skipped when already done.
+
+``run_pipeline(recipe, out)`` is what ``trl-plus compare`` and ``trl-plus quickstart``
+call. Console output is one progress bar per stage (or per training run) and one line
+per finished step; everything else (transformers' warnings, trainer log dicts) is
+silenced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+import trl_plus
+
+from ..manager import Hooks
+from . import config as config_mod
+from .rundir import RunDir, write_json
+
+STAGE_ORDER = ("corpus", "sft", "pairs", "reward", "ppo", "ppo_gt", "dpo", "eval", "report")
+
+
+class _Bar:
+    """A tqdm bar that is a no-op when progress display is off."""
+
+    def __init__(self, desc: str, total: int | None, enabled: bool):
+        self._bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=f"{desc:<28}", leave=True, dynamic_ncols=True, mininterval=0.5)
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def set_postfix(self, **kw) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix(**kw, refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _trainer_bar_callback(bar_factory, label: str):
+    from transformers import TrainerCallback
+
+    class StageBar(TrainerCallback):
+        def __init__(self):
+            self.bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = bar_factory(label, state.max_steps)
+            self.bar.update(state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(1)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is None or not logs:
+                return
+            shown = {}
+            for key in ("loss", "reward", "kl", "beta", "kl_coef"):
+                if key in logs and isinstance(logs[key], (int, float)):
+                    shown[key] = f"{logs[key]:.3g}"
+            self.bar.set_postfix(**shown)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+
+    return StageBar()
+
+
+class _BarPlugin:
+    """Lifecycle-hook plugin: gives every trainer a stage bar instead of its log prints."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.label: str | None = None
+
+    @trl_plus.hookimpl
+    def trl_plus_trainer_created(self, trainer, recipe):
+        if self.label is not None:
+            self.ctx.attach_bar(trainer, self.label)
+
+
+class Context:
+    """What every stage gets: config, run folder, hooks, progress bars, fingerprints."""
+
+    def __init__(self, recipe, out: str | Path, hooks: Hooks | None = None, progress: bool = True, log=print):
+        self.recipe = recipe
+        self.config = config_mod.parse(recipe)
+        self.run = RunDir(out)
+        self.hooks = Hooks.of(hooks)
+        self.progress = progress
+        self.log = log
+        self.fingerprints: dict[str, str] = {}
+        self.skipped: list[str] = []
+        self._bar_plugin = _BarPlugin(self)
+        self.hooks.pm.register(self._bar_plugin, name=f"trl_plus.pipeline.progress.{id(self)}")
+
+    def close(self) -> None:
+        if self.hooks.pm.is_registered(self._bar_plugin):
+            self.hooks.pm.unregister(self._bar_plugin)
+
+    def skip(self, rel: str, fp: str) -> bool:
+        if self.run.is_done(rel, fp):
+            self.skipped.append(rel)
+            self.log(f"  {rel:<28} done already, skipped")
+            return True
+        return False
+
+    @contextlib.contextmanager
+    def bar(self, desc: str, total: int | None):
+        bar = _Bar(desc, total, self.progress)
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+    def attach_bar(self, trainer, label: str) -> None:
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(_trainer_bar_callback(lambda d, t: _Bar(d, t, self.progress), label))
+
+    @contextlib.contextmanager
+    def trainer_bar(self, label: str):
+        self._bar_plugin.label = label
+        try:
+            yield
+        finally:
+            self._bar_plugin.label = None
+
+
+def quiet_libraries() -> None:
+    """Library chatter off: the pipeline's own bars and lines are the console output."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    logging.getLogger("trl").setLevel(logging.ERROR)
+
+
+def run_pipeline(recipe, out: str | Path, hooks=None, progress: bool = True, log=print, stop_after: str | None = None) -> Path:
+    """Run every stage of a pipeline recipe into ``out``; returns the report folder.
+
+    :param stop_after: a stage name; stop once it is done (the others stay to run).
+    """
+    from . import evaluate, policy, report, stages
+
+    quiet_libraries()
+    ctx = Context(recipe, out, hooks, progress, log)
+    started = time.time()
+    try:
+        (ctx.run.path("recipe.yaml")).write_text(recipe.to_yaml())
+        cfg = ctx.config.stages
+        steps = []
+        if cfg.corpus is not None:
+            steps.append(("corpus", lambda: stages.run_corpus(ctx)))
+        steps += [("sft", lambda: stages.run_sft(ctx)), ("pairs", lambda: stages.run_pairs(ctx))]
+        if cfg.reward is not None:
+            steps.append(("reward", lambda: stages.run_reward(ctx)))
+        for run in policy.planned_runs(ctx.config):
+            steps.append((run.method, lambda run=run: policy.run_policy(ctx, run)))
+        steps += [("eval", lambda: evaluate.run_eval(ctx)), ("report", lambda: report.run_report(ctx))]
+        for i, (name, fn) in enumerate(steps):
+            t0 = time.time()
+            fn()
+            log(f"[{name}] {time.time() - t0:.1f}s") if ctx.skipped[-1:] != [name] else None
+            if stop_after is not None and name == stop_after and (i + 1 == len(steps) or steps[i + 1][0] != name):
+                break
+        write_json(ctx.run.path("pipeline.json"), {"wall_time_s": round(time.time() - started, 2),
+                                                   "skipped": ctx.skipped, "recipe_hash": recipe.hash})
+    finally:
+        ctx.close()
+    return ctx.run.path("report")

@@ -1,0 +1,229 @@
+"""The stages before the policies: corpus, sft, pairs, reward.
+
+Each function takes the pipeline context, runs one step into its folder of the run
+folder (skipped when the folder's ``done.json`` matches) and returns the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from ..errors import DataError
+from .rundir import fingerprint, read_json
+
+# Tiny models trained from scratch want far higher rates than TRL's defaults (1e-6, for
+# pretrained LLMs); these are the quickstart's measured ones.
+SFT_DEFAULTS = dict(
+    learning_rate=3e-3, num_train_epochs=1, per_device_train_batch_size=64, max_length=64,
+    lr_scheduler_type="cosine", warmup_steps=20, logging_steps=10, weight_decay=0.0,
+)
+REWARD_DEFAULTS = dict(
+    learning_rate=1e-3, num_train_epochs=2, per_device_train_batch_size=64, max_length=64,
+    lr_scheduler_type="cosine", logging_steps=5, weight_decay=0.0,
+)
+
+
+def write_jsonl(path: Path, rows) -> None:
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _common_args(args: dict) -> dict:
+    return {"report_to": "none", "bf16": False, "save_strategy": "no", "disable_tqdm": True, **args}
+
+
+def run_corpus(ctx) -> Path:
+    cfg = ctx.config.stages.corpus
+    fp = fingerprint("corpus", cfg.model_dump())
+    ctx.fingerprints["corpus"] = fp
+    if ctx.skip("corpus", fp):
+        return ctx.run.path("corpus")
+    from .corpus import make_corpus, make_prompts
+
+    with ctx.run.step("corpus", fp) as (folder, info), ctx.bar("corpus", 3) as bar:
+        texts = make_corpus(cfg.reviews, cfg.seed)
+        write_jsonl(folder / "train.jsonl", ({"text": t} for t in texts))
+        bar.update(1)
+        write_jsonl(folder / "prompts.jsonl", ({"prompt": p} for p in make_prompts(cfg.prompts, cfg.seed + 1)))
+        bar.update(1)
+        write_jsonl(folder / "eval_prompts.jsonl", ({"prompt": p} for p in make_prompts(cfg.eval_prompts, cfg.seed + 2)))
+        bar.update(1)
+        info.update(reviews=len(texts), prompts=cfg.prompts, eval_prompts=cfg.eval_prompts)
+    return folder
+
+
+def run_sft(ctx) -> Path:
+    cfg = ctx.config.stages.sft
+    fp = fingerprint("sft", cfg.model_dump(), ctx.fingerprints.get("corpus"))
+    ctx.fingerprints["sft"] = fp
+    if ctx.skip("sft", fp):
+        return ctx.run.path("sft")
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from ..tiny import build_model, build_tokenizer
+
+    with ctx.run.step("sft", fp) as (folder, info):
+        texts = None
+        if ctx.config.stages.corpus is not None:
+            texts = [r["text"] for r in read_jsonl(ctx.run.path("corpus", "train.jsonl"))]
+        if cfg.base is None:
+            tokenizer = build_tokenizer(texts, vocab_size=ctx.config.stages.corpus.vocab_size)
+            shape = cfg.model
+            model = build_model("causal-lm", tokenizer, seed=ctx.config.stages.corpus.seed, hidden_size=shape.hidden_size,
+                                num_layers=shape.num_layers, num_heads=shape.num_heads, max_len=shape.max_len)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(cfg.base)
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            model = AutoModelForCausalLM.from_pretrained(cfg.base)
+        tokens = 0
+        if cfg.train and texts:
+            args = SFTConfig(output_dir=str(folder), **_common_args({**SFT_DEFAULTS, **cfg.args}))
+            trainer = SFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_dict({"text": texts}),
+                                 processing_class=tokenizer)
+            ctx.attach_bar(trainer, "sft")
+            trainer.train()
+            trainer.save_state()
+            tokens = int(sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * args.num_train_epochs)
+            info["final_loss"] = trainer.state.log_history[-1].get("train_loss")
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        info["tokens"] = tokens
+    return folder
+
+
+def _gold(ctx):
+    return ctx.hooks.components().reward_mix(ctx.config.gold)
+
+
+def run_pairs(ctx) -> Path:
+    cfg = ctx.config.stages.pairs
+    fp = fingerprint("pairs", cfg.model_dump(), ctx.config.gold, ctx.fingerprints.get("sft"), ctx.fingerprints.get("corpus"))
+    ctx.fingerprints["pairs"] = fp
+    if ctx.skip("pairs", fp):
+        return ctx.run.path("pairs")
+    with ctx.run.step("pairs", fp) as (folder, info):
+        if cfg.dataset is not None:
+            rows = _load_pairs(ctx, cfg.dataset)
+            tokens = 0
+        else:
+            rows, tokens = _sample_pairs(ctx, cfg)
+        if not rows:
+            raise DataError("the pairs stage produced no pair with distinct gold rewards; sample more completions")
+        write_jsonl(folder / "pairs.jsonl", rows)
+        margins = [r["chosen_reward"] - r["rejected_reward"] for r in rows if "chosen_reward" in r]
+        gold = [v for r in rows for v in (r.get("chosen_reward"), r.get("rejected_reward")) if v is not None]
+        info.update(pairs=len(rows), tokens=tokens,
+                    mean_margin=statistics.fmean(margins) if margins else None,
+                    gold_std=statistics.pstdev(gold) if len(gold) > 1 else None)
+    return folder
+
+
+def _load_pairs(ctx, spec: str) -> list[dict]:
+    from ..loading import require_columns
+
+    dataset = ctx.hooks.load_dataset({"path": spec, "split": "train"})
+    require_columns(dataset, ["prompt", "chosen", "rejected"], "stages.pairs.dataset")
+    return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in dataset]
+
+
+def _sample_pairs(ctx, cfg) -> tuple[list[dict], int]:
+    from .sampling import load_causal_lm, sample
+
+    prompts = [r["prompt"] for r in read_jsonl(ctx.run.path("corpus", "prompts.jsonl"))]
+    model, tokenizer = load_causal_lm(str(ctx.run.path("sft")))
+    k = cfg.samples_per_prompt
+    gold = _gold(ctx)
+    samples, scores, tokens = [], [], 0
+    with ctx.bar("pairs", len(prompts) * k) as bar:
+        for j in range(k):
+            texts, n = sample(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                              batch_size=cfg.batch_size, seed=1000 + j, progress=bar)
+            samples.append(texts)
+            scores.append(gold(prompts, texts))
+            tokens += n
+    rows = []
+    for i, prompt in enumerate(prompts):
+        cands = [(scores[j][i], samples[j][i]) for j in range(k) if scores[j][i] is not None]
+        if len(cands) < 2:
+            continue
+        best, worst = max(cands, key=lambda c: c[0]), min(cands, key=lambda c: c[0])
+        if best[0] - worst[0] <= cfg.min_margin or best[1] == worst[1]:
+            continue  # a tie teaches nothing
+        rows.append({"prompt": prompt, "chosen": best[1], "rejected": worst[1],
+                     "chosen_reward": best[0], "rejected_reward": worst[0]})
+    return rows, tokens
+
+
+def run_reward(ctx) -> Path:
+    cfg = ctx.config.stages.reward
+    fp = fingerprint("reward", cfg.model_dump(), ctx.fingerprints.get("pairs"))
+    ctx.fingerprints["reward"] = fp
+    if ctx.skip("reward", fp):
+        return ctx.run.path("reward")
+    import datasets
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    sft = str(ctx.run.path("sft"))
+    with ctx.run.step("reward", fp) as (folder, info):
+        rows = read_jsonl(ctx.run.path("pairs", "pairs.jsonl"))
+        # Implicit-prompt form (prompt + completion in one text): RewardTrainer appends EOS,
+        # and the reward_model source scores with append_eos=True, so both see one form.
+        data = datasets.Dataset.from_dict({
+            "chosen": [r["prompt"] + r["chosen"] for r in rows],
+            "rejected": [r["prompt"] + r["rejected"] for r in rows],
+        }).shuffle(seed=0)
+        n_eval = int(len(data) * cfg.eval_fraction)
+        train, held = data.select(range(n_eval, len(data))), data.select(range(n_eval))
+        tokenizer = AutoTokenizer.from_pretrained(sft)
+        model = AutoModelForSequenceClassification.from_pretrained(sft, num_labels=1)
+        model.config.pad_token_id = tokenizer.pad_token_id  # sequence classification pools at the last non-pad
+        args = RewardConfig(output_dir=str(folder), **_common_args({**REWARD_DEFAULTS, **cfg.args}))
+        trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                                eval_dataset=held if n_eval else None)
+        ctx.attach_bar(trainer, "reward")
+        trainer.train()
+        trainer.save_state()
+        trainer.save_model(str(folder))
+        tokenizer.save_pretrained(folder)
+        info["tokens"] = int(sum(len(a) + len(b) for a, b in zip(trainer.train_dataset["chosen_input_ids"],
+                                                                 trainer.train_dataset["rejected_input_ids"])) * args.num_train_epochs) \
+            if "chosen_input_ids" in trainer.train_dataset.column_names else None
+        # Accuracy and scale on held-out pairs, scored exactly as PPO will score.
+        scale = _rm_scale(ctx, folder, rows, held_n=n_eval)
+        info.update(scale)
+    return folder
+
+
+def _rm_scale(ctx, folder: Path, rows: list[dict], held_n: int) -> dict:
+    """Pair accuracy of the RM, and the weight that brings its spread to the gold reward's."""
+    spec = {"name": "reward_model", "model": str(folder), "append_eos": True, "batch_size": 128}
+    rm = ctx.hooks.components().reward_mix([spec])
+    sample_rows = rows[: max(held_n, min(len(rows), 512))]
+    prompts = [r["prompt"] for r in sample_rows]
+    chosen = rm(prompts, [r["chosen"] for r in sample_rows])
+    rejected = rm(prompts, [r["rejected"] for r in sample_rows])
+    accuracy = statistics.fmean(float(c > r) for c, r in zip(chosen, rejected))
+    rm_std = statistics.pstdev(chosen + rejected) or 1.0
+    gold = [v for r in sample_rows for v in (r.get("chosen_reward"), r.get("rejected_reward")) if v is not None]
+    gold_std = statistics.pstdev(gold) if len(gold) > 1 else 1.0
+    weight = gold_std / rm_std if ctx.config.stages.reward.normalize else 1.0
+    return {"pair_accuracy": round(accuracy, 4), "rm_std": rm_std, "gold_std": gold_std, "weight": weight}
+
+
+def reward_model_spec(ctx) -> dict:
+    """The reward source PPO optimises: the learned RM, rescaled to the gold reward's spread."""
+    info = read_json(ctx.run.path("reward", "done.json"), {})
+    return {"name": "reward_model", "model": str(ctx.run.path("reward")), "append_eos": True,
+            "batch_size": 128, "weight": float(info.get("weight", 1.0)), "alias": "reward_model"}
