@@ -113,7 +113,7 @@ class Context:
     def skip(self, rel: str, fp: str) -> bool:
         if self.run.is_done(rel, fp):
             self.skipped.append(rel)
-            self.log(f"  {rel:<28} done already, skipped")
+            self.log(f"  {rel:<28} done already: skipped")
             return True
         return False
 
@@ -164,6 +164,7 @@ def run_pipeline(recipe, out: str | Path, hooks=None, progress: bool = True, log
 
     quiet_libraries()
     ctx = Context(recipe, out, hooks, progress, log)
+    evaluate.validate(ctx)  # fail at start-up, not after training
     started = time.time()
     try:
         (ctx.run.path("recipe.yaml")).write_text(recipe.to_yaml())
@@ -178,9 +179,11 @@ def run_pipeline(recipe, out: str | Path, hooks=None, progress: bool = True, log
             steps.append((run.method, lambda run=run: policy.run_policy(ctx, run)))
         steps += [("eval", lambda: evaluate.run_eval(ctx)), ("report", lambda: report.run_report(ctx))]
         for i, (name, fn) in enumerate(steps):
+            skipped = len(ctx.skipped)
             t0 = time.time()
             fn()
-            log(f"[{name}] {time.time() - t0:.1f}s") if ctx.skipped[-1:] != [name] else None
+            if len(ctx.skipped) == skipped and not progress:
+                log(f"  {name:<28} {time.time() - t0:.1f}s")
             if stop_after is not None and name == stop_after and (i + 1 == len(steps) or steps[i + 1][0] != name):
                 break
         write_json(ctx.run.path("pipeline.json"), {"wall_time_s": round(time.time() - started, 2),

@@ -48,7 +48,11 @@ def kl_budget(points_by_method: dict[str, list[dict]], fixed: float | None) -> f
     if fixed is not None:
         return float(fixed)
     largest = [max(p["kl"] for p in pts) for pts in points_by_method.values() if pts]
-    return float(min(largest)) if largest else math.inf
+    smallest = [min(p["kl"] for p in pts) for pts in points_by_method.values() if pts]
+    if not largest:
+        return math.inf
+    # Where every method has a checkpoint: at least each method's first point.
+    return float(max(min(largest), max(smallest)))
 
 
 def method_results(points: list[dict], budget: float, n_resamples: int = 2000) -> dict[str, dict]:
@@ -87,7 +91,7 @@ def verdict_text(reference: dict, results: dict[str, dict], budget: float, diffe
         above = r["ci"][0] > ref_ci[1]
         lines.append(
             f"At KL <= {budget:.2f} nats, {names.get(method, method)} reached a mean gold reward of {_fmt(r['mean'])} "
-            f"(95% CI {_fmt(r['ci'][0])} to {_fmt(r['ci'][1])}, {r['seeds']} seeds, seed means "
+            f"(95% CI {_fmt(r['ci'][0])} to {_fmt(r['ci'][1])} over {r['seeds']} seed(s) and the prompts; seed means "
             f"{', '.join(_fmt(m) for m in r['seed_means'])}) against the SFT model's {_fmt(reference['mean'])} "
             f"(CI {_fmt(ref_ci[0])} to {_fmt(ref_ci[1])}): "
             + ("clearly better, the intervals do not overlap." if above else

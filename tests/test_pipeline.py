@@ -1,0 +1,185 @@
+"""The comparison pipeline: recipe validation, the generated task, the verdict's statistics,
+and a reduced quickstart end to end (artefacts, report, resume after a failure)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from trl_plus.errors import RecipeError
+from trl_plus.pipeline import corpus, verdict
+from trl_plus.pipeline.config import parse
+from trl_plus.recipe import load_recipe
+
+# A quickstart small enough for a test: every stage runs, on a few hundred rows.
+SMALL = [
+    "stages.seeds=[0,1]",
+    "stages.checkpoints=2",
+    "stages.corpus.reviews=1200",
+    "stages.corpus.prompts=160",
+    "stages.corpus.eval_prompts=24",
+    "stages.sft.model.hidden_size=32",
+    "stages.sft.model.num_layers=1",
+    "stages.sft.args.per_device_train_batch_size=32",
+    "stages.pairs.max_new_tokens=12",
+    "stages.reward.args.num_train_epochs=1",
+    "stages.ppo.args.max_steps=4",
+    "stages.ppo.args.per_device_train_batch_size=8",
+    "stages.ppo.args.max_completion_length=12",
+    "stages.dpo.args.max_steps=4",
+    "eval.generation.max_new_tokens=12",
+    "eval.kl.num_samples=1",
+    "eval.lm_eval.limit=8",
+]
+
+
+# -- recipe validation ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("stages.dpo.betaz=[0.1]", "stages.dpo.betaz"),
+        ("stages.dpo.betas=[-1]", "stages.dpo.betas"),
+        ("stages.dpo.args.bta=0.1", "stages.dpo.args.bta"),
+        ("stages.dpo.args.beta=0.1", "stages.dpo.args.beta"),
+        ("stages.seeds=[0,0]", "stages.seeds"),
+        ("stages.reward=null", "stages.ppo"),
+        ("stages.ppo.kl_targets=[2.0]", "stages.ppo"),
+        ("report.colour=red", "report.colour"),
+    ],
+)
+def test_pipeline_config_errors_name_the_key(override, key):
+    recipe = load_recipe("quickstart", [override])
+    with pytest.raises(RecipeError) as err:
+        parse(recipe)
+    assert err.value.key == key
+
+
+def test_quickstart_recipe_is_valid_and_runs_two_seeds_per_method():
+    cfg = parse(load_recipe("quickstart"))
+    assert len(cfg.stages.seeds) >= 2
+    assert set(cfg.methods) >= {"ppo", "dpo"}
+    assert cfg.stages.checkpoints >= 2
+
+
+def test_train_refuses_a_pipeline_recipe(capsys):
+    from trl_plus.cli import main
+
+    assert main(["train", "quickstart"]) == 2
+    assert "trl-plus compare" in capsys.readouterr().err
+
+
+# -- the generated task -----------------------------------------------------------------
+
+
+def test_corpus_is_deterministic_and_balanced():
+    a, b = corpus.make_corpus(400, seed=3), corpus.make_corpus(400, seed=3)
+    assert a == b and a != corpus.make_corpus(400, seed=4)
+    scores = [corpus.sentiment(t) for t in a]
+    assert abs(sum(scores) / len(scores)) < 0.05  # neither sentiment dominates
+    assert max(scores) > 0.1 and min(scores) < -0.1
+    assert len(corpus.POSITIVE_WORDS) == len(corpus.NEGATIVE_WORDS) == 40
+
+
+def test_gold_reward_is_lexicon_sentiment():
+    assert corpus.gold_reward(["p"] * 3, [" great and moving .", " dull .", " the plot was long ."]) == [
+        pytest.approx(2 / 3), -1.0, 0.0]
+    # prompts carry no sentiment: the completion decides the reward
+    assert all(corpus.sentiment(p) == 0 for p in corpus.make_prompts(200, seed=0))
+
+
+# -- verdict statistics -------------------------------------------------------------------
+
+
+def test_pooled_bootstrap_widens_with_seed_spread():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    same = [list(rng.normal(0.2, 0.1, 300)) for _ in range(2)]
+    apart = [list(rng.normal(0.1, 0.1, 300)), list(rng.normal(0.3, 0.1, 300))]
+    w_same = np.diff(verdict.pooled_bootstrap(same)["ci"])[0]
+    w_apart = np.diff(verdict.pooled_bootstrap(apart)["ci"])[0]
+    assert w_apart > 3 * w_same
+    assert verdict.pooled_bootstrap(apart)["seed_spread"] == pytest.approx(0.2, abs=0.03)
+
+
+def test_kl_budget_covers_every_method():
+    pts = {"ppo": [{"kl": 0.5}, {"kl": 1.5}], "dpo": [{"kl": 0.1}, {"kl": 4.0}]}
+    assert verdict.kl_budget(pts, None) == 1.5
+    assert verdict.kl_budget({"ppo": [{"kl": 2.0}], "dpo": [{"kl": 0.1}, {"kl": 0.3}]}, None) == 2.0
+    assert verdict.kl_budget(pts, 0.7) == 0.7
+
+
+# -- end to end -------------------------------------------------------------------------
+
+
+def _mtimes(root: Path, stages) -> dict:
+    return {s: (root / s / "done.json").stat().st_mtime_ns for s in stages}
+
+
+@pytest.mark.slow
+def test_reduced_quickstart_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
+    import trl_plus.trainers.dpo as dpo_module
+    from trl_plus.cli import main
+
+    out = tmp_path / "run"
+    args = ["quickstart", "--out", str(out), "--no-progress"] + [a for s in SMALL for a in ("--set", s)]
+
+    # 1. DPO fails on its first run: everything before it is finished and marked.
+    real = dpo_module.train_from_recipe
+    monkeypatch.setattr(dpo_module, "train_from_recipe", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        main(args)
+    finished = ["corpus", "sft", "pairs", "reward", "ppo/kl_coef0.05-seed0", "ppo/kl_coef0.05-seed1"]
+    before = _mtimes(out, finished)
+    assert not (out / "dpo" / "beta0.1-seed0" / "done.json").exists()
+
+    # 2. The re-run skips what is done and finishes the rest.
+    monkeypatch.setattr(dpo_module, "train_from_recipe", real)
+    assert main(args) == 0
+    console = capsys.readouterr().out
+    assert _mtimes(out, finished) == before
+    for stage in finished:
+        assert f"{stage}" in console and "skipped" in console
+
+    # Every run saved its checkpoints and every checkpoint was evaluated.
+    for run in ("ppo/kl_coef0.05-seed0", "ppo/kl_coef0.05-seed1", "dpo/beta0.1-seed0", "dpo/beta0.1-seed1"):
+        assert (out / run / "trainer_state.json").exists()
+        evals = sorted((out / "eval" / run).glob("step-*/eval.json"))
+        assert len(evals) >= 2, run
+        result = json.loads(evals[-1].read_text())
+        assert result["gold_reward"]["mean"] is not None and result["kl"]["kl"] is not None
+        assert "reward_source" in json.dumps(result["manifest"]["judges"])  # judged by the gold reward, not the RM
+        assert "reward_model" not in json.dumps(result["manifest"]["judges"])
+    pairs = [json.loads(l) for l in (out / "pairs" / "pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(p["chosen_reward"] > p["rejected_reward"] for p in pairs)
+    assert json.loads((out / "reward" / "done.json").read_text())["pair_accuracy"] > 0.5
+
+    # The report: markdown, self-contained HTML, plots, data.
+    report = out / "report"
+    md = (report / "report.md").read_text()
+    html = (report / "report.html").read_text()
+    for section in ("## Verdict", "## Reward vs KL frontier", "## Win rate", "## lm-eval", "## Training curves", "## Cost"):
+        assert section in md
+    assert "At KL <=" in md and "pooled bootstrap over seeds and prompts" in md
+    images = re.findall(r'<img[^>]+src="([^"]+)"', html)
+    assert len(images) == 4 and all(src.startswith("data:image/png;base64,") for src in images)
+    for png in ("frontier", "win_rates", "training", "cost"):
+        assert (report / "plots" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((report / "report.json").read_text())
+    assert set(data["results"]) == {"ppo", "dpo"}
+    assert all(r["seeds"] == 2 for r in data["results"].values())
+    assert data["comparison"]["win_rate"]["prompts"] == 24
+    assert data["lm_eval"] and any(r["delta"] is not None for r in data["lm_eval"])
+    stages = {r["stage"] for r in data["costs"]}
+    assert {"sft", "pairs", "reward", "eval"} <= stages
+    assert all(r["wall_time_s"] > 0 and r["peak_rss_mb"] > 0 for r in data["costs"])
+
+    # 3. `trl-plus report` re-renders from the run folder alone.
+    (report / "report.html").unlink()
+    assert main(["report", str(out), "--title", "again"]) == 0
+    assert "again" in (report / "report.html").read_text()
