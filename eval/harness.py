@@ -20,7 +20,7 @@ from trl_plus.errors import DataError
 from .config import EvalSection, validate_eval_section
 from .generation import GenerationSettings, generate, load_policy
 from .judging import judge_label, normalise_judge_spec, public_spec, run_judge
-from .prompts import PromptSet, load_prompts
+from .prompts import load_prompts
 from .stats import mean_with_ci, paired_difference, win_rate_summary
 
 RESULTS_FILE = "eval.json"

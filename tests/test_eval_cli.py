@@ -1,7 +1,6 @@
 """lm-eval offline pack against a direct simple_evaluate call, and ``trl-plus eval`` end to end."""
 
 import json
-import os
 
 import pytest
 

@@ -123,8 +123,7 @@ def test_http_judge_failure_is_counted_and_generations_are_cached(tiny_model_pat
         raise AssertionError("regenerated")
 
     monkeypatch.setattr("trl_plus.eval.generation.sample_token_ids", no_sampling)
-    config["judges"] = [{"name": "python", "function": "builtins:print"}] and [
-        {"name": "reward_model", "model": "tiny:reward-model"}]
+    config["judges"] = [{"name": "reward_model", "model": "tiny:reward-model"}]
     again = evaluate_checkpoint(tiny_model_path, str(prompts_file), config=config, out_dir=tmp_path, progress=False)
     assert again["win_rates"]["reward_model"]["judged"] == 24
     assert len((tmp_path / "generations.jsonl").read_text().splitlines()) == 1

@@ -133,5 +133,5 @@ def test_eval_section_errors_name_the_key(plugin_manager):
         validate_eval_section({"judges": [{"name": "reward_model", "modle": "x"}]}, plugin_manager)
     with pytest.raises(RecipeError, match=r"eval\.gold"):
         validate_eval_section({"gold": {"name": "nope"}}, plugin_manager)
-    ok = validate_eval_section({"judges": ["python"] and [{"name": "python", "function": "m:f"}], "tasks": ["trl_plus_offline"]}, plugin_manager)
+    ok = validate_eval_section({"judges": [{"name": "python", "function": "m:f"}], "tasks": ["trl_plus_offline"]}, plugin_manager)
     assert ok.tasks == ["trl_plus_offline"]
