@@ -156,8 +156,10 @@ def evaluate_checkpoint(
         source = components.reward_source(cfg.gold, "eval.gold")
         scores = list(source(prompt_rows, candidate))
         gold = {"source": public_spec(cfg.gold if isinstance(cfg.gold, Mapping) else {"name": cfg.gold})}
-        gold.update(mean_with_ci(_per_prompt_means(scores, prompt_ids), n_resamples=boot.resamples, seed=boot.seed,
+        per_prompt_gold = _per_prompt_means(scores, prompt_ids)
+        gold.update(mean_with_ci(per_prompt_gold, n_resamples=boot.resamples, seed=boot.seed,
                                  confidence=boot.confidence))
+        gold["per_prompt"] = per_prompt_gold  # for paired comparisons between checkpoints
         gold["failed"] = sum(s is None for s in scores)
         if ref_completions is not None:
             ref_scores = list(source(prompt_rows, ref_completions))
