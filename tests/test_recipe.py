@@ -116,3 +116,9 @@ def test_recipe_loaded_hook_fires(plugin_manager, register_plugin):
     register_plugin(Watch())
     load_recipe("tiny-dpo", hooks=plugin_manager)
     assert seen == ["dpo"]
+
+
+def test_eval_section_is_validated(capsys):
+    assert main(["validate", "tiny-dpo", "--set", "eval.judgs=[reward_model]"]) == 2
+    err = capsys.readouterr().err
+    assert "eval" in err and "judgs" in err

@@ -414,8 +414,11 @@ def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: l
     if spec.trainer is not None:
         _check_trainer_section(spec)
     _check_components(spec, hooks)
-    recipe = Recipe(spec, raw, source)
-    return recipe
+    if spec.eval and not spec.stages:  # a pipeline validates its eval section per stage
+        from trl_plus.eval import validate_eval_section
+
+        validate_eval_section(spec.eval, hooks)
+    return Recipe(spec, raw, source)
 
 
 def load_recipe(name_or_path: str | Path, overrides: list[str] = (), hooks=None) -> Recipe:
