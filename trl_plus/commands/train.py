@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 from .validate import add_recipe_arguments
@@ -30,5 +31,6 @@ def run(args) -> int:
         raise RecipeError("this recipe describes a pipeline (stages:); run it with `trl-plus compare`", "trainer")
     module = importlib.import_module(f"trl_plus.trainers.{recipe.trainer}")
     module.train_from_recipe(recipe, output_dir, hooks=hooks, resume_from_checkpoint=args.resume)
-    print(f"saved to {output_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun / accelerate, say it once
+        print(f"saved to {output_dir}")
     return 0
