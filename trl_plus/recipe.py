@@ -14,6 +14,7 @@ import difflib
 import hashlib
 import importlib
 import json
+import os
 import re
 import types
 import typing
@@ -318,6 +319,9 @@ def build_trainer_config(spec: RecipeModel, output_dir: str, device_defaults: bo
             values.setdefault("bf16", False)
             if "gradient_checkpointing" not in values:
                 values.setdefault("activation_checkpointing", False)
+            # Without use_cpu, accelerate treats torchrun's CPU processes as independent single runs.
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                values.setdefault("use_cpu", True)
     else:
         values.setdefault("bf16", False)
         if "gradient_checkpointing" not in values:
