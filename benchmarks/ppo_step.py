@@ -90,6 +90,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=6, help="optimizer steps per repetition (first one not timed)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--completion-length", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     opts = parser.parse_args(argv)
 
     import torch
@@ -98,7 +99,8 @@ def main(argv=None) -> int:
     from trl_plus.tiny import ensure_tiny
 
     transformers.logging.set_verbosity_error()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
     model_path = str(ensure_tiny("tiny:causal-lm"))
     samples: dict[str, list[float]] = {"ppo": [], "rloo": []}
     with tempfile.TemporaryDirectory() as workdir:
