@@ -155,6 +155,13 @@ class PPOTrainer(trl.RLOOTrainer):
         )
         if critic_model is None:  # the policy was given by name: RLOO loaded it
             critic_model = critic_from_policy(self.model, self._tokenizer.pad_token_id)
+        critic_vocab = getattr(critic_model.config.get_text_config(), "vocab_size", None)
+        if critic_vocab is not None and critic_vocab < len(self._tokenizer):
+            raise RecipeError(
+                f"the critic's vocabulary ({critic_vocab} tokens) is smaller than the policy tokenizer's "
+                f"({len(self._tokenizer)}): the critic reads the policy's token ids, so it must share its tokenizer",
+                "ppo.critic_init",
+            )
         critic_model.config.pad_token_id = self._tokenizer.pad_token_id
         if self.args.disable_dropout:
             from trl.trainer.utils import disable_dropout_in_model
