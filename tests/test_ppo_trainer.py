@@ -138,6 +138,23 @@ def test_logged_keys_and_kl_coef_in_every_row(learning_runs):
         assert key in row, key
 
 
+def test_each_ppo_epoch_draws_new_minibatches(tmp_path, tiny_model_path):
+    seen = []
+
+    class Spy(trl_plus.PPOTrainer):
+        def _compute_loss(self, model, inputs):
+            seen.append(sorted(map(tuple, inputs["completion_ids"].tolist())))
+            return super()._compute_loss(model, inputs)
+
+    trainer = make_trainer(tmp_path, tiny_model_path, steps=4, trainer_cls=Spy, num_ppo_epochs=2, num_mini_batches=2)
+    assert trainer.args.num_iterations == 2 and trainer.args.steps_per_generation == 2
+    trainer.train()
+    assert len(seen) == 4  # one rollout: 2 epochs x 2 minibatches
+    epoch1, epoch2 = seen[0] + seen[1], seen[2] + seen[3]
+    assert sorted(epoch1) == sorted(epoch2)  # the same rollout ...
+    assert seen[0] != seen[2] and seen[0] != seen[3]  # ... split differently
+
+
 # ---------------------------------------------------------------------------------------
 # rollout filters
 # ---------------------------------------------------------------------------------------

@@ -405,6 +405,30 @@ class PPOTrainer(trl.RLOOTrainer):
         start = prompt_ids.size(1) - 1
         return values[:, start : start + completion_ids.size(1)].float()
 
+    def _prepare_inputs(self, generation_batch):
+        # RLOO splits a rollout into minibatches once and replays the same split every epoch;
+        # PPO draws fresh minibatches each epoch.
+        spg = self.args.steps_per_generation
+        if self.model.training and self.num_iterations > 1 and spg > 1 and self._buffered_inputs is not None:
+            new_epoch = self._step % spg == 0 and self._step % (spg * self.num_iterations) != 0
+            if new_epoch:
+                self._reshuffle_minibatches()
+        return super()._prepare_inputs(generation_batch)
+
+    def _reshuffle_minibatches(self) -> None:
+        from trl.trainer.utils import shuffle_sequence_dict, split_tensor_dict
+
+        batches = self._buffered_inputs
+        if not all(v is None or isinstance(v, torch.Tensor) for b in batches for v in b.values()):
+            return  # multimodal extras (lists): keep RLOO's split
+        merged = {}
+        for key, first in batches[0].items():
+            if first is None or first.ndim == 0:
+                merged[key] = first
+            else:
+                merged[key] = torch.cat([b[key] for b in batches])
+        self._buffered_inputs = split_tensor_dict(shuffle_sequence_dict(merged), len(batches))
+
     # -- loss ----------------------------------------------------------------------------------
     def _compute_loss(self, model, inputs):
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
