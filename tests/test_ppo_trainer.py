@@ -347,6 +347,21 @@ def test_checkpoint_saves_and_restores_the_critic(tmp_path, tiny_model_path):
     assert all(torch.equal(resumed.critic.state_dict()[k], trained[k]) for k in trained)
 
 
+def test_resume_continues_the_adaptive_controller(tmp_path, tiny_model_path):
+    kl = {"name": "adaptive", "init": 0.05, "target": 0.01, "horizon": 1}
+    first = make_trainer(tmp_path, tiny_model_path, steps=6, kl=kl, save_strategy="steps", save_steps=6)
+    first.train()
+    coef = first.kl_coef
+    assert coef > 0.06  # KL above target: the controller has moved
+    checkpoint = Path(first.args.output_dir) / "checkpoint-6"
+    assert json.loads((checkpoint / "ppo_state.json").read_text())["kl_coef"] == pytest.approx(coef)
+
+    resumed = make_trainer(tmp_path, tiny_model_path, steps=8, kl=kl)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    after = [row["kl_coef"] for row in resumed.state.log_history if row.get("step", 0) > 6 and "loss" in row]
+    assert after and after[0] > 0.9 * coef  # continued, not restarted from init (0.05)
+
+
 def test_tiny_ppo_recipe_through_the_cli(tmp_path):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 

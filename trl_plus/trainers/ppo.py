@@ -16,6 +16,7 @@ The arithmetic lives in ``ppo_math`` (pure tensors); this module wires it into t
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import tempfile
@@ -36,6 +37,7 @@ from .ppo_critic import ValueModel, critic_from_policy, load_critic, reward_mode
 __all__ = ["PPOTrainer", "PPOConfig", "train_from_recipe"]
 
 CRITIC_DIR = "critic"
+PPO_STATE = "ppo_state.json"  # kl_coef and the KL schedule's state, for resuming
 
 
 class _ZeroCriticGrads(TrainerCallback):
@@ -508,6 +510,8 @@ class PPOTrainer(trl.RLOOTrainer):
         output_dir = output_dir or self.args.output_dir
         if self.args.should_save:
             self.critic.save_pretrained(os.path.join(output_dir, CRITIC_DIR))
+            state = {"kl_coef": self.kl_coef, "kl_stats": self._kl_stats, "schedule": _schedule_state(self.kl_schedule)}
+            Path(output_dir, PPO_STATE).write_text(json.dumps(state, indent=2))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -518,6 +522,26 @@ class PPOTrainer(trl.RLOOTrainer):
 
         saved = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=self.critic.dtype)
         self.critic.load_state_dict(saved.state_dict())
+        state_file = Path(resume_from_checkpoint) / PPO_STATE
+        if state_file.is_file():
+            state = json.loads(state_file.read_text())
+            self.kl_coef = self.beta = float(state["kl_coef"])
+            self._kl_stats = dict(state.get("kl_stats") or {})
+            if state.get("schedule") and self.kl_schedule is not None:
+                # Plain attributes of a stateful schedule (the adaptive controller's value and last step).
+                vars(self.kl_schedule.fn).update(state["schedule"])
+
+
+def _schedule_state(schedule) -> dict | None:
+    """A schedule's plain attributes, if all are JSON values (so a resumed run continues it)."""
+    fn = getattr(schedule, "fn", None)
+    attrs = getattr(fn, "__dict__", None)
+    if not attrs:
+        return None
+    try:
+        return json.loads(json.dumps(attrs, allow_nan=False))
+    except (TypeError, ValueError):
+        return None
 
 
 def _to_tensor(values, device) -> torch.Tensor:
