@@ -48,7 +48,8 @@ def prompts_dataset(n: int = 64):
 def make_trainer(tmp_path, tiny_model_path, *, steps=4, seed=0, lr=1e-2, plugin_manager=None, trainer_cls=None, **kwargs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    config_keys = {k: kwargs.pop(k) for k in list(kwargs) if k not in ("rewards", "kl", "filters", "rollout_filters", "critic", "peft_config")}
+    trainer_keys = ("rewards", "reward_funcs", "kl", "filters", "rollout_filters", "critic", "peft_config")
+    config_keys = {k: kwargs.pop(k) for k in list(kwargs) if k not in trainer_keys}
     settings = dict(
         output_dir=str(tmp_path / f"run-{seed}"),
         learning_rate=lr,
@@ -64,7 +65,8 @@ def make_trainer(tmp_path, tiny_model_path, *, steps=4, seed=0, lr=1e-2, plugin_
         seed=seed,
     )
     args = trl_plus.PPOConfig(**{**settings, **config_keys})
-    kwargs.setdefault("rewards", [letter_share])
+    if "reward_funcs" not in kwargs:
+        kwargs.setdefault("rewards", [letter_share])
     cls = trainer_cls or trl_plus.PPOTrainer
     return cls(
         AutoModelForCausalLM.from_pretrained(tiny_model_path),
@@ -153,6 +155,19 @@ def test_each_ppo_epoch_draws_new_minibatches(tmp_path, tiny_model_path):
     epoch1, epoch2 = seen[0] + seen[1], seen[2] + seen[3]
     assert sorted(epoch1) == sorted(epoch2)  # the same rollout ...
     assert seen[0] != seen[2] and seen[0] != seen[3]  # ... split differently
+
+
+def test_trl_style_reward_funcs_work_without_reward_sources(tmp_path, tiny_model_path, tiny_reward_model_path):
+    from transformers import AutoModelForSequenceClassification
+
+    reward_model = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model_path, num_labels=1)
+    trainer = make_trainer(
+        tmp_path, tiny_model_path, steps=2, rewards=None, reward_funcs=[letter_share, reward_model], reward_weights=[1.0, 0.1]
+    )
+    trainer.train()
+    row = trainer.state.log_history[0]
+    assert math.isfinite(row["reward/letter_share"]) and math.isfinite(row["reward"])
+    assert any(key.startswith("reward/") and key != "reward/letter_share" for key in row)
 
 
 # ---------------------------------------------------------------------------------------
