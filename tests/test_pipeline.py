@@ -107,11 +107,18 @@ def test_pooled_bootstrap_widens_with_seed_spread():
     assert verdict.pooled_bootstrap(apart)["seed_spread"] == pytest.approx(0.2, abs=0.03)
 
 
-def test_kl_budget_covers_every_method():
-    pts = {"ppo": [{"kl": 0.5}, {"kl": 1.5}], "dpo": [{"kl": 0.1}, {"kl": 4.0}]}
-    assert verdict.kl_budget(pts, None) == 1.5
-    assert verdict.kl_budget({"ppo": [{"kl": 2.0}], "dpo": [{"kl": 0.1}, {"kl": 0.3}]}, None) == 2.0
-    assert verdict.kl_budget(pts, 0.7) == 0.7
+def test_kl_budget_covers_every_run():
+    def pts(method, seed, *kls):
+        return [{"method": method, "seed": seed, "kl": k} for k in kls]
+
+    by_method = {"ppo": pts("ppo", 0, 0.5, 1.5), "dpo": pts("dpo", 0, 0.1, 4.0)}
+    assert verdict.kl_budget(by_method, None) == 1.5  # the smaller of the two reaches
+    # a run whose first checkpoint lies beyond that still gets one point inside
+    by_method = {"ppo": pts("ppo", 0, 2.0), "dpo": pts("dpo", 0, 0.1, 0.3) + pts("dpo", 1, 0.2, 0.9)}
+    assert verdict.kl_budget(by_method, None) == 2.0
+    assert verdict.kl_budget({"ppo": pts("ppo", 0, 0.5, 1.0), "dpo": pts("dpo", 0, 0.1, 3.0) + pts("dpo", 1, 1.2, 2.0)},
+                             None) == 1.2
+    assert verdict.kl_budget(by_method, 0.7) == 0.7
 
 
 # -- end to end -------------------------------------------------------------------------

@@ -4,12 +4,15 @@ Same reference (the SFT model: the win-rate baseline and the KL's reference poli
 same held-out prompts, same gold reward as judge: never the reward model PPO optimised.
 Each checkpoint is one step with its own marker (``eval/<method>/<run>/step-N``), so an
 interrupted eval resumes at the next checkpoint; generations are cached in one file
-shared by all checkpoints, so the reference is sampled once. lm-eval runs on the SFT
-model and on each run's last checkpoint (the table's deltas are against the SFT model).
+shared by all checkpoints, so the reference is sampled once. Every checkpoint gets KL and
+gold reward (the frontier); win rates and lm-eval run on each run's last checkpoint (and
+lm-eval on the SFT model: the table's deltas are against it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 from ..components import REWARD_CORE_KEYS
@@ -91,13 +94,17 @@ def run_eval(ctx) -> Path:
                 cfg = dict(section)
                 is_ref = point["method"] == "sft"
                 if not point["final"]:
-                    cfg["tasks"] = []
+                    # Intermediate checkpoints give the frontier (KL, gold reward); judges
+                    # (win rates with their length-controlled bootstrap) and lm-eval run on
+                    # each run's last checkpoint, where the report shows them.
+                    cfg.update(tasks=[], judges=[])
                 if is_ref:  # the reference against itself: no judges, KL 0 by definition
                     cfg.update(judges=[], kl={**cfg["kl"], "enabled": False})
                 with ctx.run.step(rel, fp) as (folder, info):
-                    result = evaluate_checkpoint(point["path"], prompts, reference=str(ctx.run.path("sft")), config=cfg,
-                                                 out_dir=str(folder), hooks=ctx.hooks, progress=False,
-                                                 recipe_hash=ctx.recipe.hash)
+                    with open(os.devnull, "w") as mute, contextlib.redirect_stderr(mute):  # lm-eval's bars
+                        result = evaluate_checkpoint(point["path"], prompts, reference=str(ctx.run.path("sft")), config=cfg,
+                                                     out_dir=str(folder), hooks=ctx.hooks, progress=False,
+                                                     recipe_hash=ctx.recipe.hash)
                     completions = generate(point["path"], prompts.prompts, settings, section["cache"], hooks=ctx.hooks,
                                            progress=False)
                     n = settings.num_samples

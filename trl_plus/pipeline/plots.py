@@ -95,7 +95,7 @@ def win_rates(rows: list[dict], path: Path) -> Path:
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([r["label"] for r in rows], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("win rate against the SFT model (ties count half); dot: with 95% CI, diamond: length-controlled")
+    ax.set_xlabel("win rate against the SFT model (ties count half)\ndot: win rate with 95% CI; diamond: length-controlled win rate", fontsize=8)
     ax.grid(axis="x", alpha=0.25)
     return _save(fig, path)
 

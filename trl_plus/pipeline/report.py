@@ -84,17 +84,16 @@ def _win_rows(points: list[dict], results: dict) -> list[dict]:
 
 
 def _paired(points: list[dict], results: dict, a: str, b: str) -> dict | None:
-    """Paired win-rate difference (A minus B) over prompts, each method's per-prompt scores
-    averaged over its seeds' verdict checkpoints (the CI is over prompts)."""
+    """Paired win-rate difference (A minus B) over prompts at the runs' last checkpoints,
+    each method's per-prompt scores averaged over its runs (the CI is over prompts)."""
     from ..eval import paired_difference
-
-    by_id = {p["id"]: p for p in points}
 
     def per_prompt(method):
         acc = defaultdict(list)
-        for cid in results[method]["checkpoints"].values():
-            for k, v in (by_id[cid].get("per_prompt_win") or {}).items():
-                acc[k].append(v)
+        for p in points:
+            if p["method"] == method and p.get("final"):
+                for k, v in (p.get("per_prompt_win") or {}).items():
+                    acc[k].append(v)
         return {k: sum(v) / len(v) for k, v in acc.items()}
 
     pa, pb = per_prompt(a), per_prompt(b)
@@ -157,10 +156,9 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
         w = comparison["win_rate"]
         lines.append(
             f"Win rate against the SFT model, {NAMES[rl]} minus DPO: {w['difference']:+.3f} "
-            f"(95% CI {w['ci'][0]:+.3f} to {w['ci'][1]:+.3f}, paired bootstrap over {w['prompts']} prompts, "
-            f"seeds averaged): {'significant' if w['significant'] else 'not significant'}."
+            f"(95% CI {w['ci'][0]:+.3f} to {w['ci'][1]:+.3f}, last checkpoints, paired bootstrap over {w['prompts']} "
+            f"prompts, seeds averaged): {'significant' if w['significant'] else 'not significant'}."
         )
-    pipeline = read_json(root / "pipeline.json", {})
     costs = _cost_rows(root)
     return {
         "title": report_cfg.get("title", "PPO vs DPO"),
@@ -176,7 +174,7 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
         "win_rates": _win_rows(points, results),
         "lm_eval": _lm_eval_rows(points),
         "costs": costs,
-        "total": {"wall_time_s": pipeline.get("wall_time_s") or sum(r["wall_time_s"] for r in costs),
+        "total": {"wall_time_s": sum(r["wall_time_s"] for r in costs),  # all sessions of a resumed run
                   "peak_rss_mb": max([r["peak_rss_mb"] for r in costs] + [0]),
                   "tokens": sum(r["tokens"] for r in costs)},
         "examples": {p["id"]: p.get("examples", []) for p in points if p.get("final")},

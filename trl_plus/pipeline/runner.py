@@ -32,7 +32,9 @@ class _Bar:
         if enabled:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, desc=f"{desc:<28}", leave=True, dynamic_ncols=True, mininterval=0.5)
+            # disable=False explicitly: TQDM_DISABLE (set while the pipeline runs) mutes other bars only.
+            self._bar = tqdm(total=total, desc=f"{desc:<28}", leave=True, dynamic_ncols=True, mininterval=0.5,
+                             disable=False)
 
     def update(self, n: int = 1) -> None:
         if self._bar is not None:
@@ -152,7 +154,22 @@ def quiet_libraries() -> None:
     transformers.logging.disable_progress_bar()
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
-    logging.getLogger("trl").setLevel(logging.ERROR)
+    for name in ("trl", "lm_eval", "lm-eval", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _muted_foreign_bars():
+    """Other libraries' tqdm bars (lm-eval, datasets) off while the pipeline runs."""
+    old = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old
 
 
 def run_pipeline(recipe, out: str | Path, hooks=None, progress: bool = True, log=print, stop_after: str | None = None) -> Path:
@@ -167,27 +184,28 @@ def run_pipeline(recipe, out: str | Path, hooks=None, progress: bool = True, log
     evaluate.validate(ctx)  # fail at start-up, not after training
     started = time.time()
     try:
-        (ctx.run.path("recipe.yaml")).write_text(recipe.to_yaml())
-        cfg = ctx.config.stages
-        steps = []
-        if cfg.corpus is not None:
-            steps.append(("corpus", lambda: stages.run_corpus(ctx)))
-        steps += [("sft", lambda: stages.run_sft(ctx)), ("pairs", lambda: stages.run_pairs(ctx))]
-        if cfg.reward is not None:
-            steps.append(("reward", lambda: stages.run_reward(ctx)))
-        for run in policy.planned_runs(ctx.config):
-            steps.append((run.method, lambda run=run: policy.run_policy(ctx, run)))
-        steps += [("eval", lambda: evaluate.run_eval(ctx)), ("report", lambda: report.run_report(ctx))]
-        for i, (name, fn) in enumerate(steps):
-            skipped = len(ctx.skipped)
-            t0 = time.time()
-            fn()
-            if len(ctx.skipped) == skipped and not progress:
-                log(f"  {name:<28} {time.time() - t0:.1f}s")
-            if stop_after is not None and name == stop_after and (i + 1 == len(steps) or steps[i + 1][0] != name):
-                break
-        write_json(ctx.run.path("pipeline.json"), {"wall_time_s": round(time.time() - started, 2),
-                                                   "skipped": ctx.skipped, "recipe_hash": recipe.hash})
+        with _muted_foreign_bars():
+            (ctx.run.path("recipe.yaml")).write_text(recipe.to_yaml())
+            cfg = ctx.config.stages
+            steps = []
+            if cfg.corpus is not None:
+                steps.append(("corpus", lambda: stages.run_corpus(ctx)))
+            steps += [("sft", lambda: stages.run_sft(ctx)), ("pairs", lambda: stages.run_pairs(ctx))]
+            if cfg.reward is not None:
+                steps.append(("reward", lambda: stages.run_reward(ctx)))
+            for run in policy.planned_runs(ctx.config):
+                steps.append((run.method, lambda run=run: policy.run_policy(ctx, run)))
+            steps += [("eval", lambda: evaluate.run_eval(ctx)), ("report", lambda: report.run_report(ctx))]
+            for i, (name, fn) in enumerate(steps):
+                skipped = len(ctx.skipped)
+                t0 = time.time()
+                fn()
+                if len(ctx.skipped) == skipped and not progress:
+                    log(f"  {name:<28} {time.time() - t0:.1f}s")
+                if stop_after is not None and name == stop_after and (i + 1 == len(steps) or steps[i + 1][0] != name):
+                    break
+            write_json(ctx.run.path("pipeline.json"), {"wall_time_s": round(time.time() - started, 2),
+                                                       "skipped": ctx.skipped, "recipe_hash": recipe.hash})
     finally:
         ctx.close()
     return ctx.run.path("report")

@@ -197,13 +197,19 @@ def run_reward(ctx) -> Path:
         trainer.save_state()
         trainer.save_model(str(folder))
         tokenizer.save_pretrained(folder)
-        info["tokens"] = int(sum(len(a) + len(b) for a, b in zip(trainer.train_dataset["chosen_input_ids"],
-                                                                 trainer.train_dataset["rejected_input_ids"])) * args.num_train_epochs) \
-            if "chosen_input_ids" in trainer.train_dataset.column_names else None
+        info["tokens"] = _pair_tokens(trainer.train_dataset, args.num_train_epochs)
         # Accuracy and scale on held-out pairs, scored exactly as PPO will score.
         scale = _rm_scale(ctx, folder, rows, held_n=n_eval)
         info.update(scale)
     return folder
+
+
+def _pair_tokens(dataset, epochs: float) -> int | None:
+    names = dataset.column_names
+    pair = [c for c in ("chosen_input_ids", "rejected_input_ids", "input_ids_chosen", "input_ids_rejected") if c in names]
+    if not pair:
+        return None
+    return int(sum(len(ids) for c in pair for ids in dataset[c]) * epochs)
 
 
 def _rm_scale(ctx, folder: Path, rows: list[dict], held_n: int) -> dict:

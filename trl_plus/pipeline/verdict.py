@@ -44,15 +44,18 @@ def best_within(points: list[dict], budget: float) -> dict | None:
 
 
 def kl_budget(points_by_method: dict[str, list[dict]], fixed: float | None) -> float:
-    """The KL at which methods are compared: given, or the smallest of the methods' largest KLs."""
+    """The KL at which methods are compared: given, or the smallest of the methods' largest
+    KLs, raised where needed so that every run (method and seed) has a checkpoint inside."""
     if fixed is not None:
         return float(fixed)
     largest = [max(p["kl"] for p in pts) for pts in points_by_method.values() if pts]
-    smallest = [min(p["kl"] for p in pts) for pts in points_by_method.values() if pts]
     if not largest:
         return math.inf
-    # Where every method has a checkpoint: at least each method's first point.
-    return float(max(min(largest), max(smallest)))
+    runs = defaultdict(list)
+    for pts in points_by_method.values():
+        for p in pts:
+            runs[(p.get("method"), p.get("seed"))].append(p["kl"])
+    return float(max([min(largest)] + [min(v) for v in runs.values()]))
 
 
 def method_results(points: list[dict], budget: float, n_resamples: int = 2000) -> dict[str, dict]:
