@@ -23,7 +23,7 @@ SMALL = [
     "stages.corpus.eval_prompts=24",
     "stages.sft.model.hidden_size=32",
     "stages.sft.model.num_layers=1",
-    "stages.sft.args.per_device_train_batch_size=32",
+    "stages.sft.args.per_device_train_batch_size=64",
     "stages.pairs.max_new_tokens=12",
     "stages.reward.args.num_train_epochs=1",
     "stages.ppo.args.max_steps=4",
@@ -128,8 +128,19 @@ def _mtimes(root: Path, stages) -> dict:
     return {s: (root / s / "done.json").stat().st_mtime_ns for s in stages}
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared 2-core machine: one torch thread avoids thrashing."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.slow
-def test_reduced_quickstart_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
+def test_reduced_quickstart_end_to_end_and_resume(tmp_path, monkeypatch, capsys, one_thread):
     import trl_plus.trainers.dpo as dpo_module
     from trl_plus.cli import main
 

@@ -192,6 +192,8 @@ def parse(recipe) -> PipelineConfig:
         raise RecipeError("name a base model (stages.sft.base) or generate the review corpus (stages.corpus)", "stages.sft.base")
     if stages.corpus is None and stages.pairs.dataset is None:
         raise RecipeError("without the generated corpus, give a preference dataset", "stages.pairs.dataset")
+    if stages.corpus is None and not (raw.get("eval") or {}).get("prompts"):
+        raise RecipeError("without the generated corpus, name the held-out eval prompts", "eval.prompts")
     for name in ("sft", "reward", "ppo", "ppo_gt", "dpo"):
         section = getattr(stages, name)
         if section is not None:

@@ -96,7 +96,7 @@ def _ppo_recipe(ctx, run: PolicyRun) -> dict:
     recipe = {
         "trainer": "ppo",
         "model": {"name_or_path": str(ctx.run.path("sft"))},
-        "data": {"train": {"path": str(ctx.run.path("corpus", "prompts.jsonl"))}},
+        "data": {"train": {"path": str(_prompts_file(ctx))}},
         "rewards": [reward_model_spec(ctx)] if run.method == "ppo" else list(ctx.config.gold),
     }
     if run.strength_key == "kl_target":
@@ -107,6 +107,11 @@ def _ppo_recipe(ctx, run: PolicyRun) -> dict:
     args.update(seed=run.seed, save_strategy="steps", save_steps=_save_every(args["max_steps"], ctx.config.stages.checkpoints))
     recipe["ppo"] = args
     return recipe
+
+
+def _prompts_file(ctx) -> Path:
+    corpus = ctx.run.path("corpus", "prompts.jsonl")
+    return corpus if corpus.exists() else ctx.run.path("pairs", "prompts.jsonl")
 
 
 def _trainer_module(method: str):

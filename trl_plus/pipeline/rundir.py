@@ -42,17 +42,12 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def _rss_bytes() -> int:
+    """Resident memory of this process. Forked helpers (tokenizers, data loaders) share its
+    pages, so adding their RSS would count the same memory twice."""
     try:
         import psutil
 
-        proc = psutil.Process()
-        total = proc.memory_info().rss
-        for child in proc.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
+        return psutil.Process().memory_info().rss
     except Exception:  # psutil missing or the platform refuses: fall back to the lifetime peak
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 

@@ -121,6 +121,9 @@ def run_pairs(ctx) -> Path:
         if not rows:
             raise DataError("the pairs stage produced no pair with distinct gold rewards; sample more completions")
         write_jsonl(folder / "pairs.jsonl", rows)
+        # PPO's prompts: the corpus' training prompts, or those of the given pairs.
+        prompts = sorted({r["prompt"] for r in rows})
+        write_jsonl(folder / "prompts.jsonl", ({"prompt": p} for p in prompts))
         margins = [r["chosen_reward"] - r["rejected_reward"] for r in rows if "chosen_reward" in r]
         gold = [v for r in rows for v in (r.get("chosen_reward"), r.get("rejected_reward")) if v is not None]
         info.update(pairs=len(rows), tokens=tokens,
