@@ -201,3 +201,21 @@ def test_reduced_quickstart_end_to_end_and_resume(tmp_path, monkeypatch, capsys,
     (report / "report.html").unlink()
     assert main(["report", str(out), "--title", "again"]) == 0
     assert "again" in (report / "report.html").read_text()
+
+
+def test_run_folder_markers_keep_partial_work_only_for_the_same_configuration(tmp_path):
+    from trl_plus.pipeline.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    with pytest.raises(RuntimeError):  # interrupted after a checkpoint was written
+        with run.step("ppo/a", "fp1", keep_partial=True) as (folder, info):
+            (folder / "checkpoint-2").mkdir()
+            raise RuntimeError("interrupted")
+    assert not run.is_done("ppo/a", "fp1")
+    with run.step("ppo/a", "fp1", keep_partial=True) as (folder, info):
+        assert (folder / "checkpoint-2").exists()  # same configuration: resume from it
+        info["tokens"] = 7
+    assert run.is_done("ppo/a", "fp1") and not run.is_done("ppo/a", "fp2")
+    assert run.marker("ppo/a")["tokens"] == 7 and run.marker("ppo/a")["wall_time_s"] >= 0
+    with run.step("ppo/a", "fp2", keep_partial=True) as (folder, info):
+        assert not (folder / "checkpoint-2").exists()  # changed configuration: start over

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 DONE = "done.json"
+STARTED = "started.json"
 
 
 def fingerprint(*parts: Any) -> str:
@@ -110,15 +111,17 @@ class RunDir:
     def step(self, rel: str, fp: str, keep_partial: bool = False):
         """Run a step into ``rel``: yields (folder, info dict to fill); writes the marker last.
 
-        A folder without a valid marker is wiped first, unless ``keep_partial`` (training
-        steps keep their checkpoints and resume from the last one).
+        A folder without a valid marker is wiped first, unless ``keep_partial`` and it holds
+        an interrupted attempt at the same fingerprint (training steps then keep their
+        checkpoints and resume from the last one).
         """
         folder = self.path(rel)
-        if folder.exists() and not keep_partial:
+        started = read_json(folder / STARTED, {}) or {}
+        # Partial work is kept only for an interrupted run of this very configuration.
+        if folder.exists() and not (keep_partial and started.get("fingerprint") == fp and not (folder / DONE).exists()):
             shutil.rmtree(folder)
-        if keep_partial and (folder / DONE).exists():
-            (folder / DONE).unlink()
         folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / STARTED, {"fingerprint": fp, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         info: dict = {}
         with CostMeter() as meter:
             yield folder, info

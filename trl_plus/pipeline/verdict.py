@@ -55,7 +55,8 @@ def kl_budget(points_by_method: dict[str, list[dict]], fixed: float | None) -> f
     for pts in points_by_method.values():
         for p in pts:
             runs[(p.get("method"), p.get("seed"))].append(p["kl"])
-    return float(max([min(largest)] + [min(v) for v in runs.values()]))
+    # Monte-Carlo KL estimates of barely-moved checkpoints can dip below 0: the budget cannot.
+    return float(max([0.0, min(largest)] + [min(v) for v in runs.values()]))
 
 
 def method_results(points: list[dict], budget: float, n_resamples: int = 2000) -> dict[str, dict]:
@@ -94,6 +95,7 @@ def verdict_text(reference: dict, results: dict[str, dict], budget: float, diffe
         above = r["ci"][0] > ref_ci[1]
         lines.append(
             f"At KL <= {budget:.2f} nats, {names.get(method, method)} reached a mean gold reward of {_fmt(r['mean'])} "
+            f"at KL {r['kl']:.2f} "
             f"(95% CI {_fmt(r['ci'][0])} to {_fmt(r['ci'][1])} over {r['seeds']} seed(s) and the prompts; seed means "
             f"{', '.join(_fmt(m) for m in r['seed_means'])}) against the SFT model's {_fmt(reference['mean'])} "
             f"(CI {_fmt(ref_ci[0])} to {_fmt(ref_ci[1])}): "
