@@ -139,7 +139,8 @@ def _error(exc: ValidationError, prefix: str) -> RecipeError:
     key = ".".join([prefix] + [str(p) for p in err["loc"]])
     if err["type"] == "extra_forbidden":
         return RecipeError(f"unknown key {str(err['loc'][-1])!r}", key)
-    return RecipeError(f"{err['msg']} (got {err.get('input')!r})", key)
+    message = err["msg"].removeprefix("Value error, ")
+    return RecipeError(message if "got" in message else f"{message} (got {err.get('input')!r})", key)
 
 
 _ARG_CONFIGS = {

@@ -209,7 +209,7 @@ def run_reward(ctx) -> Path:
 
 def _pair_tokens(dataset, epochs: float) -> int | None:
     names = dataset.column_names
-    pair = [c for c in ("chosen_input_ids", "rejected_input_ids", "input_ids_chosen", "input_ids_rejected") if c in names]
+    pair = [c for c in ("chosen_ids", "rejected_ids", "chosen_input_ids", "rejected_input_ids") if c in names]
     if not pair:
         return None
     return int(sum(len(ids) for c in pair for ids in dataset[c]) * epochs)
