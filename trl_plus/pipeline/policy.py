@@ -83,7 +83,7 @@ def _dpo_recipe(ctx, run: PolicyRun) -> dict:
         per_step = args["per_device_train_batch_size"] * args.get("gradient_accumulation_steps", 1)
         steps = math.ceil(n / per_step) * math.ceil(args["num_train_epochs"])
     args.update(beta=run.strength, seed=run.seed, save_strategy="steps",
-                save_steps=_save_every(steps, ctx.config.stages.checkpoints), save_only_model=True)
+                save_steps=_save_every(steps, ctx.config.stages.checkpoints))
     return {"trainer": "dpo", "model": {"name_or_path": str(ctx.run.path("sft"))},
             "data": {"train": {"path": str(prefs)}}, "dpo": args}
 
