@@ -26,6 +26,7 @@ SMALL = [
     "stages.sft.args.per_device_train_batch_size=64",
     "stages.pairs.max_new_tokens=12",
     "stages.reward.args.num_train_epochs=1",
+    "stages.ppo.kl_coefs=[0.05]",
     "stages.ppo.args.max_steps=4",
     "stages.ppo.args.per_device_train_batch_size=8",
     "stages.ppo.args.max_completion_length=12",

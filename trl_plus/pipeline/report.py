@@ -83,23 +83,37 @@ def _win_rows(points: list[dict], results: dict) -> list[dict]:
     return rows
 
 
-def _paired(points: list[dict], results: dict, a: str, b: str) -> dict | None:
-    """Paired win-rate difference (A minus B) over prompts at the runs' last checkpoints,
-    each method's per-prompt scores averaged over its runs (the CI is over prompts)."""
+def _judged_picks(points: list[dict], method: str, budget: float) -> list[dict]:
+    """Per seed, the judged (last) checkpoint of ``method`` nearest the verdict's pick: the
+    best-rewarded one within the KL budget, else the one with the smallest KL."""
+    by_seed = defaultdict(list)
+    for p in points:
+        if p["method"] == method and p.get("final") and p.get("per_prompt_win"):
+            by_seed[p["seed"]].append(p)
+    picks = []
+    for cands in by_seed.values():
+        inside = [p for p in cands if p["kl"] <= budget + 1e-9]
+        picks.append(max(inside, key=lambda p: p["gold"]) if inside else min(cands, key=lambda p: p["kl"]))
+    return picks
+
+
+def _paired(points: list[dict], budget: float, a: str, b: str) -> dict | None:
+    """Paired win-rate difference (A minus B) over prompts, each method's per-prompt scores
+    averaged over its seeds' judged picks (the CI is over prompts)."""
     from ..eval import paired_difference
 
     def per_prompt(method):
         acc = defaultdict(list)
-        for p in points:
-            if p["method"] == method and p.get("final"):
-                for k, v in (p.get("per_prompt_win") or {}).items():
-                    acc[k].append(v)
-        return {k: sum(v) / len(v) for k, v in acc.items()}
+        picks = _judged_picks(points, method, budget)
+        for p in picks:
+            for k, v in p["per_prompt_win"].items():
+                acc[k].append(v)
+        return {k: sum(v) / len(v) for k, v in acc.items()}, [p["id"] for p in picks]
 
-    pa, pb = per_prompt(a), per_prompt(b)
+    (pa, ida), (pb, idb) = per_prompt(a), per_prompt(b)
     if not pa or not pb:
         return None
-    return paired_difference(pa, pb)
+    return {**paired_difference(pa, pb), "checkpoints": {a: ida, b: idb}}
 
 
 def _lm_eval_rows(points: list[dict]) -> list[dict]:
@@ -150,14 +164,15 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
         samples = {m: [next(p for p in points if p["id"] == cid)["gold_samples"] for cid in results[m]["checkpoints"].values()]
                    for m in (rl, "dpo")}
         comparison = {"a": rl, "b": "dpo", "gold": verdict.gold_difference(samples, rl, "dpo"),
-                      "win_rate": _paired(points, results, rl, "dpo")}
+                      "win_rate": _paired(points, budget, rl, "dpo")}
     lines = verdict.verdict_text(reference, results, budget, comparison, NAMES)
     if comparison and comparison.get("win_rate"):
         w = comparison["win_rate"]
         lines.append(
             f"Win rate against the SFT model, {NAMES[rl]} minus DPO: {w['difference']:+.3f} "
-            f"(95% CI {w['ci'][0]:+.3f} to {w['ci'][1]:+.3f}, last checkpoints, paired bootstrap over {w['prompts']} "
-            f"prompts, seeds averaged): {'significant' if w['significant'] else 'not significant'}."
+            f"(95% CI {w['ci'][0]:+.3f} to {w['ci'][1]:+.3f}, paired bootstrap over {w['prompts']} prompts; per seed the "
+            f"judged last checkpoint best within the KL budget, seeds averaged): "
+            f"{'significant' if w['significant'] else 'not significant'}."
         )
     costs = _cost_rows(root)
     return {
