@@ -125,7 +125,8 @@ class RunDir:
         info: dict = {}
         with CostMeter() as meter:
             yield folder, info
-        write_json(folder / DONE, {"fingerprint": fp, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **meter.as_dict(), **info})
+        write_json(folder / DONE, {"fingerprint": fp, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                   "finished_at": time.time(), **meter.as_dict(), **info})
 
     def costs(self) -> list[dict]:
         """Every marker under the run folder, as rows {step, wall_time_s, peak_rss_mb, tokens}."""

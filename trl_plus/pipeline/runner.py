@@ -19,7 +19,7 @@ import trl_plus
 
 from ..manager import Hooks
 from . import config as config_mod
-from .rundir import RunDir, write_json
+from .rundir import RunDir, fingerprint, write_json
 
 STAGE_ORDER = ("corpus", "sft", "pairs", "reward", "ppo", "ppo_gt", "dpo", "eval", "report")
 
@@ -187,19 +187,24 @@ def run_pipeline(recipe, out: str | Path, hooks=None, progress: bool = True, log
         with _muted_foreign_bars():
             (ctx.run.path("recipe.yaml")).write_text(recipe.to_yaml())
             cfg = ctx.config.stages
-            steps = []
+            steps = []  # (stage, folder of its marker, function)
             if cfg.corpus is not None:
-                steps.append(("corpus", lambda: stages.run_corpus(ctx)))
-            steps += [("sft", lambda: stages.run_sft(ctx)), ("pairs", lambda: stages.run_pairs(ctx))]
+                steps.append(("corpus", "corpus", lambda: stages.run_corpus(ctx)))
+            steps += [("sft", "sft", lambda: stages.run_sft(ctx)), ("pairs", "pairs", lambda: stages.run_pairs(ctx))]
             if cfg.reward is not None:
-                steps.append(("reward", lambda: stages.run_reward(ctx)))
+                steps.append(("reward", "reward", lambda: stages.run_reward(ctx)))
             for run in policy.planned_runs(ctx.config):
-                steps.append((run.method, lambda run=run: policy.run_policy(ctx, run)))
-            steps += [("eval", lambda: evaluate.run_eval(ctx)), ("report", lambda: report.run_report(ctx))]
-            for i, (name, fn) in enumerate(steps):
+                steps.append((run.method, run.rel, lambda run=run: policy.run_policy(ctx, run)))
+            steps += [("eval", "eval", lambda: evaluate.run_eval(ctx)), ("report", None, lambda: report.run_report(ctx))]
+            for i, (name, rel, fn) in enumerate(steps):
                 skipped = len(ctx.skipped)
                 t0 = time.time()
                 fn()
+                if rel is not None and rel in ctx.fingerprints:
+                    # Downstream fingerprints see when this step last ran: a step redone with
+                    # the same configuration (its marker deleted) makes its consumers redo too.
+                    stamp = (ctx.run.marker(rel) or {}).get("finished_at")
+                    ctx.fingerprints[rel] = fingerprint(ctx.fingerprints[rel], stamp)
                 if len(ctx.skipped) == skipped and not progress:
                     log(f"  {name:<28} {time.time() - t0:.1f}s")
                 if stop_after is not None and name == stop_after and (i + 1 == len(steps) or steps[i + 1][0] != name):
