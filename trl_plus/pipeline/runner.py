@@ -55,6 +55,7 @@ def _trainer_bar_callback(bar_factory, label: str):
     class StageBar(TrainerCallback):
         def __init__(self):
             self.bar = None
+            self.shown: dict[str, str] = {}
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.bar = bar_factory(label, state.max_steps)
@@ -67,11 +68,10 @@ def _trainer_bar_callback(bar_factory, label: str):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if self.bar is None or not logs:
                 return
-            shown = {}
             for key in ("loss", "reward", "kl", "beta", "kl_coef"):
                 if key in logs and isinstance(logs[key], (int, float)):
-                    shown[key] = f"{logs[key]:.3g}"
-            self.bar.set_postfix(**shown)
+                    self.shown[key] = f"{logs[key]:.3g}"  # kept until a later log updates it
+            self.bar.set_postfix(**self.shown)
 
         def on_train_end(self, args, state, control, **kwargs):
             if self.bar is not None:
