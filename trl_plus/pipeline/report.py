@@ -108,12 +108,13 @@ def _paired(points: list[dict], budget: float, a: str, b: str) -> dict | None:
         for p in picks:
             for k, v in p["per_prompt_win"].items():
                 acc[k].append(v)
-        return {k: sum(v) / len(v) for k, v in acc.items()}, [p["id"] for p in picks]
+        kl = sum(p["kl"] for p in picks) / len(picks) if picks else math.nan
+        return {k: sum(v) / len(v) for k, v in acc.items()}, [p["id"] for p in picks], kl
 
-    (pa, ida), (pb, idb) = per_prompt(a), per_prompt(b)
+    (pa, ida, kla), (pb, idb, klb) = per_prompt(a), per_prompt(b)
     if not pa or not pb:
         return None
-    return {**paired_difference(pa, pb), "checkpoints": {a: ida, b: idb}}
+    return {**paired_difference(pa, pb), "checkpoints": {a: ida, b: idb}, "kl": {a: kla, b: klb}}
 
 
 def _lm_eval_rows(points: list[dict]) -> list[dict]:
@@ -170,8 +171,9 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
         w = comparison["win_rate"]
         lines.append(
             f"Win rate against the SFT model, {NAMES[rl]} minus DPO: {w['difference']:+.3f} "
-            f"(95% CI {w['ci'][0]:+.3f} to {w['ci'][1]:+.3f}, paired bootstrap over {w['prompts']} prompts; per seed the "
-            f"judged last checkpoint best within the KL budget, seeds averaged): "
+            f"(95% CI {w['ci'][0]:+.3f} to {w['ci'][1]:+.3f}, paired bootstrap over {w['prompts']} prompts, seeds "
+            f"averaged; judges ran on the runs' last checkpoints: per seed the best within the KL budget, else the "
+            f"closest, here {NAMES[rl]} at KL {w['kl'][rl]:.2f} and DPO at KL {w['kl']['dpo']:.2f}): "
             f"{'significant' if w['significant'] else 'not significant'}."
         )
     costs = _cost_rows(root)
