@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from trl_plus.cli import main
 from trl_plus.errors import RecipeError
 from trl_plus.pipeline import corpus, verdict
 from trl_plus.pipeline.config import parse
@@ -53,11 +54,13 @@ SMALL = [
         ("report.colour=red", "report.colour"),
     ],
 )
-def test_pipeline_config_errors_name_the_key(override, key):
-    recipe = load_recipe("quickstart", [override])
+def test_pipeline_config_errors_name_the_key(override, key, capsys):
+    # loading the recipe already fails (so `trl-plus validate` catches it), naming the key
     with pytest.raises(RecipeError) as err:
-        parse(recipe)
+        load_recipe("quickstart", [override])
     assert err.value.key == key
+    assert main(["validate", "quickstart", "--set", override]) == 2
+    assert f"error: {key}:" in capsys.readouterr().err
 
 
 def test_quickstart_recipe_is_valid_and_runs_two_seeds_per_method():

@@ -418,11 +418,16 @@ def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: l
     if spec.trainer is not None:
         _check_trainer_section(spec)
     _check_components(spec, hooks)
-    if spec.eval and not spec.stages:  # a pipeline validates its eval section per stage
+    recipe = Recipe(spec, raw, source)
+    if spec.stages:  # a pipeline: its stages, and its eval section as the eval stage will run it
+        from trl_plus.pipeline import check_recipe
+
+        check_recipe(recipe, hooks)
+    elif spec.eval:
         from trl_plus.eval import validate_eval_section
 
         validate_eval_section(spec.eval, hooks)
-    return Recipe(spec, raw, source)
+    return recipe
 
 
 def load_recipe(name_or_path: str | Path, overrides: list[str] = (), hooks=None) -> Recipe:

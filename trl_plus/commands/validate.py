@@ -21,5 +21,7 @@ def run(args) -> int:
     from ..recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    print(f"{recipe.source}: ok (trainer: {recipe.trainer}, hash {recipe.hash})")
+    stages = [name for name, value in recipe.stages.items() if isinstance(value, dict)]
+    what = f"trainer: {recipe.trainer}" if recipe.trainer else "pipeline: " + " -> ".join(stages)
+    print(f"{recipe.source}: ok ({what}, hash {recipe.hash})")
     return 0

@@ -7,7 +7,20 @@ skipped when its ``done.json`` marker is there (an interrupted run resumes);
 
 from .runner import run_pipeline
 
-__all__ = ["run_pipeline", "render_report"]
+__all__ = ["run_pipeline", "render_report", "check_recipe"]
+
+
+def check_recipe(recipe, hooks=None):
+    """Validate a pipeline recipe completely (stages, report, eval) without running it.
+
+    Called by recipe validation, so ``trl-plus validate`` and ``compare`` fail at start-up.
+    """
+    from ..manager import Hooks
+    from . import config, evaluate
+
+    parsed = config.parse(recipe)
+    evaluate.validate(recipe, parsed, Hooks.of(hooks))
+    return parsed
 
 
 def render_report(run_dir, **kwargs):

@@ -28,27 +28,28 @@ def gold_spec(config) -> dict:
     return {k: v for k, v in spec.items() if k not in REWARD_CORE_KEYS}
 
 
-def eval_section(ctx) -> dict:
+def eval_section(recipe, config, cache: str | None = None) -> dict:
     """The recipe's ``eval:`` with the pipeline's fixed choices filled in."""
-    raw = dict(ctx.recipe.raw.get("eval") or {})
-    gold = gold_spec(ctx.config)
+    raw = dict(recipe.raw.get("eval") or {})
+    gold = gold_spec(config)
     section = {
         "judges": [{"name": "reward_source", "source": gold}],
         "gold": gold,
         **raw,
         "generation": {"max_new_tokens": 24, "temperature": 1.0, "batch_size": 128, "seed": 0, **(raw.get("generation") or {})},
         "kl": {"num_samples": 2, **(raw.get("kl") or {})},
-        "cache": str(ctx.run.path("eval", "generations.jsonl")),
+        "cache": cache,
     }
     section.pop("prompts", None)
     section.pop("reference", None)
     return section
 
 
-def validate(ctx) -> None:
+def validate(recipe, config, hooks) -> None:
+    """Check the eval section as the eval stage will run it (at start-up, not after training)."""
     from ..eval import validate_eval_section
 
-    validate_eval_section(eval_section(ctx), ctx.hooks)
+    validate_eval_section(eval_section(recipe, config), hooks)
 
 
 def _prompts(ctx):
@@ -75,7 +76,7 @@ def planned_points(ctx) -> list[dict]:
 def run_eval(ctx) -> Path:
     from ..eval import GenerationSettings, evaluate_checkpoint, generate
 
-    section = eval_section(ctx)
+    section = eval_section(ctx.recipe, ctx.config, str(ctx.run.path("eval", "generations.jsonl")))
     prompts = _prompts(ctx)
     tasks = list(section.get("tasks") or [])
     upstream = {k: v for k, v in ctx.fingerprints.items()}

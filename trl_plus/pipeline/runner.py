@@ -181,7 +181,6 @@ def run_pipeline(recipe, out: str | Path, hooks=None, progress: bool = True, log
 
     quiet_libraries()
     ctx = Context(recipe, out, hooks, progress, log)
-    evaluate.validate(ctx)  # fail at start-up, not after training
     started = time.time()
     try:
         with _muted_foreign_bars():
