@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from trl_plus.recipes.toy_rewards import char_share
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -28,11 +30,8 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def letter_share(prompts, completions, **columns):
-    out = []
-    for text in completions:
-        visible = [c for c in text if not c.isspace()]
-        out.append(sum(c == "e" for c in visible) / len(visible) if visible else 0.0)
-    return out
+    """The toy task: share of the completion's visible characters that are the letter 'e'."""
+    return char_share(prompts, completions, chars="e")
 
 
 def step_times(kind: str, model_path: str, opts, workdir: str) -> list[float]:

@@ -14,6 +14,7 @@ import pytest
 
 import trl_plus
 from trl_plus.errors import RewardSourceError
+from trl_plus.recipes.toy_rewards import char_share
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -31,11 +32,7 @@ def one_torch_thread():
 
 def letter_share(prompts, completions, **columns):
     """The toy task: share of the completion's visible characters that are the letter 'e'."""
-    out = []
-    for text in completions:
-        visible = [c for c in text if not c.isspace()]
-        out.append(sum(c == "e" for c in visible) / len(visible) if visible else 0.0)
-    return out
+    return char_share(prompts, completions, chars="e")
 
 
 def prompts_dataset(n: int = 64):
