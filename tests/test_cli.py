@@ -63,3 +63,9 @@ def test_accelerate_launch(tmp_path):
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "model.safetensors").exists() and (out / "trainer_state.json").exists()
+
+
+def test_debug_shows_the_traceback(capsys):
+    assert main(["--debug", "validate", "tiny-dpo", "--set", "kl.name=adaptiv"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "Did you mean: adaptive?" in err
