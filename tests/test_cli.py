@@ -69,3 +69,11 @@ def test_debug_shows_the_traceback(capsys):
     assert main(["--debug", "validate", "tiny-dpo", "--set", "kl.name=adaptiv"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and "Did you mean: adaptive?" in err
+
+
+def test_bad_rows_exit_2_naming_the_row(tmp_path, capsys):
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"prompt": "a"}\n{"prompt": null}\n')
+    assert main(["train", "tiny-ppo", "--set", f"data.train.path={data}", "--output-dir", str(tmp_path / "o")]) == 2
+    assert "train dataset row 1: column 'prompt' is None" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "model.safetensors").exists()

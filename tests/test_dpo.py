@@ -109,3 +109,15 @@ def test_filters_dropping_everything_is_a_clear_error(tmp_path, tiny_model_path,
             args=config(tmp_path, "empty"), train_dataset=tiny_preference_dataset, processing_class=tiny_tokenizer,
             plugin_manager=plugin_manager, filters=[{"name": "regex", "column": "chosen", "pattern": "zzz"}],
         )
+
+
+def test_a_bad_row_is_named_before_tokenisation(tmp_path, tiny_model_path, tiny_tokenizer, plugin_manager):
+    from datasets import Dataset
+
+    rows = [{"prompt": "a", "chosen": " b", "rejected": " c"}, {"prompt": "a", "chosen": " b", "rejected": None}]
+    with pytest.raises(trl_plus.DataError, match=r"train dataset row 1: column 'rejected' is None"):
+        DPOTrainer(
+            AutoModelForCausalLM.from_pretrained(tiny_model_path), AutoModelForCausalLM.from_pretrained(tiny_model_path),
+            args=config(tmp_path, "badrow"), train_dataset=Dataset.from_list(rows), processing_class=tiny_tokenizer,
+            plugin_manager=plugin_manager,
+        )

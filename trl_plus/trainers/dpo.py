@@ -7,7 +7,7 @@ import trl
 from transformers import TrainerCallback
 from trl import DPOConfig
 
-from .common import FILTER_REPORT, hooks_for, save_run, tokenizer_of, write_filter_report
+from .common import FILTER_REPORT, check_text_columns, hooks_for, save_run, tokenizer_of, write_filter_report
 
 __all__ = ["DPOTrainer", "DPOConfig", "train_from_recipe"]
 
@@ -60,6 +60,7 @@ class DPOTrainer(trl.DPOTrainer):
 
         already_tokenized = "input_ids" in (getattr(dataset, "column_names", None) or [])
         if isinstance(dataset, Dataset) and not already_tokenized:
+            check_text_columns(dataset, ("prompt", "chosen", "rejected"), dataset_name)
             chain = self.hooks.components(tokenizer=tokenizer_of(processing_class)).filter_chain(self._filter_specs)
             dataset = chain.apply_to_dataset(dataset)
             self._filter_reports[dataset_name] = chain.report()

@@ -30,7 +30,7 @@ from transformers import TrainerCallback
 
 from ..errors import DataError, RecipeError
 from . import ppo_math
-from .common import FILTER_REPORT, hooks_for, save_run, tokenizer_of, write_filter_report
+from .common import FILTER_REPORT, check_text_columns, hooks_for, save_run, tokenizer_of, write_filter_report
 from .ppo_config import PPOConfig
 from .ppo_critic import ValueModel, critic_from_policy, load_critic, reward_model_of
 
@@ -129,6 +129,7 @@ class PPOTrainer(trl.RLOOTrainer):
             reward_funcs = [_RewardMixFunc()]
         self._rollout_chain = components.filter_chain(rollout_filters, "rollout_filters")
         self._filter_reports: dict = {}
+        check_text_columns(train_dataset, ("prompt",), "train")
         train_dataset = self._filter_dataset(components, filters, train_dataset, "train")
         self._rollout_dropped = 0
         self._rollout_unscored = 0
