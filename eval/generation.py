@@ -110,6 +110,7 @@ def load_policy(
     import torch
     from transformers import AutoTokenizer
 
+    from trl_plus.loading import check_model_name
     from trl_plus.manager import Hooks
     from trl_plus.tiny import resolve
 
@@ -122,6 +123,7 @@ def load_policy(
         model = name_or_path
         policy = Policy(model.to(device).eval(), _ready_tokenizer(tokenizer), model_id)
         return policy
+    check_model_name(str(name_or_path), "checkpoint")
     name = resolve(str(name_or_path))
     if adapter is None and (Path(name) / "adapter_config.json").exists():
         adapter = name

@@ -51,6 +51,8 @@ def test_relative_data_path_resolves_against_recipe(tmp_path, monkeypatch):
         (lambda r: r.update(rewards=[{"name": "python"}]), "rewards[0]", ["needs 'function'"]),
         (lambda r: r["data"]["train"].update(path="missing.jsonl"), "data.train.path", ["file not found"]),
         (lambda r: r.pop("model"), "model", ["missing"]),
+        (lambda r: r["model"].update(name_or_path="tiny:causal"), "model.name_or_path", ["tiny:causal-lm"]),
+        (lambda r: r["model"].update(ref_model="./no/such/folder"), "model.ref_model", ["no such model folder"]),
         (lambda r: r.update(ppo={"kl_coef": 0.1}), "ppo", ["trainer is 'dpo'"]),
     ],
 )

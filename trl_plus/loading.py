@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .errors import DataError, RecipeError
@@ -75,3 +76,15 @@ def require_columns(dataset, columns: list[str], where: str) -> None:
             f"{where}: the dataset has no column {', '.join(repr(m) for m in missing)} "
             f"(columns: {', '.join(dataset.column_names)}); rename with {where}.columns"
         )
+
+
+def check_model_name(name: str, where: str) -> None:
+    """Fail early on a ``tiny:`` name that does not exist or a local folder that is missing."""
+    from .tiny import TINY_KINDS, TINY_PREFIX
+
+    if name.startswith(TINY_PREFIX):
+        if name[len(TINY_PREFIX) :] not in TINY_KINDS:
+            choices = ", ".join(TINY_PREFIX + k for k in TINY_KINDS)
+            raise RecipeError(f"unknown tiny model {name!r}; choose one of {choices}", where)
+    elif name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().exists():
+        raise RecipeError(f"no such model folder: {name!r}", where)

@@ -413,6 +413,12 @@ def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: l
         for key in ("trainer", "model", "data"):
             if getattr(spec, key) is None:
                 raise RecipeError("missing required key", key)
+    if spec.model is not None:
+        from .loading import check_model_name
+
+        for key in ("name_or_path", "tokenizer", "ref_model"):
+            if getattr(spec.model, key):
+                check_model_name(getattr(spec.model, key), f"model.{key}")
     if spec.data is not None:
         _check_data(spec)
     if spec.trainer is not None:
