@@ -1,9 +1,6 @@
 """Judges: position-swap ties, HTTP retries and failed pairs, judge names, eval section."""
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -13,97 +10,46 @@ from trl_plus.eval.config import validate_eval_section
 from trl_plus.eval.judging import normalise_judge_spec, run_judge
 
 
-class Server:
-    """An HTTP judge on 127.0.0.1 (free port) whose behaviour a test picks."""
-
-    def __init__(self, behaviour):
-        self.behaviour, self.requests, self.auth = behaviour, 0, []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                outer.requests += 1
-                outer.auth.append(self.headers.get("Authorization"))
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status, payload = outer.behaviour(body)
-                if status == "sleep":
-                    time.sleep(1.0)
-                    status, payload = 200, {"preferences": [1.0] * len(body["prompts"])}
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/judge"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def server():
-    servers = []
-
-    def start(behaviour):
-        s = Server(behaviour)
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.close()
-
-
 def http_judge(plugin_manager, url, **kw):
     return plugin_manager.components().judge({"name": "http_pairwise", "url": url, "backoff": 0.0, **kw})
 
 
-def test_first_position_bias_becomes_ties(plugin_manager, server):
-    srv = server(lambda body: (200, {"preferences": ["A"] * len(body["prompts"])}))
+def test_first_position_bias_becomes_ties(plugin_manager, json_endpoint):
+    srv = json_endpoint(lambda body: (200, {"preferences": ["A"] * len(body["prompts"])}))
     judge = http_judge(plugin_manager, srv.url)
     out = judge(["p1", "p2"], ["good", "bad"], ["bad", "good"])
     assert out == [0.5, 0.5]
-    assert srv.requests == 2  # asked once in each order
+    assert len(srv.requests) == 2  # asked once in each order
 
 
-def test_consistent_judge_keeps_its_verdict(plugin_manager, server):
+def test_consistent_judge_keeps_its_verdict(plugin_manager, json_endpoint):
     # prefers the longer completion, whichever position it is in
     def longer(body):
         return 200, {"preferences": [float(len(a) > len(b)) for a, b in zip(body["completions_a"], body["completions_b"])]}
 
-    judge = http_judge(plugin_manager, server(longer).url)
+    judge = http_judge(plugin_manager, json_endpoint(longer).url)
     assert judge(["p", "p"], ["long answer", "x"], ["x", "long answer"]) == [1.0, 0.0]
 
 
 @pytest.mark.parametrize("mode", ["garbage", "timeout", "status"])
-def test_failing_judge_is_retried_then_pairs_fail(plugin_manager, server, mode, monkeypatch):
+def test_failing_judge_is_retried_then_pairs_fail(plugin_manager, json_endpoint, mode, monkeypatch):
     monkeypatch.setenv("JUDGE_TOKEN", "s3cr3t-value")
     behaviours = {
         "garbage": lambda body: (200, b"<html>not json"),
-        "timeout": lambda body: ("sleep", None),
+        "timeout": lambda body: (time.sleep(1.0), (200, {"preferences": [1.0] * len(body["prompts"])}))[1],
         "status": lambda body: (503, {"error": "busy"}),
     }
-    srv = server(behaviours[mode])
+    srv = json_endpoint(behaviours[mode])
     judge = http_judge(plugin_manager, srv.url, retries=2, timeout=0.3, token_env="JUDGE_TOKEN")
     out = run_judge(judge, "http_pairwise", ["p1", "p2"], ["a", "b"], ["c", "d"], progress=False)
     assert out == [None, None]
-    assert srv.requests == 2 * 3  # two orders x (1 try + 2 retries)
-    assert srv.auth[0] == "Bearer s3cr3t-value"
+    assert len(srv.requests) == 2 * 3  # two orders x (1 try + 2 retries)
+    assert srv.requests[0][0]["Authorization"] == "Bearer s3cr3t-value"
     assert "s3cr3t-value" not in repr(judge) and all("s3cr3t" not in f for f in judge.failures)
 
 
-def test_partly_garbage_answers_fail_only_those_pairs(plugin_manager, server):
-    srv = server(lambda body: (200, {"preferences": ["A", "maybe"][: len(body["prompts"])]}))
+def test_partly_garbage_answers_fail_only_those_pairs(plugin_manager, json_endpoint):
+    srv = json_endpoint(lambda body: (200, {"preferences": ["A", "maybe"][: len(body["prompts"])]}))
     judge = http_judge(plugin_manager, srv.url, swap=False)
     assert judge(["p1", "p2"], ["a", "b"], ["c", "d"]) == [1.0, None]
 

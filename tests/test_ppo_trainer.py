@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import math
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -268,59 +265,21 @@ def test_reward_source_nan_names_the_source(tmp_path, tiny_model_path):
     _assert_no_model_written(Path(trainer.args.output_dir))
 
 
-class _Server:
-    """A scoring endpoint on 127.0.0.1 that misbehaves as told and counts requests."""
-
-    def __init__(self, behaviour: str):
-        self.requests = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                outer.requests += 1
-                length = int(self.headers.get("Content-Length", 0))
-                self.rfile.read(length)
-                if behaviour == "slow":
-                    time.sleep(1.0)
-                    body, status = b'{"scores": []}', 200
-                else:
-                    body, status = b"boom", 500
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:  # the client gave up (timeout)
-                    pass
-
-            def log_message(self, *args):
-                pass
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{port}/score"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+RESPONSES = {
+    "slow": lambda body: (time.sleep(1.0), (200, {"scores": []}))[1],
+    "500": lambda body: (500, b"boom"),
+}
 
 
 @pytest.mark.parametrize("behaviour, message", [("slow", "failed after 1 retries"), ("500", "answered 500")])
-def test_http_reward_source_failure_is_retried_then_named(tmp_path, tiny_model_path, behaviour, message):
-    with _Server(behaviour) as server:
-        spec = {"name": "http", "url": server.url, "timeout": 0.3, "retries": 1, "backoff": 0.0, "alias": "judge_api"}
-        trainer = make_trainer(tmp_path, tiny_model_path, steps=2, rewards=[spec])
-        with pytest.raises(RewardSourceError, match=message) as info:
-            trainer.train()
-        assert server.url in str(info.value)
-        assert server.requests == 2  # the first try and one retry
+def test_http_reward_source_failure_is_retried_then_named(tmp_path, tiny_model_path, json_endpoint, behaviour, message):
+    server = json_endpoint(RESPONSES[behaviour])
+    spec = {"name": "http", "url": server.url, "timeout": 0.3, "retries": 1, "backoff": 0.0, "alias": "judge_api"}
+    trainer = make_trainer(tmp_path, tiny_model_path, steps=2, rewards=[spec])
+    with pytest.raises(RewardSourceError, match=message) as info:
+        trainer.train()
+    assert server.url in str(info.value)
+    assert len(server.requests) == 2  # the first try and one retry
     _assert_no_model_written(Path(trainer.args.output_dir))
 
 

@@ -9,7 +9,9 @@ in any test suite once trl-plus is installed:
 - ``tiny_tokenizer``, ``tiny_model_path``, ``tiny_causal_lm``, ``tiny_reward_model_path``,
   ``tiny_reward_model``: models and a tokenizer built from scratch offline in seconds
   (saved under a temporary folder, so they also load by path);
-- ``tiny_preference_dataset``: a small learnable preference dataset.
+- ``tiny_preference_dataset``: a small learnable preference dataset;
+- ``json_endpoint``: ``json_endpoint(respond)`` serves JSON on 127.0.0.1 (a free port)
+  for testing HTTP reward sources and judges; see :class:`JsonEndpoint`.
 
 Nothing heavy is imported until a fixture is used. Set ``HF_HUB_OFFLINE=1`` in your
 ``conftest.py`` before anything imports ``datasets`` or ``transformers``.
@@ -18,6 +20,8 @@ Nothing heavy is imported until a fixture is used. Set ``HF_HUB_OFFLINE=1`` in y
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 
 import pytest
@@ -92,3 +96,60 @@ def tiny_preference_dataset():
     from datasets import Dataset
 
     return Dataset.from_list(preference_rows())
+
+
+class JsonEndpoint:
+    """An HTTP endpoint on 127.0.0.1 (a free port) that answers as a test says.
+
+    ``respond(body) -> (status, payload)`` is called for every POST with the decoded JSON
+    body (the raw text when it is not JSON); ``payload`` is sent as JSON, or as it is when
+    it is ``bytes``. A ``respond`` that sleeps makes a slow endpoint (timeouts). Every
+    request is kept in ``requests`` as ``(headers, body)``.
+    """
+
+    def __init__(self, respond):
+        self.requests: list[tuple[dict, object]] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = raw
+                endpoint.requests.append((dict(self.headers), body))
+                status, payload = respond(body)
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up waiting (a timeout test)
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def json_endpoint():
+    endpoints: list[JsonEndpoint] = []
+
+    def start(respond) -> JsonEndpoint:
+        endpoints.append(JsonEndpoint(respond))
+        return endpoints[-1]
+
+    yield start
+    for endpoint in endpoints:
+        endpoint.close()

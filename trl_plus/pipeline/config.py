@@ -164,7 +164,7 @@ def _check_args(stage: str, args: dict) -> None:
     for key in args:
         where = f"stages.{stage}.args.{key}"
         if key in _RESERVED:
-            raise RecipeError(f"set by the pipeline (seeds, checkpoints, betas/kl_coefs keys); remove it", where)
+            raise RecipeError("set by the pipeline (seeds, checkpoints, betas/kl_coefs keys); remove it", where)
         if key not in fields:
             hint = difflib.get_close_matches(key, sorted(fields), n=1)
             raise RecipeError(f"unknown {name} field {key!r}." + (f" Did you mean: {hint[0]}?" if hint else ""), where)

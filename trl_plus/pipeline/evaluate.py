@@ -78,8 +78,7 @@ def run_eval(ctx) -> Path:
 
     section = eval_section(ctx.recipe, ctx.config, str(ctx.run.path("eval", "generations.jsonl")))
     prompts = _prompts(ctx)
-    tasks = list(section.get("tasks") or [])
-    upstream = {k: v for k, v in ctx.fingerprints.items()}
+    upstream = dict(ctx.fingerprints)
     points = planned_points(ctx)
     source = ctx.hooks.components().reward_source(section["gold"], "eval.gold")
     settings = GenerationSettings(**{k: v for k, v in section["generation"].items()})
