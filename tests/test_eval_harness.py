@@ -100,18 +100,13 @@ def test_worse_model_by_construction_loses(great_model_path, tiny_model_path, pr
     assert saved["manifest"]["versions"]["lm_eval"]
 
 
-def test_http_judge_failure_is_counted_and_generations_are_cached(tiny_model_path, prompts_file, tmp_path, monkeypatch):
-    from test_eval_judges import Server
-
+def test_http_judge_failure_is_counted_and_generations_are_cached(tiny_model_path, prompts_file, tmp_path, monkeypatch, json_endpoint):
     monkeypatch.setenv("EVAL_JUDGE_TOKEN", "tok-9f8e7d-secret")
-    srv = Server(lambda body: (200, b"garbage"))
-    try:
-        config = {"judges": [{"name": "http_pairwise", "url": srv.url, "retries": 1, "backoff": 0.0,
-                              "token_env": "EVAL_JUDGE_TOKEN"}],
-                  "generation": {"max_new_tokens": 6}, "kl": {"enabled": False}}
-        out = evaluate_checkpoint(tiny_model_path, str(prompts_file), config=config, out_dir=tmp_path, progress=False)
-    finally:
-        srv.close()
+    srv = json_endpoint(lambda body: (200, b"garbage"))
+    config = {"judges": [{"name": "http_pairwise", "url": srv.url, "retries": 1, "backoff": 0.0,
+                          "token_env": "EVAL_JUDGE_TOKEN"}],
+              "generation": {"max_new_tokens": 6}, "kl": {"enabled": False}}
+    out = evaluate_checkpoint(tiny_model_path, str(prompts_file), config=config, out_dir=tmp_path, progress=False)
     w = out["win_rates"]["http_pairwise"]
     assert w["failed"] == w["pairs"] == 24 and w["judged"] == 0
     assert "tok-9f8e7d-secret" not in (tmp_path / "eval.json").read_text()
