@@ -128,7 +128,6 @@ def run_policy(ctx, run: PolicyRun) -> Path:
     raw = _dpo_recipe(ctx, run) if run.method == "dpo" else _ppo_recipe(ctx, run)
     upstream = [ctx.fingerprints.get(k) for k in ("pairs", "reward" if run.method == "ppo" else "sft")]
     fp = fingerprint(run.rel, raw, upstream)
-    ctx.fingerprints[run.rel] = fp
     if ctx.skip(run.rel, fp):
         return ctx.run.path(run.rel)
     recipe = validate_dict(raw, ctx.hooks, source=None)

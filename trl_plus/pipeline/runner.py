@@ -113,6 +113,8 @@ class Context:
             self.hooks.pm.unregister(self._bar_plugin)
 
     def skip(self, rel: str, fp: str) -> bool:
+        """Record ``rel``'s fingerprint for the stages downstream; True when it is done already."""
+        self.fingerprints[rel] = fp
         if self.run.is_done(rel, fp):
             self.skipped.append(rel)
             self.log(f"  {rel:<28} done already: skipped")

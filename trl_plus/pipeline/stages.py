@@ -43,7 +43,6 @@ def _common_args(args: dict) -> dict:
 def run_corpus(ctx) -> Path:
     cfg = ctx.config.stages.corpus
     fp = fingerprint("corpus", cfg.model_dump())
-    ctx.fingerprints["corpus"] = fp
     if ctx.skip("corpus", fp):
         return ctx.run.path("corpus")
     from .corpus import make_corpus, make_prompts
@@ -63,7 +62,6 @@ def run_corpus(ctx) -> Path:
 def run_sft(ctx) -> Path:
     cfg = ctx.config.stages.sft
     fp = fingerprint("sft", cfg.model_dump(), ctx.fingerprints.get("corpus"))
-    ctx.fingerprints["sft"] = fp
     if ctx.skip("sft", fp):
         return ctx.run.path("sft")
     import datasets
@@ -109,7 +107,6 @@ def _gold(ctx):
 def run_pairs(ctx) -> Path:
     cfg = ctx.config.stages.pairs
     fp = fingerprint("pairs", cfg.model_dump(), ctx.config.gold, ctx.fingerprints.get("sft"), ctx.fingerprints.get("corpus"))
-    ctx.fingerprints["pairs"] = fp
     if ctx.skip("pairs", fp):
         return ctx.run.path("pairs")
     with ctx.run.step("pairs", fp) as (folder, info):
@@ -171,7 +168,6 @@ def _sample_pairs(ctx, cfg) -> tuple[list[dict], int]:
 def run_reward(ctx) -> Path:
     cfg = ctx.config.stages.reward
     fp = fingerprint("reward", cfg.model_dump(), ctx.fingerprints.get("pairs"))
-    ctx.fingerprints["reward"] = fp
     if ctx.skip("reward", fp):
         return ctx.run.path("reward")
     import datasets
