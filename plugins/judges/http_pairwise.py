@@ -16,7 +16,7 @@ import time
 
 import trl_plus
 from trl_plus.errors import RecipeError
-from trl_plus.plugins.rewards.http import RETRY_STATUSES, bearer_headers, make_session
+from trl_plus.plugins.rewards.http import RETRY_STATUSES, bearer_headers, check_url, make_session
 
 LABELS = {"a": 1.0, "b": 0.0, "tie": 0.5}
 
@@ -55,8 +55,7 @@ class HttpPairwiseJudge:
         batch_size: int = 16,
         swap: bool = True,
     ):
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise RecipeError(f"url must start with http:// or https://, got {url!r}")
+        check_url(url)
         if not isinstance(retries, int) or retries < 0:
             raise RecipeError(f"retries must be an integer >= 0, got {retries!r}")
         self.url, self.timeout, self.retries, self.backoff = url, float(timeout), retries, float(backoff)

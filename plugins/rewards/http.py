@@ -34,6 +34,12 @@ def make_session(retries: int, backoff: float):
     return session
 
 
+def check_url(url) -> str:
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise RecipeError(f"url must start with http:// or https://, got {url!r}")
+    return url
+
+
 def bearer_headers(token_env: str | None) -> dict:
     if not token_env:
         return {}
@@ -55,9 +61,7 @@ class HttpSource:
         token_env: str | None = None,
         batch_size: int = 64,
     ):
-        if not url.startswith(("http://", "https://")):
-            raise RecipeError(f"url must start with http:// or https://, got {url!r}")
-        self.url, self.timeout, self.batch_size = url, timeout, batch_size
+        self.url, self.timeout, self.batch_size = check_url(url), timeout, batch_size
         self._headers = bearer_headers(token_env)  # checked at start-up, not at the first batch
         self._session = make_session(retries, backoff)
         self.retries = retries
