@@ -32,6 +32,8 @@ _LAZY = {
     "bootstrap_ci": "stats",
     "run_judge": "judging",
     "normalise_judge_spec": "judging",
+    "compare_frontiers": "frontier",
+    "power_analysis": "frontier",
 }
 
 __all__ = sorted(_LAZY)
