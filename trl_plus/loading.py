@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,144 @@ def check_model_name(name: str, where: str) -> None:
             raise RecipeError(f"unknown tiny model {name!r}; choose one of {choices}", where)
     elif name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().exists():
         raise RecipeError(f"no such model folder: {name!r}", where)
+
+
+# -- local path or hub id ------------------------------------------------------------------
+#
+# A name is a local path when it exists (against its base folder), or when only a path
+# can look like it: an explicit "/", "./", "../" or "~" start, more than one "/" (a hub
+# id has at most one), or, for data, a file suffix. Anything else is taken for a hub id
+# ("gpt2", "org/name"), which a local folder of the same name still shadows.
+
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def _explicit_path(name: str, files: bool) -> bool:
+    if name in (".", "..") or name.startswith(("/", "./", "../", "~", ".\\", "..\\")):
+        return True
+    if name.count("/") > 1 or "\\" in name:
+        return True
+    if not files:
+        return False
+    from trl_plus.plugins.loading import FILE_FORMATS
+
+    return Path(name).suffix in FILE_FORMATS
+
+
+def local_path(name: str, base_dir: str | Path | None = None, files: bool = False) -> Path | None:
+    """The absolute local path ``name`` denotes (relative names against ``base_dir``, the
+    working directory by default), or None when it is a hub id, a ``tiny:`` name or a URL.
+
+    :param files: ``name`` may be a data file, so a file suffix marks it as a path.
+    """
+    from .tiny import TINY_PREFIX
+
+    if not isinstance(name, str) or not name or name.startswith(TINY_PREFIX) or "://" in name:
+        return None
+    path = Path(name).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir if base_dir is not None else Path.cwd()) / path
+    path = Path(os.path.abspath(path))
+    if path.exists() or _explicit_path(name, files):
+        return path
+    return None
+
+
+def hub_offline() -> bool:
+    """The hub is off limits (``HF_HUB_OFFLINE``), read now rather than at import time."""
+    if any(os.environ.get(var, "").upper() in _TRUE for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_id_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid hub repo id, or None when it is one."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError as exc:
+        return str(exc).split("\n")[0]
+    return None
+
+
+def hub_cached(repo_id: str, repo_type: str = "model") -> bool:
+    """Whether the local hub cache (or, for a dataset, the ``datasets`` cache) holds ``repo_id``."""
+    from huggingface_hub import constants
+
+    folder = Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}" / "snapshots"
+    if folder.is_dir() and any(folder.iterdir()):
+        return True
+    if repo_type == "dataset":
+        from datasets import config
+
+        # datasets keeps what it prepared from a hub dataset as <namespace>___<name>.
+        prepared = Path(config.HF_DATASETS_CACHE) / repo_id.replace("/", "___")
+        return prepared.is_dir()
+    return False
+
+
+def resolve_model_ref(
+    name: str,
+    where: str,
+    base_dir: str | Path | None = None,
+    repo_type: str = "model",
+    probe_hub: bool = False,
+    lookup: bool = True,
+) -> str:
+    """``name`` as a loader should get it: an absolute folder (or file) that exists, a
+    ``tiny:`` name, or a hub id; raises :class:`RecipeError` naming ``where`` otherwise.
+
+    A missing local path names the folder it was looked up in. A hub id must be valid;
+    with the hub offline it must be in the local cache. ``probe_hub`` asks the hub about an
+    uncached id (so a mistyped relative path is not reported as a hub connection error).
+    ``lookup=False``: a relative name is not looked for on disk (a loaded recipe's paths
+    are absolute already: what is still relative was found to be no local path).
+    """
+    from .tiny import TINY_PREFIX
+
+    noun = "dataset" if repo_type == "dataset" else "model"
+    if not isinstance(name, str) or not name:
+        raise RecipeError(f"expected a local path or a hub id, got {name!r}", where)
+    if name.startswith(TINY_PREFIX):
+        check_model_name(name, where)
+        return name
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    absolute = Path(name).expanduser().is_absolute()
+    path = local_path(name, base, files=repo_type == "dataset") if lookup or absolute else None
+    looked = "" if absolute or not lookup else f" (looked in {base})"
+    if path is not None:
+        if not path.exists():
+            what = "model folder" if noun == "model" else "dataset file or folder"
+            raise RecipeError(f"no such {what}: {name!r}{looked}", where)
+        return str(path)
+    problem = hub_id_problem(name)
+    if problem is not None:
+        raise RecipeError(f"no {noun} folder {name!r}{looked}, and not a valid hub id: {problem}", where)
+    if hub_cached(name, repo_type):
+        return name
+    if hub_offline():
+        raise RecipeError(
+            f"no {noun} folder {name!r}{looked}, and hub {noun} {name!r} is not in the local cache: "
+            "the hub is offline (HF_HUB_OFFLINE=1)",
+            where,
+        )
+    if probe_hub:
+        from huggingface_hub import repo_exists
+
+        try:
+            found = repo_exists(name, repo_type=repo_type)
+        except Exception as exc:  # no connection, proxy, server error: all say the same here
+            raise RecipeError(
+                f"no {noun} folder {name!r}{looked}, and the hub could not be asked for a {noun} of that name "
+                f"({type(exc).__name__})",
+                where,
+            ) from None
+        if not found:
+            raise RecipeError(f"no {noun} folder {name!r}{looked}, and no {noun} {name!r} on the hub", where)
+    return name

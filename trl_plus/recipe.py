@@ -4,6 +4,12 @@ Keys: ``trainer``, ``model``, ``data``, one section per trainer named after it (
 ``ppo``: any field of that trainer's config), ``rewards``, ``kl``, ``filters``,
 ``rollout_filters``, ``eval``, ``report``. Errors name the key path (``dpo.beta``), show
 the value and list what is allowed.
+
+Paths: a relative path written in a recipe (data files, prompt sets, model folders,
+``file.py:attr`` references) resolves against the recipe's own folder; a relative path
+given with ``--set`` resolves against the working directory, like every other path on
+the command line. Both are made absolute when the recipe loads, so nothing downstream
+re-bases them.
 """
 
 from __future__ import annotations
@@ -335,35 +341,92 @@ def build_trainer_config(spec: RecipeModel, output_dir: str, device_defaults: bo
 
 
 _PY_FILE_REF = re.compile(r"^(?P<file>[^:]+\.py):(?P<attr>[\w.]+)$")
+_MISSING = object()
+# Sections whose component specs may hold ``file.py:attr`` references and reward models.
+_COMPONENT_SECTIONS = ("rewards", "kl", "filters", "rollout_filters", "eval", "stages")
 
 
-def _resolve_paths(raw: dict, base: Path) -> None:
-    """Relative data paths and ``file.py:attr`` references resolve against the recipe's folder."""
+def _at(node: Any, loc: tuple) -> Any:
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return node
+
+
+def _resolve_paths(raw: dict, base: Path, only=None) -> None:
+    """Relative paths in the recipe become absolute, against ``base``.
+
+    Data files and prompt sets (``data.*``, ``eval.prompts``, ``eval.val_prompts``,
+    ``stages.pairs.dataset``), model folders (``model.*``, ``eval.reference``,
+    ``eval.kl.reference``, ``stages.sft.base``, a ``reward_model``'s ``model`` in any
+    component spec), ``file.py:attr`` references and ``eval.cache``. A name that is no
+    local path (a hub id, ``tiny:...``) is left as it is: see ``trl_plus.loading.local_path``.
+
+    :param only: ``only(location) -> bool``: resolve just those locations (the ones
+        ``--set`` gave, which resolve against the working directory instead).
+    """
+    from .loading import local_path
+
+    def put(node, key, loc, files=False, always=False):
+        if not isinstance(node, dict) or not isinstance(node.get(key), str) or (only and not only(loc)):
+            return
+        value = node[key]
+        if always and value and not Path(value).expanduser().is_absolute():
+            node[key] = os.path.abspath(base / Path(value).expanduser())
+            return
+        path = local_path(value, base, files=files)
+        if path is not None:
+            node[key] = str(path)
+
+    def data_entry(parent, key, loc):
+        """A data split or prompt set: a path string or a mapping with ``path``."""
+        entry = parent.get(key) if isinstance(parent, dict) else None
+        if isinstance(entry, dict):
+            put(entry, "path", loc + ("path",), files=True)
+        else:
+            put(parent, key, loc, files=True)
+
     data = raw.get("data")
     if isinstance(data, dict):
         for split in ("train", "eval"):
-            entry = data.get(split)
-            if isinstance(entry, str):
-                entry = data[split] = {"path": entry}
-            if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-                candidate = base / entry["path"]
-                if not Path(entry["path"]).is_absolute() and candidate.exists():
-                    entry["path"] = str(candidate.resolve())
+            if isinstance(data.get(split), str):
+                data[split] = {"path": data[split]}
+            data_entry(data, split, ("data", split))
+    model = raw.get("model")
+    for key in ("name_or_path", "tokenizer", "ref_model"):
+        put(model, key, ("model", key))
+    ev = raw.get("eval")
+    if isinstance(ev, dict):
+        for key in ("prompts", "val_prompts"):
+            data_entry(ev, key, ("eval", key))
+        put(ev, "reference", ("eval", "reference"))
+        put(ev.get("kl"), "reference", ("eval", "kl", "reference"))
+        put(ev, "cache", ("eval", "cache"), always=True)
+    stages = raw.get("stages")
+    if isinstance(stages, dict):
+        put(stages.get("sft"), "base", ("stages", "sft", "base"))
+        data_entry(stages.get("pairs"), "dataset", ("stages", "pairs", "dataset"))
 
-    def fix(node):
+    def fix(node, loc):
         if isinstance(node, dict):
-            return {k: fix(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [fix(v) for v in node]
-        if isinstance(node, str):
+            if node.get("name") == "reward_model":  # a reward source or judge: its model folder
+                put(node, "model", loc + ("model",))
+            for k, v in list(node.items()):
+                node[k] = fix(v, loc + (k,))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                node[i] = fix(v, loc + (i,))
+        elif isinstance(node, str) and not (only and not only(loc)):
             m = _PY_FILE_REF.match(node)
-            if m and not Path(m["file"]).is_absolute() and (base / m["file"]).exists():
-                return f"{(base / m['file']).resolve()}:{m['attr']}"
+            if m and not Path(m["file"]).expanduser().is_absolute():
+                return f"{os.path.abspath(base / Path(m['file']).expanduser())}:{m['attr']}"
         return node
 
-    for key in ("rewards", "kl", "filters", "rollout_filters", "eval", "stages"):
+    for key in _COMPONENT_SECTIONS:
         if key in raw:
-            raw[key] = fix(raw[key])
+            raw[key] = fix(raw[key], (key,))
 
 
 def _looks_like_file(path: str) -> bool:
@@ -401,9 +464,15 @@ def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: l
     if not isinstance(raw, dict):
         raise RecipeError(f"a recipe is a mapping of keys, got {type(raw).__name__}")
     raw = copy.deepcopy(raw)
-    for text in overrides:
-        apply_override(raw, text)
     _resolve_paths(raw, source.parent if source else Path.cwd())
+    if overrides:
+        # A value typed on the command line is a command-line path: it resolves against the
+        # working directory, whichever folder the recipe lives in (a shipped recipe's is
+        # inside the installed package).
+        written = copy.deepcopy(raw)
+        for text in overrides:
+            apply_override(raw, text)
+        _resolve_paths(raw, Path.cwd(), only=lambda loc: _at(raw, loc) != _at(written, loc))
     try:
         spec = RecipeModel.model_validate(raw)
     except ValidationError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import cli_path
 from .validate import add_recipe_arguments
 
 
@@ -16,7 +17,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run_recipe(recipe, out: str, hooks=None, progress: bool = True) -> int:
+def run_recipe(recipe, out: str | Path, hooks=None, progress: bool = True) -> int:
     from ..pipeline import run_pipeline
 
     report = run_pipeline(recipe, out, hooks=hooks, progress=progress, log=print)
@@ -31,5 +32,5 @@ def run(args) -> int:
 
     hooks = Hooks()
     recipe = load_recipe(args.recipe, args.overrides, hooks=hooks)
-    out = args.out or str(Path("runs") / Path(str(recipe.source)).stem)
+    out = cli_path(args.out or Path("runs") / Path(str(recipe.source)).stem)
     return run_recipe(recipe, out, hooks=hooks, progress=not args.no_progress)

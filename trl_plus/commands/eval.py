@@ -3,6 +3,11 @@
 Settings come from flags, or from a recipe's ``eval:`` section (``--recipe``), flags
 winning. A judge is given as ``NAME`` or ``NAME:key=value,key=value``; NAME is a judge or
 any registered reward source.
+
+Paths given as arguments (CHECKPOINT, ``--reference``, ``--prompts``, ``--out``,
+``--cache``) resolve against the working directory; those in the recipe against its
+folder. A checkpoint is a local folder when it exists or can only be a path (see
+``trl_plus.loading.local_path``), else a hub id.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import RecipeError
+from . import cli_path
 
 
 def parse_component(text: str, flag: str) -> dict:
@@ -62,6 +68,8 @@ def add_parser(sub) -> None:
 
 
 def _section_from_args(args, hooks) -> tuple[dict, object, str | None, Path | None]:
+    from ..loading import resolve_model_ref
+
     section: dict = {}
     reference = None
     recipe_hash = None
@@ -82,11 +90,14 @@ def _section_from_args(args, hooks) -> tuple[dict, object, str | None, Path | No
         "prompt_column": args.prompt_column,
         "reference_column": args.reference_column,
         "max_prompts": args.max_prompts,
-        "cache": args.cache,
+        "cache": str(cli_path(args.cache)) if args.cache else None,
     }
     section.update({k: v for k, v in flags.items() if v is not None})
     if args.prompts:
-        section["prompts"] = args.prompts
+        from ..loading import local_path
+
+        local = local_path(args.prompts, files=True)
+        section["prompts"] = str(local) if local is not None else args.prompts
     if args.judge:
         section["judges"] = [parse_component(j, "--judge") for j in args.judge]
     if args.gold:
@@ -111,10 +122,9 @@ def _section_from_args(args, hooks) -> tuple[dict, object, str | None, Path | No
         section["kl"] = kl
     if args.reference:
         reference = args.reference
-    prompts = section.get("prompts")
-    if isinstance(prompts, str) and base_dir is not None and not Path(prompts).is_absolute() \
-            and (base_dir / prompts).exists() and not args.prompts:
-        section["prompts"] = str(base_dir / prompts)
+    if isinstance(reference, str):
+        # a recipe's local reference is absolute already (resolved against its folder on loading)
+        reference = resolve_model_ref(reference, "--reference" if args.reference else "eval.reference", probe_hub=True)
     return section, reference, recipe_hash, base_dir
 
 
@@ -132,15 +142,20 @@ def run(args) -> int:
     section, reference, recipe_hash, base_dir = _section_from_args(args, hooks)
     from ..eval.config import validate_eval_section
     from ..eval.harness import RESULTS_FILE, evaluate_checkpoint
+    from ..loading import resolve_model_ref
 
     config = validate_eval_section(section, hooks)
     if config.prompts is None:
         raise RecipeError("no prompt set: give --prompts FILE or a recipe with eval.prompts", "eval.prompts")
-    out = Path(args.out) if args.out else Path(args.checkpoint) / "eval"
-    if not args.out and not Path(args.checkpoint).is_dir():
-        out = Path("runs") / "eval" / args.checkpoint.replace(":", "-").replace("/", "--")
+    checkpoint = resolve_model_ref(args.checkpoint, "checkpoint", probe_hub=True)
+    if args.out:
+        out = cli_path(args.out)
+    elif Path(checkpoint).is_dir():
+        out = Path(checkpoint) / "eval"
+    else:
+        out = cli_path(Path("runs") / "eval" / args.checkpoint.replace(":", "-").replace("/", "--"))
     results = evaluate_checkpoint(
-        args.checkpoint, config.prompts, reference=reference, config=config, out_dir=out, hooks=hooks,
+        checkpoint, config.prompts, reference=reference, config=config, out_dir=out, hooks=hooks,
         progress=not args.quiet, recipe_hash=recipe_hash,
     )
     print(summary_text(results))

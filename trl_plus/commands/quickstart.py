@@ -20,9 +20,11 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..manager import Hooks
     from ..recipe import load_recipe
+    from . import cli_path
     from .compare import run_recipe
 
     hooks = Hooks()
     recipe = load_recipe("quickstart", args.overrides, hooks=hooks)
-    print(f"quickstart: recipe {recipe.source}, run folder {args.out}")
-    return run_recipe(recipe, args.out, hooks=hooks, progress=not args.no_progress)
+    out = cli_path(args.out)
+    print(f"quickstart: recipe {recipe.source}, run folder {out}")
+    return run_recipe(recipe, out, hooks=hooks, progress=not args.no_progress)

@@ -17,8 +17,9 @@ def run(args) -> int:
     from ..errors import DataError
     from ..pipeline import render_report
     from ..pipeline.rundir import read_json
+    from . import cli_path
 
-    root = Path(args.run_dir)
+    root = cli_path(args.run_dir)
     if not (root / "eval").is_dir():
         raise DataError(f"{root}: not a finished run folder (no eval/); run `trl-plus compare` first")
     cfg = dict(read_json(root / "report" / "report_config.json", {}) or {})

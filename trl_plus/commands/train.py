@@ -6,6 +6,7 @@ import importlib
 import os
 from pathlib import Path
 
+from . import cli_path
 from .validate import add_recipe_arguments
 
 
@@ -19,18 +20,23 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..errors import RecipeError
     from ..manager import Hooks
     from ..recipe import load_recipe
 
     hooks = Hooks()
     recipe = load_recipe(args.recipe, args.overrides, hooks=hooks)
-    output_dir = args.output_dir or str(Path("runs") / Path(str(recipe.source)).stem)
+    output_dir = str(cli_path(args.output_dir or Path("runs") / Path(str(recipe.source)).stem))
     if recipe.trainer is None:  # a pipeline recipe (stages:) has no single trainer
-        from ..errors import RecipeError
-
         raise RecipeError("this recipe describes a pipeline (stages:); run it with `trl-plus compare`", "trainer")
+    resume = args.resume
+    if isinstance(resume, str):
+        path = cli_path(resume)
+        if not path.is_dir():
+            raise RecipeError(f"no checkpoint folder {resume!r} (looked in {Path.cwd()})", "--resume")
+        resume = str(path)
     module = importlib.import_module(f"trl_plus.trainers.{recipe.trainer}")
-    module.train_from_recipe(recipe, output_dir, hooks=hooks, resume_from_checkpoint=args.resume)
+    module.train_from_recipe(recipe, output_dir, hooks=hooks, resume_from_checkpoint=resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun / accelerate, say it once
         print(f"saved to {output_dir}")
     return 0

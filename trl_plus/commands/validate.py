@@ -7,7 +7,8 @@ def add_recipe_arguments(p) -> None:
     p.add_argument("recipe", help="a recipe file, or the name of a shipped recipe (e.g. tiny-dpo)")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a recipe key, e.g. --set dpo.beta=0.05 or --set rewards.0.weight=2",
+        help="override a recipe key, e.g. --set dpo.beta=0.05 or --set rewards.0.weight=2; "
+             "a relative path given here resolves against the working directory",
     )
 
 
@@ -18,9 +19,15 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..manager import Hooks
     from ..recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    hooks = Hooks()
+    recipe = load_recipe(args.recipe, args.overrides, hooks=hooks)
+    if recipe.stages:  # what `trl-plus compare` checks at start-up, so validate finds it first
+        from ..pipeline.preflight import check_pipeline
+
+        check_pipeline(recipe, hooks=hooks)
     stages = [name for name, value in recipe.stages.items() if isinstance(value, dict)]
     what = f"trainer: {recipe.trainer}" if recipe.trainer else "pipeline: " + " -> ".join(stages)
     print(f"{recipe.source}: ok ({what}, hash {recipe.hash})")

@@ -94,7 +94,9 @@ class RunDir:
     """The pipeline's output folder and its step markers."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        # Absolute from the start: a relative run folder is the caller's working directory's,
+        # and the stages pass its paths on to code that resolves relative paths elsewhere.
+        self.root = Path(os.path.abspath(Path(root).expanduser()))
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, *parts: str) -> Path:

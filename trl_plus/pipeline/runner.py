@@ -179,12 +179,13 @@ def run_pipeline(recipe, out: str | Path, hooks=None, progress: bool = True, log
 
     :param stop_after: a stage name; stop once it is done (the others stay to run).
     """
-    from . import evaluate, policy, report, stages
+    from . import evaluate, policy, preflight, report, stages
 
     quiet_libraries()
     ctx = Context(recipe, out, hooks, progress, log)
     started = time.time()
     try:
+        preflight.check_pipeline(ctx)  # what later stages need, checked before the first one runs
         with _muted_foreign_bars():
             (ctx.run.path("recipe.yaml")).write_text(recipe.to_yaml())
             cfg = ctx.config.stages
