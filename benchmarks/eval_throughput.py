@@ -5,8 +5,16 @@
 2. Generation: the harness's ``generate`` (length-sorted, left-padded batches) against
    lm-eval's own ``HFLM.generate_until`` on the same prompts, model, batch size and greedy
    settings. Target: >= 1.0x.
+3. The length-controlled win rate's bootstrap (every resample fitted at once by Newton
+   steps on bootstrap counts) against a scikit-learn refit of each of the same resamples,
+   timed interleaved; no torch involved. Target: >= 20x.
+4. Seconds per evaluated checkpoint: one ``evaluate_checkpoint`` of a tiny model on 256
+   prompts against a tiny reference, one ``reward_source`` judge, a Python gold reward,
+   KL on, lm-eval off, nothing cached.
 
     python benchmarks/eval_throughput.py [--pairs 256] [--prompts 128] [--max-new-tokens 32]
+        [--lc-prompts 256] [--lc-resamples 1000] [--lc-repeats 7] [--eval-prompts 256]
+        [--only judging,generation,lc,evaluate]
 """
 
 from __future__ import annotations
@@ -81,26 +89,122 @@ def bench_generation(n_prompts: int, max_new_tokens: int, batch_size: int, repea
             "speedup": t_theirs / t_ours, "identical_completions": f"{same}/{n_prompts}"}
 
 
+def _sklearn_lc(scores, diff) -> float:
+    """One length-controlled win rate by a scikit-learn fit of the duplicated rows."""
+    import math
+
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    if np.all(scores == scores[0]) and scores[0] in (0.0, 1.0):
+        return float(scores[0])
+    std = diff.std()
+    x = (diff / std if std > 0 else np.zeros_like(diff)).reshape(-1, 1)
+    model = LogisticRegression(C=np.inf, solver="lbfgs", max_iter=1000, tol=1e-10)
+    model.fit(np.vstack([x, x]), np.concatenate([np.ones_like(scores), np.zeros_like(scores)]),
+              sample_weight=np.concatenate([scores, 1 - scores]))
+    return 1 / (1 + math.exp(-model.intercept_[0]))
+
+
+def bench_lc_bootstrap(n_prompts: int, n_resamples: int, repeats: int = 7) -> dict:
+    import numpy as np
+
+    from trl_plus.eval.stats import counts_of, lc_bootstrap_estimates
+
+    rng = np.random.default_rng(0)
+    diff = rng.normal(0, 20, size=n_prompts).round()  # length differences in characters
+    p_win = 1 / (1 + np.exp(-(0.2 + diff / 20)))  # longer completions win more often
+    u = rng.random(n_prompts)
+    scores = np.where(u < 0.9 * p_win, 1.0, np.where(u < 0.9 * p_win + 0.1, 0.5, 0.0))
+    ids = list(range(n_prompts))
+    picks = rng.integers(0, n_prompts, size=(n_resamples, n_prompts))
+    counts = counts_of(picks, n_prompts)
+    lc_bootstrap_estimates(scores, diff, ids, counts=counts[:10])  # warm-up
+    ratios, t_ours, t_theirs = [], [], []
+    for _ in range(repeats):  # interleaved: the machine is shared and noisy
+        t = time.perf_counter()
+        ours, _ = lc_bootstrap_estimates(scores, diff, ids, counts=counts)
+        t_ours.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        theirs = np.array([_sklearn_lc(scores[p], diff[p]) for p in picks])
+        t_theirs.append(time.perf_counter() - t)
+        ratios.append(t_theirs[-1] / t_ours[-1])
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    return {"prompts": n_prompts, "resamples": n_resamples, "repeats": repeats,
+            "ours_s": float(np.median(t_ours)), "sklearn_s": float(np.median(t_theirs)),
+            "ratio": float(median), "ratio_iqr": (float(q1), float(q3)),
+            "max_abs_difference": float(np.abs(ours - theirs).max())}
+
+
+def bench_evaluate(n_prompts: int, repeats: int = 1) -> dict:
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from trl_plus.eval import evaluate_checkpoint
+    from trl_plus.tiny import save_tiny
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        candidate = save_tiny(root / "candidate", "causal-lm", seed=0)
+        reference = save_tiny(root / "reference", "causal-lm", seed=5)
+        (root / "scores.py").write_text(
+            "def words(prompts, completions, **columns):\n    return [float(len(c.split())) for c in completions]\n"
+        )
+        prompts = root / "prompts.jsonl"
+        prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompt_texts(n_prompts)))
+        scorer = {"name": "python", "function": f"{root / 'scores.py'}:words"}
+        config = {"judges": [scorer], "gold": scorer, "tasks": [], "kl": {"enabled": True}}
+        best, out = float("inf"), None
+        for r in range(repeats):
+            t = time.perf_counter()
+            out = evaluate_checkpoint(str(candidate), str(prompts), reference=str(reference), config=config,
+                                      out_dir=root / f"eval-{r}", progress=False)  # a fresh cache every time
+            best = min(best, time.perf_counter() - t)
+    return {"prompts": n_prompts, "seconds": best, "kl_samples": out["kl"]["num_samples"],
+            "kl_reused": out["kl"].get("reused_samples", 0)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=256)
     parser.add_argument("--prompts", type=int, default=128)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lc-prompts", type=int, default=256)
+    parser.add_argument("--lc-resamples", type=int, default=1000)
+    parser.add_argument("--lc-repeats", type=int, default=7)
+    parser.add_argument("--eval-prompts", type=int, default=256)
+    parser.add_argument("--only", default="judging,generation,lc,evaluate",
+                        help="comma-separated measurements to run")
     args = parser.parse_args()
+    only = set(args.only.split(","))
     import torch
 
     print(f"device: {'cuda ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, "
           f"threads {torch.get_num_threads()}")
-    j = bench_judging(args.pairs, args.batch_size)
-    print(f"judging    {j['pairs']} pairs: harness {j['harness_pairs_per_s']:.1f} pairs/s, one pair at a time "
-          f"{j['naive_pairs_per_s']:.1f} pairs/s -> {j['speedup']:.1f}x (target >= 5x); "
-          f"max |difference| {j['max_abs_difference']:.1e}")
-    g = bench_generation(args.prompts, args.max_new_tokens, args.batch_size)
-    print(f"generation {g['prompts']} prompts x {g['max_new_tokens']} tokens, batch {g['batch_size']}: harness "
-          f"{g['harness_prompts_per_s']:.1f} prompts/s, lm-eval generate_until {g['lm_eval_prompts_per_s']:.1f} "
-          f"prompts/s -> {g['speedup']:.2f}x (target >= 1.0x); identical greedy completions "
-          f"{g['identical_completions']}")
+    if "judging" in only:
+        j = bench_judging(args.pairs, args.batch_size)
+        print(f"judging    {j['pairs']} pairs: harness {j['harness_pairs_per_s']:.1f} pairs/s, one pair at a time "
+              f"{j['naive_pairs_per_s']:.1f} pairs/s -> {j['speedup']:.1f}x (target >= 5x); "
+              f"max |difference| {j['max_abs_difference']:.1e}")
+    if "generation" in only:
+        g = bench_generation(args.prompts, args.max_new_tokens, args.batch_size)
+        print(f"generation {g['prompts']} prompts x {g['max_new_tokens']} tokens, batch {g['batch_size']}: harness "
+              f"{g['harness_prompts_per_s']:.1f} prompts/s, lm-eval generate_until {g['lm_eval_prompts_per_s']:.1f} "
+              f"prompts/s -> {g['speedup']:.2f}x (target >= 1.0x); identical greedy completions "
+              f"{g['identical_completions']}")
+    if "lc" in only:
+        lc = bench_lc_bootstrap(args.lc_prompts, args.lc_resamples, args.lc_repeats)
+        print(f"lc bootstrap {lc['resamples']} resamples x {lc['prompts']} prompts: all at once {lc['ours_s'] * 1e3:.0f} ms, "
+              f"scikit-learn refit per resample {lc['sklearn_s']:.2f} s -> median {lc['ratio']:.0f}x "
+              f"(IQR {lc['ratio_iqr'][0]:.0f}-{lc['ratio_iqr'][1]:.0f}x over {lc['repeats']} interleaved repeats; "
+              f"target >= 20x); max |difference| {lc['max_abs_difference']:.1e}")
+    if "evaluate" in only:
+        e = bench_evaluate(args.eval_prompts)
+        print(f"seconds per evaluated checkpoint ({e['prompts']} prompts, reward_source judge, python gold, KL on, "
+              f"lm-eval off): {e['seconds']:.1f} s; KL {e['kl_samples']} samples per prompt, "
+              f"{e['kl_reused']} of them the judged completions")
 
 
 if __name__ == "__main__":

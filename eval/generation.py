@@ -4,6 +4,11 @@ Prompts are sorted by length and left-padded, so a batch wastes little compute a
 every row's last prompt token sits at the same position. A cache file
 (``generations.jsonl``) keyed by model, prompt-set hash, sampling settings and seed
 means a re-run, or scoring with a new judge, never samples again.
+
+Each model samples from its own random stream: the seed actually used is derived from the
+model's identity, the configured seed and a stream name (:func:`sample_seed`), so a
+candidate close to its reference does not replay the reference's completions, while the
+same model under the same settings always draws the same ones (and hits the cache).
 """
 
 from __future__ import annotations
@@ -93,6 +98,41 @@ def fingerprint(name_or_path: str, adapter: str | None = None, revision: str | N
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _base_and_adapter(name: str, adapter: str | None) -> tuple[str, str | None]:
+    from trl_plus.tiny import resolve
+
+    name = resolve(name)
+    if adapter is None and (Path(name) / "adapter_config.json").exists():
+        adapter = name
+        name = resolve(json.loads((Path(name) / "adapter_config.json").read_text())["base_model_name_or_path"])
+    return name, adapter
+
+
+def checkpoint_id(name_or_path: str | os.PathLike, revision: str | None = None) -> str:
+    """The cache id :func:`load_policy` gives the checkpoint, computed without loading it
+    (a folder holding a PEFT adapter counts as its base model plus the adapter)."""
+    name, adapter = _base_and_adapter(str(name_or_path), None)
+    return fingerprint(name, adapter, revision)
+
+
+DEFAULT_STREAM = "candidate"
+
+
+def sample_seed(model_identity: str | None, seed: int, stream: str = DEFAULT_STREAM) -> int:
+    """The seed a model samples with: a stable hash of its identity (a :class:`Policy`'s
+    ``model_id``, :func:`checkpoint_id` of a path), the configured ``seed`` and a stream name.
+
+    Different models, or different streams of one model (the harness draws a checkpoint's
+    own completions from ``"candidate"``, a reference checkpoint's from ``"reference"``
+    and extra KL samples from ``"kl"``), get unrelated seeds; the same arguments always
+    give the same seed. A model without an identity (``None``) shares its stream with
+    every other model without one. The value fits in 48 bits, so it survives JSON readers
+    that hold numbers as doubles.
+    """
+    payload = json.dumps({"model": model_identity, "seed": int(seed), "stream": stream}, sort_keys=True)
+    return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:6], "big")
+
+
 def load_policy(
     name_or_path: Any,
     *,
@@ -112,7 +152,6 @@ def load_policy(
 
     from trl_plus.loading import check_model_name
     from trl_plus.manager import Hooks
-    from trl_plus.tiny import resolve
 
     if isinstance(name_or_path, Policy):
         return name_or_path
@@ -124,11 +163,7 @@ def load_policy(
         policy = Policy(model.to(device).eval(), _ready_tokenizer(tokenizer), model_id)
         return policy
     check_model_name(str(name_or_path), "checkpoint")
-    name = resolve(str(name_or_path))
-    if adapter is None and (Path(name) / "adapter_config.json").exists():
-        adapter = name
-        name = json.loads((Path(name) / "adapter_config.json").read_text())["base_model_name_or_path"]
-        name = resolve(name)
+    name, adapter = _base_and_adapter(str(name_or_path), adapter)
     init = {"dtype": getattr(torch, dtype), "trust_remote_code": trust_remote_code}
     if revision:
         init["revision"] = revision
@@ -292,6 +327,62 @@ def cache_store(cache_path: str | Path | None, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+@dataclass
+class Completions:
+    """What :func:`sample_completions` returns: the decoded completions (prompt-major) with
+    the token ids they were decoded from and the seed they were sampled with."""
+
+    texts: list[str]
+    token_ids: list[list[int]] | None  # None: a cache row written before ids were kept
+    seed: int
+    model_id: str | None
+
+
+def sample_completions(
+    model_or_path: Any,
+    prompts: Sequence[str],
+    settings: GenerationSettings | None = None,
+    cache_path: str | Path | None = None,
+    *,
+    tokenizer: Any = None,
+    model_id: str | None = None,
+    hooks=None,
+    progress: bool | str = True,
+    derive_seed: bool = True,
+    stream: str = DEFAULT_STREAM,
+) -> Completions:
+    """:func:`generate`, keeping the completions' token ids (decoding and re-encoding text
+    does not give them back exactly) and the seed used."""
+    settings = settings or GenerationSettings()
+    prompts = list(prompts)
+    if model_id is None and isinstance(model_or_path, (str, os.PathLike)):
+        model_id = checkpoint_id(model_or_path)
+    if model_id is None and isinstance(model_or_path, Policy):
+        model_id = model_or_path.model_id
+    seed = sample_seed(model_id, settings.seed, stream) if derive_seed else settings.seed
+    if not prompts:
+        return Completions([], [], seed, model_id)
+    # keyed by what is actually sampled: the seed in use, not the configured one
+    used = settings.replace(seed=seed)
+    sha = prompts_hash(prompts)
+    key = cache_key("generations", model_id, sha, used) if model_id else None
+    if key:
+        hit = cache_lookup(cache_path, key)
+        if hit is not None:
+            return Completions(hit["completions"], hit.get("token_ids"), seed, model_id)
+    policy = load_policy(model_or_path, tokenizer=tokenizer, hooks=hooks, model_id=model_id)
+    ids = sample_token_ids(policy, encode_prompts(policy.tokenizer, prompts), used, progress=progress)
+    completions = decode(policy.tokenizer, ids)
+    if key:
+        cache_store(
+            cache_path,
+            {"key": key, "kind": "generations", "model": model_id, "prompts_sha256": sha,
+             "settings": used.to_dict(), "seed": seed, "configured_seed": settings.seed, "stream": stream,
+             "completions": completions, "token_ids": ids},
+        )
+    return Completions(completions, ids, seed, model_id)
+
+
 def generate(
     model_or_path: Any,
     prompts: Sequence[str],
@@ -302,36 +393,25 @@ def generate(
     model_id: str | None = None,
     hooks=None,
     progress: bool | str = True,
+    derive_seed: bool = True,
+    stream: str = DEFAULT_STREAM,
 ) -> list[str]:
     """Completions for ``prompts``: ``settings.num_samples`` per prompt, prompt-major.
 
     ``model_or_path`` is a checkpoint name/path, a :class:`Policy`, or an in-memory
     model (with ``tokenizer``; cached only when ``model_id`` is given). With
     ``cache_path``, a hit returns the stored completions without loading anything.
-    """
-    settings = settings or GenerationSettings()
-    prompts = list(prompts)
-    if not prompts:
-        return []
-    if model_id is None and isinstance(model_or_path, (str, os.PathLike)):
-        from trl_plus.tiny import resolve
 
-        model_id = fingerprint(resolve(str(model_or_path)))
-    if model_id is None and isinstance(model_or_path, Policy):
-        model_id = model_or_path.model_id
-    sha = prompts_hash(prompts)
-    key = cache_key("generations", model_id, sha, settings) if model_id else None
-    if key:
-        hit = cache_lookup(cache_path, key)
-        if hit is not None:
-            return hit["completions"]
-    policy = load_policy(model_or_path, tokenizer=tokenizer, hooks=hooks, model_id=model_id)
-    ids = sample_token_ids(policy, encode_prompts(policy.tokenizer, prompts), settings, progress=progress)
-    completions = decode(policy.tokenizer, ids)
-    if key:
-        cache_store(
-            cache_path,
-            {"key": key, "kind": "generations", "model": model_id, "prompts_sha256": sha,
-             "settings": settings.to_dict(), "seed": settings.seed, "completions": completions},
-        )
-    return completions
+    With ``derive_seed`` (the default) the sampling seed is
+    ``sample_seed(model identity, settings.seed, stream)``, not ``settings.seed`` itself:
+    two models never share a random stream, and calling ``generate(checkpoint, prompts,
+    settings, cache)`` gives exactly the completions :func:`evaluate_checkpoint` judged
+    for that checkpoint as the candidate (a cache hit when they share the cache file).
+    ``derive_seed=False`` samples with ``settings.seed`` as given; ``stream`` names
+    another stream of the same model (the harness samples reference checkpoints from
+    ``"reference"``).
+    """
+    return sample_completions(
+        model_or_path, prompts, settings, cache_path, tokenizer=tokenizer, model_id=model_id, hooks=hooks,
+        progress=progress, derive_seed=derive_seed, stream=stream,
+    ).texts

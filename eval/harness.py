@@ -18,7 +18,7 @@ from typing import Any
 from trl_plus.errors import DataError
 
 from .config import EvalSection, validate_eval_section
-from .generation import GenerationSettings, generate, load_policy
+from .generation import GenerationSettings, load_policy, sample_completions, sample_seed
 from .judging import judge_label, normalise_judge_spec, public_spec, run_judge
 from .prompts import load_prompts
 from .stats import mean_with_ci, paired_difference, win_rate_summary
@@ -78,6 +78,12 @@ def evaluate_checkpoint(
         against (also the reference policy of the KL); ``None`` uses the prompt set's
         reference completions.
     :param config: the ``eval:`` section (judges, gold, tasks, generation, kl, ...).
+        ``generation.seed`` is combined with each model's identity into the seed it
+        samples with (:func:`~trl_plus.eval.generation.sample_seed`; the candidate's,
+        the reference's and the KL's extra samples are recorded in ``manifest.seeds``), so
+        ``generate(checkpoint, prompts, settings, cache)`` returns the judged completions.
+        When generation samples at temperature 1 with top-p 1 and the KL's length cap, the
+        candidate's completions double as KL samples (``kl.reused_samples`` per prompt).
     :param out_dir: where ``eval.json`` and the generation cache go (nothing is written
         when ``None``, and nothing is cached unless ``config.cache`` is set).
     """
@@ -105,13 +111,22 @@ def evaluate_checkpoint(
         policy = load_policy(checkpoint, tokenizer=tokenizer, hooks=hooks, model_id=model_id)
     if need_kl:
         ref_policy = load_policy(kl_ref, hooks=hooks)
-    candidate = generate(policy or checkpoint, pset.prompts, gen, cache, hooks=hooks,
-                         progress="generating (candidate)" if progress else False)
+    # Each model samples from its own seed (derived from its identity and gen.seed), so a
+    # candidate near its reference does not replay the reference's completions; a
+    # reference checkpoint samples from its "reference" stream, so a checkpoint judged
+    # against itself is compared with independent samples.
+    drawn = sample_completions(policy or checkpoint, pset.prompts, gen, cache, hooks=hooks,
+                               progress="generating (candidate)" if progress else False)
+    candidate = drawn.texts
+    seeds: dict[str, Any] = {"generation": gen.seed, "candidate": drawn.seed, "reference": None, "kl": None}
     n = gen.num_samples
     if reference is not None:
         same = ref_policy is not None and kl_ref is reference
-        ref_completions = generate(ref_policy if same else reference, pset.prompts, gen, cache, hooks=hooks,
-                                   progress="generating (reference)" if progress else False)
+        ref_drawn = sample_completions(ref_policy if same else reference, pset.prompts, gen, cache, hooks=hooks,
+                                       stream="reference",
+                                       progress="generating (reference)" if progress else False)
+        ref_completions = ref_drawn.texts
+        seeds["reference"] = ref_drawn.seed
     elif pset.references is not None:
         ref_completions = [r for r in pset.references for _ in range(n)]
     else:
@@ -152,9 +167,12 @@ def evaluate_checkpoint(
         results["win_rates"][key] = summary
 
     # -- gold reward ----------------------------------------------------------------------
+    # A completion the gold source could not score (None, or not a finite number) is left
+    # out of every mean and counted in "failed"; a prompt with no score left is None in
+    # per_prompt and counted in "missing".
     if cfg.gold is not None:
         source = components.reward_source(cfg.gold, "eval.gold")
-        scores = list(source(prompt_rows, candidate))
+        scores = _gold_scores(source, prompt_rows, candidate)
         gold = {"source": public_spec(cfg.gold if isinstance(cfg.gold, Mapping) else {"name": cfg.gold})}
         per_prompt_gold = _per_prompt_means(scores, prompt_ids)
         gold.update(mean_with_ci(per_prompt_gold, n_resamples=boot.resamples, seed=boot.seed,
@@ -162,19 +180,30 @@ def evaluate_checkpoint(
         gold["per_prompt"] = per_prompt_gold  # for paired comparisons between checkpoints
         gold["failed"] = sum(s is None for s in scores)
         if ref_completions is not None:
-            ref_scores = list(source(prompt_rows, ref_completions))
+            ref_scores = _gold_scores(source, prompt_rows, ref_completions)
             gold["reference"] = mean_with_ci(_per_prompt_means(ref_scores, prompt_ids), n_resamples=boot.resamples,
                                              seed=boot.seed, confidence=boot.confidence)
+            gold["reference"]["failed"] = sum(s is None for s in ref_scores)
         results["gold_reward"] = gold
 
     # -- KL to the reference policy ---------------------------------------------------
     if need_kl:
         from .kl import estimate_kl
 
+        kl_tokens = cfg.kl.max_new_tokens or gen.max_new_tokens
+        seeds["kl"] = sample_seed(policy.model_id, gen.seed, "kl")
+        # The candidate's completions are already samples of the KL's distribution when
+        # generation samples at temperature 1 with no top-p (never any top-k) and the same
+        # length cap; their token ids are scored as they are, and only the shortfall
+        # is drawn, from the policy's separate "kl" stream.
+        reusable = (gen.temperature == 1.0 and gen.top_p == 1.0 and kl_tokens == gen.max_new_tokens
+                    and drawn.token_ids is not None)
+        reuse = [drawn.token_ids[i * n:(i + 1) * n] for i in range(len(pset))] if reusable else None
         results["kl"] = estimate_kl(
             policy, ref_policy, pset.prompts, num_samples=cfg.kl.num_samples,
-            max_new_tokens=cfg.kl.max_new_tokens or gen.max_new_tokens, batch_size=gen.batch_size,
-            seed=gen.seed, cache_path=cache, progress="sampling for KL" if progress else False,
+            max_new_tokens=kl_tokens, batch_size=gen.batch_size,
+            seed=seeds["kl"], cache_path=cache, progress="sampling for KL" if progress else False,
+            policy_samples=reuse,
         )
         results["kl"]["reference"] = _name(kl_ref)
         del ref_policy
@@ -204,7 +233,7 @@ def evaluate_checkpoint(
         "judges": [public_spec(s) for s in judge_specs],
         "gold": public_spec(cfg.gold),
         "tasks": list(cfg.tasks),
-        "seeds": {"generation": gen.seed, "bootstrap": boot.seed, "lm_eval": gen.seed},
+        "seeds": {**seeds, "bootstrap": boot.seed, "lm_eval": gen.seed},
         "prompt_set": {"source": pset.source, "sha256": pset.sha256, "count": len(pset)},
         "recipe_hash": recipe_hash,
         "config": public_spec(cfg.model_dump()),
@@ -215,6 +244,25 @@ def evaluate_checkpoint(
         (out_path / RESULTS_FILE).write_text(json.dumps(results, indent=2))
     hooks.evaluation_done(results, str(out_path) if out_path is not None else None)
     return results
+
+
+def _gold_scores(source, prompts: Sequence[str], completions: Sequence[str]) -> list[float | None]:
+    """The gold source's score of each completion; ``None`` where it gave no usable one."""
+    raw = source(prompts, completions)
+    raw = list(raw) if raw is not None else []
+    if len(raw) != len(completions):
+        raise DataError(f"the gold reward source returned {len(raw)} scores for {len(completions)} completions")
+    out: list[float | None] = []
+    for i, s in enumerate(raw):
+        if s is None:
+            out.append(None)
+            continue
+        try:
+            value = float(s)
+        except (TypeError, ValueError):
+            raise DataError(f"the gold reward source returned {s!r} for completion {i}") from None
+        out.append(value if math.isfinite(value) else None)
+    return out
 
 
 def _per_prompt_means(scores: Sequence[float | None], prompt_ids: Sequence[int]) -> list[float | None]:

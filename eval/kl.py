@@ -4,6 +4,10 @@ KL(pi || pi_ref) = E_{y ~ pi(.|x)} [log pi(y|x) - log pi_ref(y|x)], with y sampl
 temperature 1 (no top-p, no top-k) from pi, and log-probabilities summed over the
 completion tokens up to and including the first EOS. Both models score the same token
 ids, so they must share a tokenizer (vocabulary).
+
+Samples already drawn from the policy under exactly that distribution (the harness's
+candidate completions when the generation settings are temperature 1, top-p 1) can be
+passed as token ids and are scored like fresh ones; only the shortfall is sampled.
 """
 
 from __future__ import annotations
@@ -15,7 +19,17 @@ import numpy as np
 
 from trl_plus.errors import DataError
 
-from .generation import GenerationSettings, Policy, cache_key, cache_lookup, cache_store, encode_prompts, prompts_hash, sample_token_ids
+from .generation import (
+    GenerationSettings,
+    Policy,
+    cache_key,
+    cache_lookup,
+    cache_store,
+    encode_prompts,
+    eos_ids_of,
+    prompts_hash,
+    sample_token_ids,
+)
 
 
 def sequence_logprobs(
@@ -65,6 +79,7 @@ def estimate_kl(
     seed: int = 0,
     cache_path=None,
     progress: bool | str = True,
+    policy_samples: Sequence[Sequence[Sequence[int]]] | None = None,
 ) -> dict:
     """Monte-Carlo KL(pi || pi_ref) per prompt, averaged over prompts, with its standard error.
 
@@ -72,25 +87,44 @@ def estimate_kl(
     "mean_policy_logprob", "mean_reference_logprob"}``. ``stderr`` is the error of the
     Monte-Carlo sampling with the prompt set held fixed (from the spread of each prompt's
     samples); ``stderr_over_prompts`` treats the prompts as a sample from a larger set.
+
+    ``policy_samples``: completions already sampled from ``policy`` at temperature 1 with
+    no top-p / top-k and this ``max_new_tokens``, as token ids cut after the first EOS
+    (what :func:`~trl_plus.eval.generation.sample_token_ids` returns), one list per prompt,
+    the same number for every prompt. The first ``num_samples`` of each prompt are used;
+    the rest of each prompt's ``num_samples`` is sampled here with ``seed``, which must then
+    differ from the seed those samples were drawn with, or the two sets are not independent.
+    Samples from any other distribution would bias the estimate; the checks here only catch
+    a different length cap or EOS handling.
     """
     if len(policy.tokenizer) != len(reference.tokenizer) or policy.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
         raise DataError("KL needs the policy and the reference to share a tokenizer; their vocabularies differ")
     prompts = list(prompts)
-    settings = GenerationSettings(
-        max_new_tokens=max_new_tokens, temperature=1.0, top_p=1.0, num_samples=num_samples,
-        batch_size=batch_size, seed=seed,
-    )
     prompt_ids = encode_prompts(policy.tokenizer, prompts)
-    key = cache_key("kl_samples", policy.model_id, prompts_hash(prompts), settings) if policy.model_id else None
-    hit = cache_lookup(cache_path, key) if key else None
-    if hit is not None:
-        completions = hit["token_ids"]
-    else:
-        desc = progress if isinstance(progress, str) else "sampling for KL"
-        completions = sample_token_ids(policy, prompt_ids, settings, progress=desc if progress else False)
-        if key:
-            cache_store(cache_path, {"key": key, "kind": "kl_samples", "model": policy.model_id,
-                                     "settings": settings.to_dict(), "token_ids": completions})
+    given = _checked_samples(policy, policy_samples, len(prompts), num_samples, max_new_tokens)
+    reused = len(given[0]) if given else 0
+    extra = num_samples - reused
+    drawn: list[list[int]] = []
+    if extra > 0:
+        settings = GenerationSettings(
+            max_new_tokens=max_new_tokens, temperature=1.0, top_p=1.0, num_samples=extra,
+            batch_size=batch_size, seed=seed,
+        )
+        key = cache_key("kl_samples", policy.model_id, prompts_hash(prompts), settings) if policy.model_id else None
+        hit = cache_lookup(cache_path, key) if key else None
+        if hit is not None:
+            drawn = hit["token_ids"]
+        else:
+            desc = progress if isinstance(progress, str) else "sampling for KL"
+            drawn = sample_token_ids(policy, prompt_ids, settings, progress=desc if progress else False)
+            if key:
+                cache_store(cache_path, {"key": key, "kind": "kl_samples", "model": policy.model_id,
+                                         "settings": settings.to_dict(), "token_ids": drawn})
+    completions = [
+        list(row)
+        for i in range(len(prompts))
+        for row in (list(given[i]) if given else []) + drawn[i * extra : (i + 1) * extra]
+    ]
     expanded = [prompt_ids[i // num_samples] for i in range(len(completions))]
     pad = policy.tokenizer.pad_token_id or 0
     lp = sequence_logprobs(policy.model, expanded, completions, pad_id=pad, batch_size=batch_size)
@@ -116,4 +150,28 @@ def estimate_kl(
         "mean_completion_tokens": float(np.mean([len(c) for c in completions])),
         "max_new_tokens": max_new_tokens,
         "seed": seed,
+        "reused_samples": reused,
     }
+
+
+def _checked_samples(policy: Policy, samples, n_prompts: int, num_samples: int, max_new_tokens: int):
+    """The first ``num_samples`` given samples of each prompt, after checking they are cut
+    as this estimate's own samples would be."""
+    if samples is None:
+        return None
+    samples = [list(per_prompt)[:num_samples] for per_prompt in samples]
+    if len(samples) != n_prompts:
+        raise DataError(f"policy_samples has {len(samples)} prompts, expected {n_prompts}")
+    if not samples or len({len(s) for s in samples}) != 1 or not samples[0]:
+        raise DataError("policy_samples needs the same number of samples (at least one) for every prompt")
+    eos = eos_ids_of(policy.model, policy.tokenizer)
+    for per_prompt in samples:
+        for row in per_prompt:
+            early_eos = any(int(t) in eos for t in row[:-1])
+            stopped_short = len(row) < max_new_tokens and (not row or int(row[-1]) not in eos)
+            if len(row) > max_new_tokens or early_eos or stopped_short:
+                raise DataError(
+                    "policy_samples were not sampled as the KL samples are: each must end at its first EOS "
+                    f"or run to max_new_tokens={max_new_tokens}"
+                )
+    return samples

@@ -59,11 +59,12 @@ def great_model_path(tiny_model_path, tmp_path_factory):
 
 
 def test_checkpoint_against_itself_ci_contains_half(tiny_model_path, prompts_file, counter_ref, tmp_path):
-    # same checkpoint, reference generations drawn with a different seed (same ones would be all ties)
+    # same checkpoint, reference generations drawn with a different seed (same ones would be all ties);
+    # a fixed model id keeps the derived sampling seeds, hence the outcome, independent of the temporary path
     ref = generate(tiny_model_path, json_prompts(prompts_file), GenerationSettings(max_new_tokens=8, seed=1),
-                   progress=False)
+                   model_id="tiny-self", progress=False)
     out = evaluate_checkpoint(
-        tiny_model_path, prompts_with_refs(prompts_file, ref, tmp_path),
+        tiny_model_path, prompts_with_refs(prompts_file, ref, tmp_path), model_id="tiny-self",
         config={"judges": [{"name": "reward_model", "model": "tiny:reward-model"}],
                 "generation": {"max_new_tokens": 8, "seed": 0}, "kl": {"enabled": False}},
         progress=False,
@@ -202,3 +203,66 @@ def test_adapter_checkpoint_dataset_prompts_and_evaluation_done_hook(
     )
     assert out["win_rates"]["reward_model"]["pairs"] == 6
     assert seen == [(str(tmp_path / "adapter"), str(tmp_path / "eval"))]
+
+
+SOMETIMES_FAILS = """
+import math
+
+def score(prompts, completions, **columns):
+    out = []
+    for p, c in zip(prompts, completions):
+        if p.endswith("#unscored"):
+            out.append(None)  # no opinion on any completion of this prompt
+        elif len(c) % 3 == 0:
+            out.append(math.nan if len(c) % 2 else None)
+        else:
+            out.append(float(len(c)))
+    return out
+"""
+
+
+def test_failed_gold_scores_are_left_out_and_counted(tiny_model_path, tmp_path, monkeypatch):
+    from trl_plus.tiny import save_tiny
+
+    module = tmp_path / "gold.py"
+    module.write_text(SOMETIMES_FAILS)
+    other = save_tiny(tmp_path / "other", "causal-lm", seed=5)
+    prompts = [r["prompt"] + (" #unscored" if i % 5 == 0 else "") for i, r in enumerate(preference_rows()[:20])]
+    settings = GenerationSettings(max_new_tokens=6, num_samples=2)
+    out = evaluate_checkpoint(
+        str(tiny_model_path), prompts, reference=str(other), out_dir=tmp_path / "eval", progress=False,
+        config={"gold": {"name": "python", "function": f"{module}:score"}, "generation": settings.to_dict(),
+                "kl": {"enabled": False}},
+    )
+    gold = out["gold_reward"]
+
+    # the same numbers from the cached completions, by hand
+    def expected(completions):
+        rows = [prompts[i // 2] for i in range(len(completions))]
+        scores = [None if p.endswith("#unscored") or len(c) % 3 == 0 else float(len(c))
+                  for p, c in zip(rows, completions)]
+        per_prompt = []
+        for i in range(len(prompts)):
+            valid = [s for s in scores[2 * i:2 * i + 2] if s is not None]
+            per_prompt.append(sum(valid) / len(valid) if valid else None)
+        return per_prompt, sum(s is None for s in scores)
+
+    monkeypatch.setattr("trl_plus.eval.generation.sample_token_ids", lambda *a, **k: pytest.fail("sampled again"))
+    cache = tmp_path / "eval" / "generations.jsonl"
+    per_prompt, failed = expected(generate(str(tiny_model_path), prompts, settings, cache, progress=False))
+    assert gold["per_prompt"] == per_prompt
+    assert all(per_prompt[i] is None for i in range(0, 20, 5))
+    valid = [v for v in per_prompt if v is not None]
+    assert gold["failed"] == failed >= 8
+    assert gold["missing"] == len(prompts) - len(valid) and gold["n"] == len(valid)
+    assert gold["mean"] == pytest.approx(np.mean(valid))
+    assert gold["ci"][0] <= gold["mean"] <= gold["ci"][1]
+
+    ref_per_prompt, ref_failed = expected(generate(str(other), prompts, settings, cache, stream="reference",
+                                                   progress=False))
+    ref_valid = [v for v in ref_per_prompt if v is not None]
+    assert gold["reference"]["failed"] == ref_failed >= 8
+    assert gold["reference"]["n"] == len(ref_valid)
+    assert gold["reference"]["mean"] == pytest.approx(np.mean(ref_valid))
+    saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert saved["gold_reward"]["per_prompt"] == per_prompt
