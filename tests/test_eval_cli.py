@@ -14,7 +14,7 @@ def test_offline_pack_equals_direct_simple_evaluate(tiny_model_path, tmp_path):
     from trl_plus.eval.benchmarks import materialise_offline_pack, offline_tasks, run_lm_eval
 
     ours = run_lm_eval(str(tiny_model_path), ["trl_plus_offline"], batch_size=8, limit=12, device="cpu")
-    assert set(ours["results"]) == set(offline_tasks()) and len(offline_tasks()) == 2
+    assert set(ours["results"]) == set(offline_tasks()) and len(offline_tasks()) == 3
     direct = lm_eval.simple_evaluate(
         model="hf", model_args={"pretrained": str(tiny_model_path), "device": "cpu", "dtype": "float32"},
         tasks=offline_tasks(), batch_size=8, limit=12,
@@ -26,8 +26,8 @@ def test_offline_pack_equals_direct_simple_evaluate(tiny_model_path, tmp_path):
             if isinstance(value, float):
                 assert ours["results"][task][key] == pytest.approx(value), (task, key)
     # per-item results kept for item-by-item comparison
-    assert len(ours["samples"]["trl_plus_review_sentiment"]) == 12
-    assert {"doc_id", "target", "acc"} <= set(ours["samples"]["trl_plus_review_sentiment"][0])
+    assert len(ours["samples"]["trl_plus_review_word_order"]) == 12
+    assert {"doc_id", "target", "acc"} <= set(ours["samples"]["trl_plus_review_word_order"][0])
 
 
 def test_cli_eval_writes_every_number(tmp_path, capsys, monkeypatch):
@@ -53,7 +53,8 @@ def test_cli_eval_writes_every_number(tmp_path, capsys, monkeypatch):
         assert key in w
     assert w["win_rate_ci"][0] <= w["win_rate"] <= w["win_rate_ci"][1]
     assert results["kl"]["kl"] is not None and results["kl"]["stderr"] > 0
-    assert set(results["lm_eval"]["results"]) == {"trl_plus_review_sentiment", "trl_plus_review_polarity_word"}
+    assert set(results["lm_eval"]["results"]) == {
+        "trl_plus_review_word_order", "trl_plus_review_word_swap", "trl_plus_review_intensifier"}
     manifest = results["manifest"]
     assert manifest["versions"]["trl-plus"] and manifest["versions"]["transformers"]
     assert manifest["judges"] == [{"name": "reward_model", "model": "tiny:reward-model"}]
