@@ -11,7 +11,7 @@ import pytest
 
 from trl_plus.cli import main
 from trl_plus.errors import RecipeError
-from trl_plus.pipeline import corpus, verdict
+from trl_plus.pipeline import corpus
 from trl_plus.pipeline.config import parse
 from trl_plus.recipe import load_recipe
 
@@ -22,6 +22,7 @@ SMALL = [
     "stages.corpus.reviews=1200",
     "stages.corpus.prompts=160",
     "stages.corpus.eval_prompts=24",
+    "stages.corpus.val_prompts=16",
     "stages.sft.model.hidden_size=32",
     "stages.sft.model.num_layers=1",
     "stages.sft.args.per_device_train_batch_size=64",
@@ -96,33 +97,27 @@ def test_gold_reward_is_lexicon_sentiment():
     assert all(corpus.sentiment(p) == 0 for p in corpus.make_prompts(200, seed=0))
 
 
-# -- verdict statistics -------------------------------------------------------------------
+# -- held-out prompts ---------------------------------------------------------------------
 
 
-def test_pooled_bootstrap_widens_with_seed_spread():
-    import numpy as np
+def test_eval_prompts_share_no_string_with_training():
+    cfg = corpus
+    train = set(cfg.make_prompts(2000, seed=1))
+    val, test = cfg.make_eval_prompts(128, 256, seed=2)
+    assert len(set(val)) == 128 and len(set(test)) == 256  # distinct openings
+    assert not set(val) & set(test)
+    assert not (set(val) | set(test)) & train
+    assert all(cfg.is_eval_opening(p) for p in val + test) and not any(cfg.is_eval_opening(p) for p in train)
+    # no review of the SFT corpus starts with a held-out opening: the SFT model never saw one
+    held = set(val) | set(test)
+    texts = cfg.make_corpus(8000, seed=0)
+    assert not any(t.startswith(p + " ") for t in texts for p in held if t[:24] == p[:24])
 
-    rng = np.random.default_rng(0)
-    same = [list(rng.normal(0.2, 0.1, 300)) for _ in range(2)]
-    apart = [list(rng.normal(0.1, 0.1, 300)), list(rng.normal(0.3, 0.1, 300))]
-    w_same = np.diff(verdict.pooled_bootstrap(same)["ci"])[0]
-    w_apart = np.diff(verdict.pooled_bootstrap(apart)["ci"])[0]
-    assert w_apart > 3 * w_same
-    assert verdict.pooled_bootstrap(apart)["seed_spread"] == pytest.approx(0.2, abs=0.03)
 
-
-def test_kl_budget_covers_every_run():
-    def pts(method, seed, *kls):
-        return [{"method": method, "seed": seed, "kl": k} for k in kls]
-
-    by_method = {"ppo": pts("ppo", 0, 0.5, 1.5), "dpo": pts("dpo", 0, 0.1, 4.0)}
-    assert verdict.kl_budget(by_method, None) == 1.5  # the smaller of the two reaches
-    # a run whose first checkpoint lies beyond that still gets one point inside
-    by_method = {"ppo": pts("ppo", 0, 2.0), "dpo": pts("dpo", 0, 0.1, 0.3) + pts("dpo", 1, 0.2, 0.9)}
-    assert verdict.kl_budget(by_method, None) == 2.0
-    assert verdict.kl_budget({"ppo": pts("ppo", 0, 0.5, 1.0), "dpo": pts("dpo", 0, 0.1, 3.0) + pts("dpo", 1, 1.2, 2.0)},
-                             None) == 1.2
-    assert verdict.kl_budget(by_method, 0.7) == 0.7
+def test_eval_prompts_are_the_quickstart_defaults():
+    cfg = parse(load_recipe("quickstart"))
+    assert cfg.stages.corpus.val_prompts > 0 and cfg.stages.corpus.eval_prompts > 0
+    assert len(cfg.stages.seeds) >= 3
 
 
 # -- end to end -------------------------------------------------------------------------
@@ -179,23 +174,43 @@ def test_reduced_quickstart_end_to_end_and_resume(tmp_path, monkeypatch, capsys,
         assert "reward_model" not in json.dumps(result["manifest"]["judges"])
     pairs = [json.loads(l) for l in (out / "pairs" / "pairs.jsonl").read_text().splitlines()]
     assert pairs and all(p["chosen_reward"] > p["rejected_reward"] for p in pairs)
-    assert json.loads((out / "reward" / "done.json").read_text())["pair_accuracy"] > 0.5
+    reward = json.loads((out / "reward" / "done.json").read_text())
+    # accuracy on pairs the reward model never trained on (a tiny RM here: no bar to clear)
+    assert reward["heldout_pairs"] == int(len(pairs) * 0.1) and 0 <= reward["pair_accuracy"] <= 1
+
+    # Held-out prompts: validation chooses, test reports; neither shares a string with training.
+    val = [json.loads(l)["prompt"] for l in (out / "corpus" / "val_prompts.jsonl").read_text().splitlines()]
+    test = [json.loads(l)["prompt"] for l in (out / "corpus" / "eval_prompts.jsonl").read_text().splitlines()]
+    train = {json.loads(l)["prompt"] for l in (out / "corpus" / "prompts.jsonl").read_text().splitlines()}
+    assert len(val) == 16 and len(test) == 24 and not (set(val) | set(test)) & train and not set(val) & set(test)
+    step = sorted((out / "eval" / "dpo" / "beta0.1-seed0").glob("step-*"))[-1]
+    assert json.loads((step / "val" / "eval.json").read_text())["prompts"]["count"] == 16
+    seeds = json.loads((step / "eval.json").read_text())["manifest"]["seeds"]
+    assert seeds["candidate"] != seeds["reference"]  # candidate and reference draw independent samples
+    assert json.loads((out / "eval" / "ppo" / "kl_coef0.05-seed0" / "step-4" / "proxy.json").read_text())["mean"] is not None
 
     # The report: markdown, self-contained HTML, plots, data.
     report = out / "report"
     md = (report / "report.md").read_text()
     html = (report / "report.html").read_text()
-    for section in ("## Verdict", "## Reward vs KL frontier", "## Win rate", "## lm-eval", "## Training curves", "## Cost"):
+    for section in ("## Verdict", "## Reward vs KL frontier", "## Win rate", "## Best-of-n baseline",
+                    "## Reward over-optimisation", "## Power", "## Preference data quality", "## lm-eval",
+                    "## Training curves", "## Cost"):
         assert section in md
-    assert "At KL <=" in md and "pooled bootstrap over seeds and prompts" in md
     images = re.findall(r'<img[^>]+src="([^"]+)"', html)
-    assert len(images) == 4 and all(src.startswith("data:image/png;base64,") for src in images)
-    for png in ("frontier", "win_rates", "training", "cost"):
+    assert len(images) >= 5 and all(src.startswith("data:image/png;base64,") for src in images)
+    for png in ("frontier", "win_rates", "training", "cost", "preference_quality"):
         assert (report / "plots" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((report / "report.json").read_text())
-    assert set(data["results"]) == {"ppo", "dpo"}
-    assert all(r["seeds"] == 2 for r in data["results"].values())
-    assert data["comparison"]["win_rate"]["prompts"] == 24
+    gold = data["comparisons"][0]["gold"]
+    assert (data["comparisons"][0]["a"], data["comparisons"][0]["b"]) == ("ppo", "dpo")
+    assert gold["seeds"] == {"ppo": 2, "dpo": 2}
+    assert gold["status"] in ("significant", "not significant", "insufficient") and gold["text"]
+    assert data["verdict"][0].lower() == gold["text"].lower()
+    assert [q["n"] for q in data["best_of_n"]["points"]] == [1, 2, 4, 8, 16]
+    assert data["best_of_n"]["points"][0]["kl"] == 0.0
+    assert data["preference_quality"]["pairs"] == len(pairs)
+    assert data["preference_quality"]["rm_gold_agreement"]["pairs"] > 0
     assert data["lm_eval"] and any(r["delta"] is not None for r in data["lm_eval"])
     stages = {r["stage"] for r in data["costs"]}
     assert {"sft", "pairs", "reward", "eval"} <= stages

@@ -28,7 +28,8 @@ class CorpusStage(_Strict):
 
     reviews: int = Field(20000, gt=0)
     prompts: int = Field(2000, gt=0)
-    eval_prompts: int = Field(256, gt=0)
+    eval_prompts: int = Field(256, gt=0)  # test prompts (the reported numbers)
+    val_prompts: int = Field(128, gt=0)  # validation prompts (which checkpoints form a frontier)
     vocab_size: int = Field(600, ge=300)
     seed: int = 0
 

@@ -5,10 +5,17 @@ a negative or a neutral word from a fixed lexicon (40 positive, 40 negative word
 language model trained on the corpus continues a prompt with either sentiment about
 equally often. The gold reward of a completion is its lexicon sentiment: (positive
 words - negative words) / words. Nothing here touches the network or any file.
+
+Prompts are *openings*: a sentiment-free first clause and the head of the next one
+(``"review : the music was quite loud . the plot was"``). About a fifth of all possible
+openings are reserved for evaluation (``is_eval_opening``, a stable hash of the string):
+training prompts never use them, and no review of the corpus starts with one, so the
+held-out prompts are new to every trained model, SFT included.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 
@@ -68,29 +75,50 @@ _ADJ = {"pos": POSITIVE_ADJ, "neg": NEGATIVE_ADJ}
 PROMPT_PREFIX = "review :"
 
 
-def _clause(rng: random.Random, sentiment: str) -> str:
+def _clause(rng: random.Random, sentiment: str) -> tuple[str, str | None]:
+    """One clause, and its head (``"the plot was"``) when it starts with a subject and a link."""
     subj = rng.choice(SUBJECTS)
     if sentiment == "neu":
-        return f"{subj} {rng.choice(LINKS)} {rng.choice(INTENS)}{rng.choice(NEUTRAL_ADJ)}"
+        link = rng.choice(LINKS)
+        return f"{subj} {link} {rng.choice(INTENS)}{rng.choice(NEUTRAL_ADJ)}", f"{subj} {link}"
     if rng.random() < 0.12:
-        return rng.choice(_TAILS[sentiment])
+        return rng.choice(_TAILS[sentiment]), None
     template = rng.choice(_TEMPLATES[sentiment])
     adj, adj2 = rng.sample(_ADJ[sentiment], 2)
-    return template.format(
-        subj=subj, link=rng.choice(LINKS), intens=rng.choice(INTENS), adj=adj, adj2=adj2,
+    link = rng.choice(LINKS)
+    text = template.format(
+        subj=subj, link=link, intens=rng.choice(INTENS), adj=adj, adj2=adj2,
         verb=rng.choice(_VERBS[sentiment]), noun=rng.choice(_NOUNS[sentiment]), rec=rng.choice(_RECS[sentiment]),
     )
+    return text, (f"{subj} {link}" if template.startswith("{subj}") else None)
+
+
+def is_eval_opening(prompt: str) -> bool:
+    """True for the openings reserved for evaluation (a fifth, by a stable hash of the text)."""
+    return hashlib.sha1(prompt.strip().encode()).digest()[0] % 5 == 0
+
+
+def _opening_of(clauses: list[tuple[str, str | None]], neutral_first: bool) -> str | None:
+    """The prompt-shaped prefix of a review (neutral first clause, head of the second)."""
+    if not neutral_first or len(clauses) < 2 or clauses[1][1] is None:
+        return None
+    return f"{PROMPT_PREFIX} {clauses[0][0]} . {clauses[1][1]}"
 
 
 def review(rng: random.Random) -> str:
-    """One review: a per-review lean, then three to five clauses drawn around it."""
-    lean = rng.random()
-    clauses = []
-    for _ in range(rng.randint(3, 5)):
-        r = rng.random()
-        sentiment = "neu" if r < 0.25 else ("pos" if rng.random() < lean else "neg")
-        clauses.append(_clause(rng, sentiment))
-    return " . ".join(clauses) + " ."
+    """One review: a per-review lean, then three to five clauses drawn around it. A review
+    that would begin with an evaluation opening is drawn again."""
+    while True:
+        lean = rng.random()
+        clauses, first_neutral = [], False
+        for i in range(rng.randint(3, 5)):
+            r = rng.random()
+            sentiment = "neu" if r < 0.25 else ("pos" if rng.random() < lean else "neg")
+            first_neutral = first_neutral or (i == 0 and sentiment == "neu")
+            clauses.append(_clause(rng, sentiment))
+        opening = _opening_of(clauses, first_neutral)
+        if opening is None or not is_eval_opening(opening):
+            return " . ".join(c for c, _ in clauses) + " ."
 
 
 def make_corpus(n_reviews: int, seed: int = 0) -> list[str]:
@@ -99,14 +127,38 @@ def make_corpus(n_reviews: int, seed: int = 0) -> list[str]:
     return [f"{PROMPT_PREFIX} {review(rng)}" for _ in range(n_reviews)]
 
 
-def make_prompts(n: int, seed: int) -> list[str]:
-    """Prompts: the prefix and a sentiment-free opening (``"review : the plot was"``).
+def _opening(rng: random.Random) -> str:
+    first = f"{rng.choice(SUBJECTS)} {rng.choice(LINKS)} {rng.choice(INTENS)}{rng.choice(NEUTRAL_ADJ)}"
+    return f"{PROMPT_PREFIX} {first} . {rng.choice(SUBJECTS)} {rng.choice(LINKS)}"
 
-    The completion decides the sentiment, so the gold reward measures the policy, not
-    the prompt.
+
+def make_prompts(n: int, seed: int, split: str = "train") -> list[str]:
+    """``n`` prompts: openings with no sentiment word (``"review : the music was loud .
+    the plot was"``), so the completion decides the reward.
+
+    :param split: ``"train"`` draws from the openings training may use (repeats allowed);
+        ``"eval"`` draws ``n`` *distinct* openings from those reserved for evaluation.
     """
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     rng = random.Random(seed)
-    return [f"{PROMPT_PREFIX} {rng.choice(SUBJECTS)} {rng.choice(LINKS)}" for _ in range(n)]
+    held = split == "eval"
+    out: list[str] = []
+    seen: set[str] = set()
+    while len(out) < n:
+        prompt = _opening(rng)
+        if is_eval_opening(prompt) != held or (held and prompt in seen):
+            continue
+        seen.add(prompt)
+        out.append(prompt)
+    return out
+
+
+def make_eval_prompts(n_val: int, n_test: int, seed: int) -> tuple[list[str], list[str]]:
+    """Distinct held-out openings, split into validation (choosing checkpoints) and test
+    (reporting): no string is in both, nor in any training prompt or corpus review."""
+    prompts = make_prompts(n_val + n_test, seed, split="eval")
+    return prompts[:n_val], prompts[n_val:]
 
 
 _WORD = re.compile(r"[a-z]+")

@@ -7,6 +7,7 @@ folder (skipped when the folder's ``done.json`` matches) and returns the folder.
 from __future__ import annotations
 
 import json
+import random
 import statistics
 from pathlib import Path
 
@@ -19,6 +20,8 @@ SFT_DEFAULTS = dict(
     learning_rate=3e-3, num_train_epochs=1, per_device_train_batch_size=64, max_length=64,
     lr_scheduler_type="cosine", warmup_steps=20, logging_steps=10, weight_decay=0.0,
 )
+VAL_PROMPTS = "val_prompts.jsonl"  # in corpus/: the generated validation prompts
+TEST_PROMPTS = "eval_prompts.jsonl"  # in corpus/: the generated test prompts
 REWARD_DEFAULTS = dict(
     learning_rate=1e-3, num_train_epochs=2, per_device_train_batch_size=64, max_length=64,
     lr_scheduler_type="cosine", logging_steps=5, weight_decay=0.0,
@@ -45,7 +48,7 @@ def run_corpus(ctx) -> Path:
     fp = fingerprint("corpus", cfg.model_dump())
     if ctx.skip("corpus", fp):
         return ctx.run.path("corpus")
-    from .corpus import make_corpus, make_prompts
+    from .corpus import make_corpus, make_eval_prompts, make_prompts
 
     with ctx.run.step("corpus", fp) as (folder, info), ctx.bar("corpus", 3) as bar:
         texts = make_corpus(cfg.reviews, cfg.seed)
@@ -53,9 +56,13 @@ def run_corpus(ctx) -> Path:
         bar.update(1)
         write_jsonl(folder / "prompts.jsonl", ({"prompt": p} for p in make_prompts(cfg.prompts, cfg.seed + 1)))
         bar.update(1)
-        write_jsonl(folder / "eval_prompts.jsonl", ({"prompt": p} for p in make_prompts(cfg.eval_prompts, cfg.seed + 2)))
+        # Held-out openings that neither the corpus nor the training prompts contain:
+        # validation chooses the frontier's checkpoints, test reports them.
+        val, test = make_eval_prompts(cfg.val_prompts, cfg.eval_prompts, cfg.seed + 2)
+        write_jsonl(folder / VAL_PROMPTS, ({"prompt": p} for p in val))
+        write_jsonl(folder / TEST_PROMPTS, ({"prompt": p} for p in test))
         bar.update(1)
-        info.update(reviews=len(texts), prompts=cfg.prompts, eval_prompts=cfg.eval_prompts)
+        info.update(reviews=len(texts), prompts=cfg.prompts, val_prompts=len(val), eval_prompts=len(test))
     return folder
 
 
@@ -134,7 +141,14 @@ def _load_pairs(ctx, spec: str) -> list[dict]:
 
     dataset = ctx.hooks.load_dataset({"path": spec, "split": "train"})
     require_columns(dataset, ["prompt", "chosen", "rejected"], "stages.pairs.dataset")
-    return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in dataset]
+    rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in dataset]
+    # The gold reward's view of the given labels: the report's margin distribution and the
+    # reward model's agreement with gold need it. Training still uses the labels as given.
+    gold = _gold(ctx)
+    prompts = [r["prompt"] for r in rows]
+    for r, c, j in zip(rows, gold(prompts, [r["chosen"] for r in rows]), gold(prompts, [r["rejected"] for r in rows])):
+        r["chosen_reward"], r["rejected_reward"] = c, j
+    return rows
 
 
 def _sample_pairs(ctx, cfg) -> tuple[list[dict], int]:
@@ -177,14 +191,21 @@ def run_reward(ctx) -> Path:
     sft = str(ctx.run.path("sft"))
     with ctx.run.step("reward", fp) as (folder, info):
         rows = read_jsonl(ctx.run.path("pairs", "pairs.jsonl"))
+        # A seeded permutation in Python, so the held-out pairs are known by index: the
+        # reward model's accuracy against gold is measured on pairs it never trained on.
+        order = list(range(len(rows)))
+        random.Random(0).shuffle(order)
+        n_eval = int(len(rows) * cfg.eval_fraction)
+        held_rows = [rows[i] for i in order[:n_eval]]
+        train_rows = [rows[i] for i in order[n_eval:]]
+
         # Implicit-prompt form (prompt + completion in one text): RewardTrainer appends EOS,
         # and the reward_model source scores with append_eos=True, so both see one form.
-        data = datasets.Dataset.from_dict({
-            "chosen": [r["prompt"] + r["chosen"] for r in rows],
-            "rejected": [r["prompt"] + r["rejected"] for r in rows],
-        }).shuffle(seed=0)
-        n_eval = int(len(data) * cfg.eval_fraction)
-        train, held = data.select(range(n_eval, len(data))), data.select(range(n_eval))
+        def pair_data(part):
+            return datasets.Dataset.from_dict({"chosen": [r["prompt"] + r["chosen"] for r in part],
+                                               "rejected": [r["prompt"] + r["rejected"] for r in part]})
+
+        train, held = pair_data(train_rows), pair_data(held_rows)
         tokenizer = AutoTokenizer.from_pretrained(sft)
         model = AutoModelForSequenceClassification.from_pretrained(sft, num_labels=1)
         model.config.pad_token_id = tokenizer.pad_token_id  # sequence classification pools at the last non-pad
@@ -198,7 +219,7 @@ def run_reward(ctx) -> Path:
         tokenizer.save_pretrained(folder)
         info["tokens"] = _pair_tokens(trainer.train_dataset, args.num_train_epochs)
         # Accuracy and scale on held-out pairs, scored exactly as PPO will score.
-        scale = _rm_scale(ctx, folder, rows, held_n=n_eval)
+        scale = _rm_scale(ctx, folder, held_rows or train_rows[:512])
         info.update(scale)
     return folder
 
@@ -211,20 +232,32 @@ def _pair_tokens(dataset, epochs: float) -> int | None:
     return int(sum(len(ids) for c in pair for ids in dataset[c]) * epochs)
 
 
-def _rm_scale(ctx, folder: Path, rows: list[dict], held_n: int) -> dict:
-    """Pair accuracy of the RM, and the weight that brings its spread to the gold reward's."""
+HELDOUT_SCORES = "heldout_scores.json"  # in reward/: RM and gold scores of the held-out pairs
+
+
+def _rm_scale(ctx, folder: Path, rows: list[dict]) -> dict:
+    """Pair accuracy of the RM on held-out pairs (against the order the pairs stage gave
+    them and against the gold reward), and the weight that brings its spread to the gold
+    reward's. The scores are kept for the report's preference-data section."""
+    from .rundir import write_json
+
     spec = {"name": "reward_model", "model": str(folder), "append_eos": True, "batch_size": 128}
     rm = ctx.hooks.components().reward_mix([spec])
-    sample_rows = rows[: max(held_n, min(len(rows), 512))]
-    prompts = [r["prompt"] for r in sample_rows]
-    chosen = rm(prompts, [r["chosen"] for r in sample_rows])
-    rejected = rm(prompts, [r["rejected"] for r in sample_rows])
-    accuracy = statistics.fmean(float(c > r) for c, r in zip(chosen, rejected))
-    rm_std = statistics.pstdev(chosen + rejected) or 1.0
-    gold = [v for r in sample_rows for v in (r.get("chosen_reward"), r.get("rejected_reward")) if v is not None]
+    prompts = [r["prompt"] for r in rows]
+    chosen = rm(prompts, [r["chosen"] for r in rows])
+    rejected = rm(prompts, [r["rejected"] for r in rows])
+    accuracy = statistics.fmean(float(c > r) for c, r in zip(chosen, rejected)) if rows else None
+    rm_std = statistics.pstdev(chosen + rejected) if len(rows) > 1 else 0.0
+    rm_std = rm_std or 1.0
+    gold = [v for r in rows for v in (r.get("chosen_reward"), r.get("rejected_reward")) if v is not None]
     gold_std = statistics.pstdev(gold) if len(gold) > 1 else 1.0
     weight = gold_std / rm_std if ctx.config.stages.reward.normalize else 1.0
-    return {"pair_accuracy": round(accuracy, 4), "rm_std": rm_std, "gold_std": gold_std, "weight": weight}
+    write_json(folder / HELDOUT_SCORES, {
+        "rm_chosen": chosen, "rm_rejected": rejected,
+        "gold_chosen": [r.get("chosen_reward") for r in rows], "gold_rejected": [r.get("rejected_reward") for r in rows],
+    })
+    return {"pair_accuracy": None if accuracy is None else round(accuracy, 4), "heldout_pairs": len(rows),
+            "rm_std": rm_std, "gold_std": gold_std, "weight": weight}
 
 
 def reward_model_spec(ctx) -> dict:
