@@ -272,6 +272,7 @@ def compare_frontiers(
     confidence: float = 0.95,
     *,
     names: Mapping[str, str] | None = None,
+    quantity: str = "gold reward",
 ) -> dict:
     """Which of two methods reaches higher gold reward at the same KL, with an interval over seeds.
 
@@ -304,6 +305,9 @@ def compare_frontiers(
     names:
         Optional display names for ``text``, ``{method: name}``; the method strings are
         used otherwise.
+    quantity:
+        What the per-prompt values measure, for ``text`` (e.g. ``"win rate against SFT"``
+        when ``gold`` holds per-prompt win scores instead of gold rewards).
 
     Method
     ------
@@ -452,7 +456,7 @@ def compare_frontiers(
         text = f"insufficient evidence to compare {A} and {B} because {reason}"
         if result["difference"] is not None:
             text += (f" (over KL {_fmt(lo)} to {_fmt(hi)}, {A} minus {B} averages "
-                     f"{_fmt(result['difference'])} in gold reward, with no interval)")
+                     f"{_fmt(result['difference'])} in {quantity}, with no interval)")
         result.update(reason=reason, text=text + ".")
         return result
 
@@ -469,7 +473,7 @@ def compare_frontiers(
     else:
         head = f"no detectable difference between {A} and {B} at matched KL"
     result["text"] = (
-        f"{head}: over KL {_fmt(lo)} to {_fmt(hi)}, {A} minus {B} gold reward is {_fmt(diff)} "
+        f"{head}: over KL {_fmt(lo)} to {_fmt(hi)}, {A} minus {B} {quantity} is {_fmt(diff)} "
         f"({pct} CI {_fmt(ci[0])} to {_fmt(ci[1])}), from {_seeds(counts[a])} of {A} and "
         f"{_seeds(counts[b])} of {B}, with seeds as the unit of uncertainty (Welch's t, df {df:.1f})."
     )

@@ -14,28 +14,7 @@ import yaml
 from trl_plus.cli import main
 from trl_plus.recipe import load_recipe, shipped_recipes
 
-# The reduction of tests/test_pipeline.py (SMALL): every stage runs, on a few hundred rows.
-SMALL = [
-    "stages.seeds=[0,1]",
-    "stages.checkpoints=2",
-    "stages.corpus.reviews=1200",
-    "stages.corpus.prompts=160",
-    "stages.corpus.eval_prompts=24",
-    "stages.corpus.val_prompts=16",
-    "stages.sft.model.hidden_size=32",
-    "stages.sft.model.num_layers=1",
-    "stages.sft.args.per_device_train_batch_size=64",
-    "stages.pairs.max_new_tokens=12",
-    "stages.reward.args.num_train_epochs=1",
-    "stages.ppo.kl_coefs=[0.05]",
-    "stages.ppo.args.max_steps=4",
-    "stages.ppo.args.per_device_train_batch_size=8",
-    "stages.ppo.args.max_completion_length=12",
-    "stages.dpo.args.max_steps=4",
-    "eval.generation.max_new_tokens=12",
-    "eval.kl.num_samples=1",
-    "eval.lm_eval.limit=8",
-]
+from test_pipeline import SMALL  # the reduced quickstart: every stage runs, on a few hundred rows
 
 GOLD = "trl_plus.pipeline.corpus:gold_reward"
 

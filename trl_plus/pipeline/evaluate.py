@@ -2,24 +2,42 @@
 
 Same reference (the SFT model: the win-rate baseline and the KL's reference policy),
 same held-out prompts, same gold reward as judge: never the reward model PPO optimised.
-Each checkpoint is one step with its own marker (``eval/<method>/<run>/step-N``), so an
-interrupted eval resumes at the next checkpoint; generations are cached in one file
-shared by all checkpoints, so the reference is sampled once. Every checkpoint gets KL and
-gold reward (the frontier); win rates and lm-eval run on each run's last checkpoint (and
-lm-eval on the SFT model: the table's deltas are against it).
+The held-out prompts come in two disjoint sets: *validation* prompts decide which
+checkpoints form each seed's frontier, *test* prompts give every reported number.
+
+Per checkpoint (one step with its own marker, ``eval/<method>/<run>/step-N``, so an
+interrupted eval resumes at the next checkpoint):
+
+- on the test prompts: gold reward, win rate under the judges (every checkpoint: any of
+  them may lie on a frontier), the Monte-Carlo KL to the SFT model, and lm-eval on each
+  run's last checkpoint and on the SFT model (the table's deltas are against it);
+- on the validation prompts: the gold reward only (``val/eval.json``);
+- with a reward stage: the reward model's score of the same test completions
+  (``proxy.json``), the proxy axis of the over-optimisation curve.
+
+Then ``eval/best_of_n``: n completions per test prompt from the SFT model, the reward
+model's favourite kept, judged by the same gold reward: the no-training baseline.
+Generations are cached in one file shared by all steps, so nothing is sampled twice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from pathlib import Path
 
 from ..components import REWARD_CORE_KEYS
 from .policy import checkpoints_of, planned_runs
 from .rundir import fingerprint, read_json, write_json
+from .stages import TEST_PROMPTS, VAL_PROMPTS, read_jsonl, reward_model_spec
 
-SAMPLES_FILE = "gold_samples.json"
+VAL_DIR = "val"  # eval/<point>/val/eval.json: gold reward on the validation prompts
+PROXY_FILE = "proxy.json"  # eval/<point>/proxy.json: reward-model scores of the test completions
+BON_DIR = "best_of_n"  # eval/best_of_n/best_of_n.json
+BON_NS = (1, 2, 4, 8, 16)
+PIPELINE_EVAL_KEYS = ("prompts", "val_prompts", "reference")  # the pipeline's own, not the harness'
+VAL_SHARE = 3  # without a validation file, one distinct prompt string in three validates
 
 
 def gold_spec(config) -> dict:
@@ -40,8 +58,8 @@ def eval_section(recipe, config, cache: str | None = None) -> dict:
         "kl": {"num_samples": 2, **(raw.get("kl") or {})},
         "cache": cache,
     }
-    section.pop("prompts", None)
-    section.pop("reference", None)
+    for key in PIPELINE_EVAL_KEYS:
+        section.pop(key, None)
     return section
 
 
@@ -52,12 +70,42 @@ def validate(recipe, config, hooks) -> None:
     validate_eval_section(eval_section(recipe, config), hooks)
 
 
-def _prompts(ctx):
+def _split_by_hash(pset):
+    """Validation and test sets from one prompt file, split by prompt *string* (a stable
+    hash), so a prompt repeated in the file never lands on both sides."""
+    from ..eval import PromptSet
+
+    def is_val(p: str) -> bool:
+        return hashlib.sha1(p.encode()).digest()[0] % VAL_SHARE == 0
+
+    refs = pset.references
+    val = [i for i, p in enumerate(pset.prompts) if is_val(p)]
+    test = [i for i, p in enumerate(pset.prompts) if not is_val(p)]
+    if not val or not test:
+        from ..errors import DataError
+
+        raise DataError(f"eval.prompts: {pset.source} has too few distinct prompts to split into validation and "
+                        "test; give eval.val_prompts, or more prompts")
+    pick = lambda idx, tag: PromptSet([pset.prompts[i] for i in idx], [refs[i] for i in idx] if refs else None,
+                                      f"{pset.source} ({tag})")
+    return pick(val, "validation"), pick(test, "test")
+
+
+def prompt_sets(ctx):
+    """(validation, test) prompt sets: the corpus' generated ones, the recipe's files, or
+    the recipe's one file split by prompt string."""
     from ..eval import load_prompts
 
     raw = ctx.recipe.raw.get("eval") or {}
-    source = raw.get("prompts") or str(ctx.run.path("corpus", "eval_prompts.jsonl"))
-    return load_prompts(source, hooks=ctx.hooks, base_dir=ctx.recipe.base_dir)
+    column = raw.get("prompt_column", "prompt")
+    load = lambda source: load_prompts(source, prompt_column=column, max_prompts=raw.get("max_prompts"),
+                                       hooks=ctx.hooks, base_dir=ctx.recipe.base_dir)
+    if raw.get("prompts"):
+        test = load(raw["prompts"])
+        if raw.get("val_prompts"):
+            return load(raw["val_prompts"]), test
+        return _split_by_hash(test)
+    return load(str(ctx.run.path("corpus", VAL_PROMPTS))), load(str(ctx.run.path("corpus", TEST_PROMPTS)))
 
 
 def planned_points(ctx) -> list[dict]:
@@ -73,56 +121,136 @@ def planned_points(ctx) -> list[dict]:
     return points
 
 
+def _per_prompt(scores, n: int) -> list[float | None]:
+    """Mean over each prompt's ``n`` samples, failed (None) scores left out; None when all failed."""
+    out = []
+    for i in range(0, len(scores), n):
+        ok = [float(s) for s in scores[i:i + n] if s is not None]
+        out.append(sum(ok) / len(ok) if ok else None)
+    return out
+
+
+def _mean(values) -> float | None:
+    ok = [v for v in values if v is not None]
+    return sum(ok) / len(ok) if ok else None
+
+
+def training_prompts(ctx) -> set[str]:
+    """Every prompt a policy trained on (PPO's prompts and the pairs')."""
+    seen: set[str] = set()
+    for rel in (("corpus", "prompts.jsonl"), ("pairs", "prompts.jsonl")):
+        path = ctx.run.path(*rel)
+        if path.exists():
+            seen.update(r["prompt"] for r in read_jsonl(path))
+    return seen
+
+
 def run_eval(ctx) -> Path:
     from ..eval import GenerationSettings, evaluate_checkpoint, generate
 
     section = eval_section(ctx.recipe, ctx.config, str(ctx.run.path("eval", "generations.jsonl")))
-    prompts = _prompts(ctx)
+    val, test = prompt_sets(ctx)
     upstream = dict(ctx.fingerprints)
     points = planned_points(ctx)
-    source = ctx.hooks.components().reward_source(section["gold"], "eval.gold")
+    components = ctx.hooks.components()
+    proxy_spec = reward_model_spec(ctx) if ctx.config.stages.reward is not None else None
     settings = GenerationSettings(**{k: v for k, v in section["generation"].items()})
-    done_all = fingerprint("eval", section, prompts.sha256, sorted(upstream.items()))
+    done_all = fingerprint("eval", section, val.sha256, test.sha256, proxy_spec, BON_NS, sorted(upstream.items()))
     if ctx.skip("eval", done_all):
         return ctx.run.path("eval")
-    with ctx.bar("eval", len(points)) as bar:
+    proxy = components.reward_mix([proxy_spec]) if proxy_spec else None
+    overlap = sorted(training_prompts(ctx) & (set(val.prompts) | set(test.prompts)))
+    with ctx.bar("eval", len(points) + (1 if proxy else 0)) as bar, open(os.devnull, "w") as devnull:
+        muted = lambda: contextlib.redirect_stderr(devnull)  # lm-eval's own bars
         for point in points:
             rel = f"eval/{point['id']}"
             up = upstream.get(point["run"]) if point["run"] != "sft" else upstream.get("sft")
-            fp = fingerprint(rel, section, prompts.sha256, up, point["step"])
+            fp = fingerprint(rel, section, val.sha256, test.sha256, proxy_spec, up, point["step"])
             if not ctx.run.is_done(rel, fp):
                 cfg = dict(section)
                 is_ref = point["method"] == "sft"
                 if not point["final"]:
-                    # Intermediate checkpoints give the frontier (KL, gold reward); judges
-                    # (win rates with their length-controlled bootstrap) and lm-eval run on
-                    # each run's last checkpoint, where the report shows them.
-                    cfg.update(tasks=[], judges=[])
+                    cfg.update(tasks=[])  # lm-eval: each run's last checkpoint (and SFT)
                 if is_ref:  # the reference against itself: no judges, KL 0 by definition
                     cfg.update(judges=[], kl={**cfg["kl"], "enabled": False})
-                with ctx.run.step(rel, fp) as (folder, info):
-                    with open(os.devnull, "w") as mute, contextlib.redirect_stderr(mute):  # lm-eval's bars
-                        result = evaluate_checkpoint(point["path"], prompts, reference=str(ctx.run.path("sft")), config=cfg,
-                                                     out_dir=str(folder), hooks=ctx.hooks, progress=False,
-                                                     recipe_hash=ctx.recipe.hash)
-                    completions = generate(point["path"], prompts.prompts, settings, section["cache"], hooks=ctx.hooks,
-                                           progress=False)
-                    n = settings.num_samples
-                    scores = list(source([p for p in prompts.prompts for _ in range(n)], completions))
-                    per_prompt = [sum(s for s in scores[i * n:(i + 1) * n] if s is not None) / n for i in range(len(prompts))]
-                    write_json(folder / SAMPLES_FILE, per_prompt)
+                with ctx.run.step(rel, fp) as (folder, info), muted():
+                    result = evaluate_checkpoint(point["path"], test, reference=str(ctx.run.path("sft")), config=cfg,
+                                                 out_dir=str(folder), hooks=ctx.hooks, progress=False,
+                                                 recipe_hash=ctx.recipe.hash)
+                    evaluate_checkpoint(point["path"], val, config={**cfg, "judges": [], "tasks": [],
+                                                                     "kl": {**cfg["kl"], "enabled": False}},
+                                        out_dir=str(folder / VAL_DIR), hooks=ctx.hooks, progress=False,
+                                        recipe_hash=ctx.recipe.hash)
+                    if proxy is not None:
+                        completions = generate(point["path"], test.prompts, settings, section["cache"], hooks=ctx.hooks,
+                                               progress=False)
+                        n = settings.num_samples
+                        scores = proxy([p for p in test.prompts for _ in range(n)], completions)
+                        per_prompt = _per_prompt(scores, n)
+                        write_json(folder / PROXY_FILE, {"source": "reward_model", "mean": _mean(per_prompt),
+                                                         "per_prompt": per_prompt})
                     kl = result.get("kl") or {}
-                    info.update(point=point, tokens=int(len(prompts) * n * (1 + kl.get("num_samples", 0))
-                                                      * (kl.get("mean_completion_tokens") or settings.max_new_tokens)))
+                    # KL samples beyond those the judged completions supplied were generated anew
+                    extra = max(0, kl.get("num_samples", 0) - kl.get("reused_samples", 0))
+                    n_gen = len(test) * (settings.num_samples + extra) + len(val) * settings.num_samples
+                    info.update(point=point, tokens=int(n_gen * (kl.get("mean_completion_tokens") or settings.max_new_tokens)))
+            bar.update(1)
+        if proxy is not None:
+            _best_of_n(ctx, test, settings, section, proxy, upstream, components)
             bar.update(1)
     with ctx.run.step("eval/summary", done_all) as (folder, info):
         write_json(folder / "points.json", collect_points(ctx.run.root))
+        write_json(folder / "prompts.json", {"validation": {"count": len(val), "sha256": val.sha256, "source": val.source},
+                                             "test": {"count": len(test), "sha256": test.sha256, "source": test.source},
+                                             "shared_with_validation": len(set(val.prompts) & set(test.prompts)),
+                                             "shared_with_training": len(overlap), "shared_examples": overlap[:5]})
     write_json(ctx.run.path("eval", "done.json"), {"fingerprint": done_all})
     return ctx.run.path("eval")
 
 
+def _best_of_n(ctx, test, settings, section, proxy, upstream, components) -> None:
+    """Best-of-n from the SFT model on the test prompts, selected by the reward model."""
+    from ..eval import generate
+    from .diagnostics import best_of_n
+
+    n_max = max(BON_NS)
+    bon_settings = settings.replace(num_samples=n_max, temperature=1.0, top_p=1.0)
+    rel = f"eval/{BON_DIR}"
+    fp = fingerprint(rel, bon_settings.to_dict(), test.sha256, upstream.get("sft"), upstream.get("reward"), section["gold"])
+    if ctx.run.is_done(rel, fp):
+        return
+    with ctx.run.step(rel, fp) as (folder, info):
+        completions = generate(str(ctx.run.path("sft")), test.prompts, bon_settings, section["cache"], hooks=ctx.hooks,
+                               progress=False)
+        prompts = [p for p in test.prompts for _ in range(n_max)]
+        gold = list(components.reward_source(section["gold"], "eval.gold")(prompts, completions))
+        scores = list(proxy(prompts, completions))
+        rows = lambda xs: [xs[i:i + n_max] for i in range(0, len(xs), n_max)]
+        result = best_of_n(rows(gold), rows(scores), ns=BON_NS)
+        write_json(folder / "best_of_n.json", result)
+        info.update(tokens=len(completions) * settings.max_new_tokens, samples=len(completions))
+
+
+def _listed(per_prompt, n: int) -> list[float | None] | None:
+    """A judge's ``per_prompt`` mapping (prompt index -> score) as a list in prompt order."""
+    if per_prompt is None:
+        return None
+    return [per_prompt.get(str(i)) for i in range(n)]
+
+
+def _finite(x):
+    import math
+
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
 def collect_points(root: Path) -> list[dict]:
-    """Every evaluated checkpoint under ``root/eval`` as one flat record (for the report)."""
+    """Every evaluated checkpoint under ``root/eval`` as one flat record (for the report).
+
+    ``kl`` is None where no KL was estimated (never 0: such a point is off the frontier);
+    per-prompt gold rewards leave failed scores out (None when every sample of a prompt
+    failed), and so do the means.
+    """
     points = []
     for marker in sorted(Path(root, "eval").rglob("done.json")):
         info = read_json(marker, {})
@@ -130,24 +258,34 @@ def collect_points(root: Path) -> list[dict]:
         if not point:
             continue
         result = read_json(marker.parent / "eval.json", {})
-        samples = read_json(marker.parent / SAMPLES_FILE, [])
+        val = read_json(marker.parent / VAL_DIR / "eval.json", {})
+        proxy = read_json(marker.parent / PROXY_FILE, None)
         gold = result.get("gold_reward") or {}
+        per_prompt = gold.get("per_prompt") or []
         kl = result.get("kl") or {}
         win = next(iter((result.get("win_rates") or {}).values()), None)
+        n = (result.get("prompts") or {}).get("count") or len(per_prompt)
+        is_ref = point["method"] == "sft"
         points.append({
             **point,
-            "kl": float(kl.get("kl") or 0.0) if point["method"] != "sft" else 0.0,
-            "kl_stderr": kl.get("stderr") or 0.0,
-            "gold": gold.get("mean"),
+            "kl": 0.0 if is_ref else _finite(kl.get("kl")),
+            "kl_stderr": kl.get("stderr"),
+            "gold": _mean(per_prompt),
             "gold_ci": gold.get("ci"),
             "gold_stderr": gold.get("stderr"),
-            "gold_samples": samples,
+            "gold_failed": gold.get("failed", 0),
+            "gold_per_prompt": per_prompt,
+            "gold_val": _mean((val.get("gold_reward") or {}).get("per_prompt") or []),
+            "gold_val_per_prompt": (val.get("gold_reward") or {}).get("per_prompt"),
+            "proxy": None if proxy is None else proxy.get("mean"),
+            "proxy_per_prompt": None if proxy is None else proxy.get("per_prompt"),
             "win_rate": None if win is None else {k: win.get(k) for k in (
                 "win_rate", "win_rate_ci", "lc_win_rate", "lc_win_rate_ci", "wins", "ties", "losses", "judged")},
-            "per_prompt_win": None if win is None else win.get("per_prompt"),
+            "win_per_prompt": _listed(None if win is None else win.get("per_prompt"), n),
             "lm_eval": result.get("lm_eval"),
             "eval_json": str(marker.parent / "eval.json"),
             "examples": result.get("examples", [])[:3],
+            "seeds_used": (result.get("manifest") or {}).get("seeds"),
             "wall_time_s": info.get("wall_time_s"),
         })
     return points

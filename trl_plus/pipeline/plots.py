@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
 
-METHOD_COLOURS = {"ppo": "#d62728", "ppo_gt": "#ff7f0e", "dpo": "#1f77b4", "sft": "#333333"}
+METHOD_COLOURS = {"ppo": "#d62728", "ppo_gt": "#ff7f0e", "dpo": "#1f77b4", "sft": "#333333", "best_of_n": "#2ca02c"}
 SEED_STYLES = ("-", "--", ":", "-.")
 
 
@@ -29,47 +28,93 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def frontier(points: list[dict], names: dict[str, str], path: Path, budget: float | None = None) -> Path:
-    """Gold reward against KL to the SFT model: one line per run through its checkpoints,
-    every line starting at the SFT model (KL 0); the DPO paper's Figure 2."""
+def _member_id(m, by_run_step: dict) -> str | None:
+    """A frontier member as a point id: given as an id, a point dict, or (run, step)."""
+    if isinstance(m, str):
+        return m
+    if isinstance(m, dict):
+        return m.get("id") or by_run_step.get((m.get("run"), m.get("step")))
+    if isinstance(m, (list, tuple)) and len(m) == 2:
+        return by_run_step.get((m[0], m[1]))
+    return None
+
+
+def frontier(points: list[dict], names: dict[str, str], path: Path, comparison: dict | None = None,
+             best_of_n: dict | None = None) -> Path:
+    """Gold reward (test prompts) against KL to the SFT model, the DPO paper's Figure 2.
+
+    Every checkpoint is a faint marker; each seed's frontier (the checkpoints the verdict's
+    ``compare_frontiers`` chose on the validation prompts) a thin line from the SFT star;
+    each method's mean frontier over the compared KL range (shaded) a thick line: the
+    curves the verdict averages, so the plot shows what the verdict says. Best-of-n from
+    the SFT model, the no-training baseline, is the green line.
+    """
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    fig, ax = plt.subplots(figsize=(7.6, 4.8))
     ref = next((p for p in points if p["method"] == "sft"), None)
-    runs = defaultdict(list)
-    for p in points:
-        if p["method"] != "sft":
-            runs[p["run"]].append(p)
-    seeds = sorted({p["seed"] for p in points if p["seed"] is not None})
-    strengths = defaultdict(set)
-    for p in points:
-        if p["method"] != "sft":
-            strengths[p["method"]].add(p["strength"])
+    by_id = {p["id"]: p for p in points}
+    by_run_step = {(p["run"], p["step"]): p["id"] for p in points}
     labelled = set()
-    for run, pts in sorted(runs.items()):
-        pts = sorted(pts, key=lambda p: p["step"])
-        m = pts[0]["method"]
-        xs = ([0.0] if ref else []) + [p["kl"] for p in pts]
-        ys = ([ref["gold"]] if ref else []) + [p["gold"] for p in pts]
-        err = ([0.0] if ref else []) + [_half_ci(p) for p in pts]
-        style = SEED_STYLES[seeds.index(pts[0]["seed"]) % len(SEED_STYLES)] if pts[0]["seed"] in seeds else "-"
-        many = len(strengths[m]) > 1
-        label = f"{names.get(m, m)}" + (f" {pts[0]['strength_key']}={pts[0]['strength']:g}" if many else "")
-        alpha = 0.55 + 0.45 * (sorted(strengths[m]).index(pts[0]["strength"]) + 1) / len(strengths[m])
-        ax.errorbar(xs, ys, yerr=err, color=METHOD_COLOURS.get(m, "#555"), linestyle=style, marker="o", markersize=4,
-                    capsize=2, linewidth=1.4, alpha=alpha, label=None if label in labelled else label)
-        labelled.add(label)
-        ax.annotate(f"s{pts[0]['seed']}", (xs[-1], ys[-1]), textcoords="offset points", xytext=(4, 2), fontsize=7,
-                    color=METHOD_COLOURS.get(m, "#555"))
+    for p in points:
+        if p["method"] == "sft" or p.get("kl") is None or p.get("gold") is None:
+            continue
+        m = p["method"]
+        colour = METHOD_COLOURS.get(m, "#555")
+        ax.errorbar([p["kl"]], [p["gold"]], yerr=[_half_ci(p)], fmt="o", markersize=3.5, color=colour, alpha=0.35,
+                    capsize=0, linewidth=0.8, markerfacecolor="none")
+    members = (comparison or {}).get("frontier_points") or {}
+    for method, per_seed in members.items():
+        colour = METHOD_COLOURS.get(method, "#555")
+        for i, (seed, ids) in enumerate(sorted(per_seed.items(), key=lambda kv: str(kv[0]))):
+            pts = [by_id[j] for j in (_member_id(m, by_run_step) for m in ids) if j in by_id]
+            pts = sorted([q for q in pts if q.get("kl") is not None], key=lambda q: q["kl"])
+            if not pts:
+                continue
+            xs = [q["kl"] for q in pts]
+            ys = [q["gold"] for q in pts]
+            if ref and pts[0]["method"] != "sft":
+                xs, ys = [0.0] + xs, [ref["gold"]] + ys
+            label = f"{names.get(method, method)}: each seed's frontier" if method not in labelled else None
+            labelled.add(method)
+            ax.plot(xs, ys, color=colour, linestyle=SEED_STYLES[i % len(SEED_STYLES)], linewidth=1.0, alpha=0.7,
+                    marker="o", markersize=3.5, label=label)
+    grid, curves = (comparison or {}).get("grid"), (comparison or {}).get("curves") or {}
+    if grid and curves:
+        for method, curve in curves.items():
+            if curve:
+                ax.plot(grid, curve, color=METHOD_COLOURS.get(method, "#555"), linewidth=3.0, alpha=0.9,
+                        label=f"{names.get(method, method)}: mean over seeds (compared range)")
+        lo, hi = comparison.get("kl_range") or (grid[0], grid[-1])
+        ax.axvspan(lo, hi, color="#999", alpha=0.12, linewidth=0)
+        ax.text(lo, 1.0, f" compared: KL {lo:.2f}-{hi:.2f}", transform=ax.get_xaxis_transform(), fontsize=7,
+                color="#555", va="top")
+    elif not members:  # no comparison: one line per run through its checkpoints
+        runs = defaultdict(list)
+        for p in points:
+            if p["method"] != "sft" and p.get("kl") is not None:
+                runs[p["run"]].append(p)
+        for run, pts in sorted(runs.items()):
+            pts = sorted(pts, key=lambda q: q["step"])
+            m = pts[0]["method"]
+            xs = ([0.0] if ref else []) + [q["kl"] for q in pts]
+            ys = ([ref["gold"]] if ref else []) + [q["gold"] for q in pts]
+            label = names.get(m, m) if m not in labelled else None
+            labelled.add(m)
+            ax.plot(xs, ys, color=METHOD_COLOURS.get(m, "#555"), marker="o", markersize=4, linewidth=1.3, label=label)
+    bon = [q for q in (best_of_n or {}).get("points", []) if q.get("gold") is not None]
+    if bon:
+        ax.plot([q["kl"] for q in bon], [q["gold"] for q in bon], color=METHOD_COLOURS["best_of_n"], marker="s",
+                markersize=4, linewidth=1.3, label=names.get("best_of_n", "best-of-n"))
+        for q in bon:
+            ax.annotate(f"n={q['n']}", (q["kl"], q["gold"]), textcoords="offset points", xytext=(3, -9), fontsize=6.5,
+                        color=METHOD_COLOURS["best_of_n"])
     if ref:
         ax.scatter([0], [ref["gold"]], marker="*", s=160, color=METHOD_COLOURS["sft"], zorder=5, label="SFT (reference)")
-    if budget is not None and math.isfinite(budget):
-        ax.axvline(budget, color="#888", linestyle=":", linewidth=1)
-        ax.text(budget, ax.get_ylim()[0], f" KL budget {budget:.2f}", fontsize=7, color="#666", va="bottom")
     ax.set_xlabel("KL(policy || SFT), nats per completion (Monte-Carlo estimate)")
-    ax.set_ylabel("mean gold reward (held-out judge)")
-    ax.set_title("Reward vs KL frontier: one point per checkpoint, one line per run (line style = seed)")
+    ax.set_ylabel("mean gold reward, test prompts")
+    ax.set_title("Reward vs KL frontier (frontier checkpoints chosen on validation prompts)")
     ax.grid(alpha=0.25)
-    ax.legend(loc="best", fontsize=8, frameon=False)
+    ax.legend(loc="best", fontsize=7, frameon=False)
     return _save(fig, path)
 
 
@@ -87,7 +132,7 @@ def win_rates(rows: list[dict], path: Path) -> Path:
     for i, r in enumerate(rows):
         colour = METHOD_COLOURS.get(r["method"], "#555")
         lo, hi = r["win_rate_ci"]
-        ax.errorbar([r["win_rate"]], [i], xerr=[[r["win_rate"] - lo], [hi - r["win_rate"]]], fmt="o", color=colour,
+        ax.errorbar([r["win_rate"]], [i], xerr=[[max(0.0, r["win_rate"] - lo)], [max(0.0, hi - r["win_rate"])]], fmt="o", color=colour,
                     capsize=3)
         if r.get("lc_win_rate") is not None:
             ax.scatter([r["lc_win_rate"]], [i - 0.22], marker="D", s=18, color=colour, alpha=0.5)
