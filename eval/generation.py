@@ -76,10 +76,28 @@ class Policy:
         return next(self.model.parameters()).device
 
 
-def fingerprint(name_or_path: str, adapter: str | None = None, revision: str | None = None) -> str:
-    """A cache id for a checkpoint: its path plus the size and mtime of its weight files.
+_CONTENT_HASHES: dict[tuple, str] = {}
 
-    A checkpoint re-trained into the same folder thus gets a new id.
+
+def _content_hash(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) so a process hashes each once."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _CONTENT_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _CONTENT_HASHES[key] = digest.hexdigest()
+    return _CONTENT_HASHES[key]
+
+
+def fingerprint(name_or_path: str, adapter: str | None = None, revision: str | None = None) -> str:
+    """A cache id for a checkpoint: the content of its weight files and config.
+
+    The id is the model, not where it lies: a checkpoint re-trained into the same folder
+    gets a new id when its weights changed, and a re-run that trains the same weights
+    gets the same id, hence the same sampling seeds and the same numbers.
     """
     parts = []
     for ref in (name_or_path, adapter):
@@ -87,12 +105,9 @@ def fingerprint(name_or_path: str, adapter: str | None = None, revision: str | N
             continue
         path = Path(ref)
         if path.is_dir():
-            stamp = [
-                (f.name, f.stat().st_size, f.stat().st_mtime_ns)
-                for f in sorted(path.iterdir())
-                if f.suffix in (".safetensors", ".bin", ".pt") or f.name == "config.json"
-            ]
-            parts.append({"path": str(path.resolve()), "files": stamp})
+            files = [(f.name, _content_hash(f)) for f in sorted(path.iterdir())
+                     if f.suffix in (".safetensors", ".bin", ".pt") or f.name in ("config.json", "adapter_config.json")]
+            parts.append({"files": files})
         else:
             parts.append({"id": ref, "revision": revision})
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
