@@ -92,6 +92,15 @@ def _content_hash(path: Path) -> str:
     return _CONTENT_HASHES[key]
 
 
+def _is_weights(f: Path) -> bool:
+    """Weight shards and the model config: what the model computes with. Trainer files
+    beside them (optimizer and scheduler state, training_args.bin, which holds the output
+    folder's path) are left out, or the same weights would get another id elsewhere."""
+    stem = f.name.split(".")[0].split("-")[0]
+    return (f.suffix in (".safetensors", ".bin", ".pt") and stem in ("model", "pytorch_model", "adapter_model")) or \
+        f.name == "config.json"
+
+
 def fingerprint(name_or_path: str, adapter: str | None = None, revision: str | None = None) -> str:
     """A cache id for a checkpoint: the content of its weight files and config.
 
@@ -105,8 +114,7 @@ def fingerprint(name_or_path: str, adapter: str | None = None, revision: str | N
             continue
         path = Path(ref)
         if path.is_dir():
-            files = [(f.name, _content_hash(f)) for f in sorted(path.iterdir())
-                     if f.suffix in (".safetensors", ".bin", ".pt") or f.name in ("config.json", "adapter_config.json")]
+            files = [(f.name, _content_hash(f)) for f in sorted(path.iterdir()) if _is_weights(f)]
             parts.append({"files": files})
         else:
             parts.append({"id": ref, "revision": revision})
