@@ -149,7 +149,7 @@ def _overopt_note(pts: list[dict], drop: dict | None, peak_kl: float | None) -> 
         return f"too few checkpoints with a KL estimate and a gold reward to judge ({len(ckpts)})"
     if drop is not None:
         g0, g1 = _fmt_pair(drop["gold_from"], drop["gold_to"], signed=True, least=3)
-        p0, p1 = _fmt_pair(drop["proxy_from"], drop["proxy_to"])
+        p0, p1 = _fmt_pair(drop["proxy_from"], drop["proxy_to"], signed=True, least=3)
         k0, k1 = _fmt_pair(drop["from_kl"], drop["to_kl"])
         where = f"between the SFT model (KL 0) and KL {k1}" if drop["from_sft"] else f"between KL {k0} and {k1}"
         return (f"gold reward fell from {g0} to {g1} {where} while the reward model's score rose "
@@ -161,7 +161,7 @@ def _overopt_note(pts: list[dict], drop: dict | None, peak_kl: float | None) -> 
     start = f"{g0} (SFT model)" if first["sft"] else f"{g0} at KL {k0}"
     note = f"no over-optimisation seen: gold reward went from {start} to {g1} at KL {k1}"
     if first["proxy"] is not None and last["proxy"] is not None:
-        p0, p1 = _fmt_pair(first["proxy"], last["proxy"])
+        p0, p1 = _fmt_pair(first["proxy"], last["proxy"], signed=True, least=3)
         note += f", the reward model's score from {p0} to {p1}"
     if peak_kl is not None:
         side = "beyond the last checkpoint" if peak_kl > last["kl"] else "within the checkpoints' range"
@@ -367,6 +367,8 @@ def power_curve(sd, difference, alpha: float = 0.05, seeds=range(2, 21)) -> list
         nc = abs(difference) / (sd * math.sqrt(2.0 / n))
         crit = float(stats.t.ppf(1 - alpha / 2, df))
         power = float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+        if not math.isfinite(power):  # scipy's noncentral t gives NaN far in its tails
+            power = float(stats.norm.sf(crit - nc) + stats.norm.cdf(-crit - nc))
         curve.append({"seeds": n, "power": min(max(power, 0.0), 1.0)})
     return curve
 
