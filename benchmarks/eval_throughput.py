@@ -23,6 +23,8 @@ import argparse
 import os
 import time
 
+from _timing import MIN_REPEATS, interleaved, pin_threads
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -34,7 +36,7 @@ def prompt_texts(n: int) -> list[str]:
     return [rows[i % len(rows)]["prompt"] + " " * (i % 3) for i in range(n)]
 
 
-def bench_judging(n_pairs: int, batch_size: int, repeats: int = 3) -> dict:
+def bench_judging(n_pairs: int, batch_size: int, repeats: int = MIN_REPEATS) -> dict:
     from trl_plus.eval.judging import run_judge
     from trl_plus.manager import Hooks
 
@@ -44,20 +46,14 @@ def bench_judging(n_pairs: int, batch_size: int, repeats: int = 3) -> dict:
     a = [" great . what a gem ." if i % 2 else " bad ." for i in range(n_pairs)]
     b = [" the worst ." if i % 3 else " fine and moving ." for i in range(n_pairs)]
     judge(prompts[:4], a[:4], b[:4])  # warm-up
-    t_batched = t_naive = float("inf")
-    for _ in range(repeats):  # best of a few: the machine is shared and noisy
-        t = time.perf_counter()
-        batched = run_judge(judge, "reward_model", prompts, a, b, batch_size=batch_size, progress=False)
-        t_batched = min(t_batched, time.perf_counter() - t)
-        t = time.perf_counter()
-        naive = [judge([p], [x], [y])[0] for p, x, y in zip(prompts, a, b)]
-        t_naive = min(t_naive, time.perf_counter() - t)
-    agree = max(abs(u - v) for u, v in zip(batched, naive))
-    return {"pairs": n_pairs, "harness_pairs_per_s": n_pairs / t_batched, "naive_pairs_per_s": n_pairs / t_naive,
-            "speedup": t_naive / t_batched, "max_abs_difference": agree}
+    t = interleaved(lambda: run_judge(judge, "reward_model", prompts, a, b, batch_size=batch_size, progress=False),
+                    lambda: [judge([p], [x], [y])[0] for p, x, y in zip(prompts, a, b)], repeats)
+    agree = max(abs(u - v) for u, v in zip(t["ours"], t["theirs"]))
+    return {"pairs": n_pairs, "harness_pairs_per_s": n_pairs / t["ours_s"], "naive_pairs_per_s": n_pairs / t["theirs_s"],
+            "speedup": t["ratio"], "iqr": t["ratio_iqr"], "repeats": t["repeats"], "max_abs_difference": agree}
 
 
-def bench_generation(n_prompts: int, max_new_tokens: int, batch_size: int, repeats: int = 3) -> dict:
+def bench_generation(n_prompts: int, max_new_tokens: int, batch_size: int, repeats: int = MIN_REPEATS) -> dict:
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
@@ -75,18 +71,13 @@ def bench_generation(n_prompts: int, max_new_tokens: int, batch_size: int, repea
     requests = [Instance(request_type="generate_until", doc={}, arguments=(p, dict(gen_kwargs)), idx=0)
                 for p in prompts]
     lm.generate_until(requests[:batch_size], disable_tqdm=True)  # warm-up
-    t_ours = t_theirs = float("inf")
-    for _ in range(repeats):  # interleaved, best of a few: the machine is shared and noisy
-        t = time.perf_counter()
-        ours = generate(policy, prompts, settings, progress=False)  # no cache path: really samples
-        t_ours = min(t_ours, time.perf_counter() - t)
-        t = time.perf_counter()
-        theirs = lm.generate_until(requests, disable_tqdm=True)
-        t_theirs = min(t_theirs, time.perf_counter() - t)
-    same = sum(x.strip() == y.strip() for x, y in zip(ours, theirs))
+    t = interleaved(lambda: generate(policy, prompts, settings, progress=False),  # no cache path: really samples
+                    lambda: lm.generate_until(requests, disable_tqdm=True), repeats)
+    same = sum(x.strip() == y.strip() for x, y in zip(t["ours"], t["theirs"]))
     return {"prompts": n_prompts, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
-            "harness_prompts_per_s": n_prompts / t_ours, "lm_eval_prompts_per_s": n_prompts / t_theirs,
-            "speedup": t_theirs / t_ours, "identical_completions": f"{same}/{n_prompts}"}
+            "harness_prompts_per_s": n_prompts / t["ours_s"], "lm_eval_prompts_per_s": n_prompts / t["theirs_s"],
+            "speedup": t["ratio"], "iqr": t["ratio_iqr"], "repeats": t["repeats"],
+            "identical_completions": f"{same}/{n_prompts}"}
 
 
 def _sklearn_lc(scores, diff) -> float:
@@ -175,36 +166,47 @@ def main() -> None:
     parser.add_argument("--lc-resamples", type=int, default=1000)
     parser.add_argument("--lc-repeats", type=int, default=7)
     parser.add_argument("--eval-prompts", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=MIN_REPEATS, help="interleaved repeats (at least 7)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--only", default="judging,generation,lc,evaluate",
                         help="comma-separated measurements to run")
     args = parser.parse_args()
     only = set(args.only.split(","))
     import torch
 
+    threads = pin_threads(args.threads)
     print(f"device: {'cuda ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, "
-          f"threads {torch.get_num_threads()}")
+          f"threads {threads}")
+    summary = []
     if "judging" in only:
-        j = bench_judging(args.pairs, args.batch_size)
+        j = bench_judging(args.pairs, args.batch_size, args.repeats)
         print(f"judging    {j['pairs']} pairs: harness {j['harness_pairs_per_s']:.1f} pairs/s, one pair at a time "
-              f"{j['naive_pairs_per_s']:.1f} pairs/s -> {j['speedup']:.1f}x (target >= 5x); "
+              f"{j['naive_pairs_per_s']:.1f} pairs/s -> median {j['speedup']:.1f}x (IQR {j['iqr'][0]:.1f}-"
+              f"{j['iqr'][1]:.1f}x over {j['repeats']} interleaved repeats; target >= 5x); "
               f"max |difference| {j['max_abs_difference']:.1e}")
+        summary.append(f"judging {j['speedup']:.2f}x")
     if "generation" in only:
-        g = bench_generation(args.prompts, args.max_new_tokens, args.batch_size)
+        g = bench_generation(args.prompts, args.max_new_tokens, args.batch_size, args.repeats)
         print(f"generation {g['prompts']} prompts x {g['max_new_tokens']} tokens, batch {g['batch_size']}: harness "
               f"{g['harness_prompts_per_s']:.1f} prompts/s, lm-eval generate_until {g['lm_eval_prompts_per_s']:.1f} "
-              f"prompts/s -> {g['speedup']:.2f}x (target >= 1.0x); identical greedy completions "
+              f"prompts/s -> median {g['speedup']:.2f}x (IQR {g['iqr'][0]:.2f}-{g['iqr'][1]:.2f}x over "
+              f"{g['repeats']} interleaved repeats; target >= 1.0x); identical greedy completions "
               f"{g['identical_completions']}")
+        summary.append(f"generation {g['speedup']:.2f}x")
     if "lc" in only:
         lc = bench_lc_bootstrap(args.lc_prompts, args.lc_resamples, args.lc_repeats)
         print(f"lc bootstrap {lc['resamples']} resamples x {lc['prompts']} prompts: all at once {lc['ours_s'] * 1e3:.0f} ms, "
               f"scikit-learn refit per resample {lc['sklearn_s']:.2f} s -> median {lc['ratio']:.0f}x "
               f"(IQR {lc['ratio_iqr'][0]:.0f}-{lc['ratio_iqr'][1]:.0f}x over {lc['repeats']} interleaved repeats; "
               f"target >= 20x); max |difference| {lc['max_abs_difference']:.1e}")
+        summary.append(f"lc bootstrap {lc['ratio']:.1f}x")
     if "evaluate" in only:
         e = bench_evaluate(args.eval_prompts)
         print(f"seconds per evaluated checkpoint ({e['prompts']} prompts, reward_source judge, python gold, KL on, "
               f"lm-eval off): {e['seconds']:.1f} s; KL {e['kl_samples']} samples per prompt, "
               f"{e['kl_reused']} of them the judged completions")
+        summary.append(f"{e['seconds']:.2f} s per checkpoint")
+    print("ratios (median over interleaved repeats): " + ", ".join(summary))
 
 
 if __name__ == "__main__":

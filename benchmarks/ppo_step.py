@@ -85,11 +85,11 @@ def step_times(kind: str, model_path: str, opts, workdir: str) -> list[float]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=5, help="repetitions per trainer (alternating)")
+    parser.add_argument("--reps", type=int, default=7, help="repetitions per trainer (alternating; at least 7)")
     parser.add_argument("--steps", type=int, default=6, help="optimizer steps per repetition (first one not timed)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--completion-length", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0: torch's choice)")
     opts = parser.parse_args(argv)
 
     import torch
@@ -102,21 +102,27 @@ def main(argv=None) -> int:
         torch.set_num_threads(opts.threads)
     model_path = str(ensure_tiny("tiny:causal-lm"))
     samples: dict[str, list[float]] = {"ppo": [], "rloo": []}
+    ratios = []  # per repetition: PPO's median step over RLOO's, the two measured back to back
     with tempfile.TemporaryDirectory() as workdir:
-        for rep in range(opts.reps):
+        for rep in range(max(opts.reps, 7)):
             order = ("ppo", "rloo") if rep % 2 == 0 else ("rloo", "ppo")
+            this = {}
             for kind in order:
-                samples[kind] += step_times(kind, model_path, opts, workdir)
+                this[kind] = step_times(kind, model_path, opts, workdir)
+                samples[kind] += this[kind]
+            ratios.append(statistics.median(this["ppo"]) / statistics.median(this["rloo"]))
     med = {k: statistics.median(v) for k, v in samples.items()}
     print(
         f"tiny Llama (hidden 64, 2 layers), batch {opts.batch_size} x completion {opts.completion_length} tokens, "
-        f"{opts.reps} alternating repetitions x {opts.steps - 1} timed steps, torch threads {torch.get_num_threads()}"
+        f"{max(opts.reps, 7)} alternating repetitions x {opts.steps - 1} timed steps, torch threads {torch.get_num_threads()}"
     )
     for kind in ("rloo", "ppo"):
         v = samples[kind]
         q1, _, q3 = statistics.quantiles(v, n=4) if len(v) > 1 else (v[0], v[0], v[0])
         print(f"  {kind:5s} median {med[kind] * 1000:8.1f} ms/update  (IQR {q1 * 1000:.1f}-{q3 * 1000:.1f} ms, n={len(v)})")
-    print(f"  ratio PPO/RLOO: {med['ppo'] / med['rloo']:.2f}")
+    r1, r2, r3 = statistics.quantiles(ratios, n=4)
+    print(f"ratio PPO/RLOO: median {statistics.median(ratios):.2f} (IQR {r1:.2f}-{r3:.2f} over {len(ratios)} "
+          "alternating repetitions)")
     return 0
 
 
