@@ -30,11 +30,18 @@ def interleaved(ours, theirs, repeats: int = MIN_REPEATS) -> dict:
             "ratio": statistics.median(ratios), "ratio_iqr": (q[0], q[2]), "ours": out["ours"], "theirs": out["theirs"]}
 
 
+_LIMITS = []  # threadpoolctl limits, kept alive for the process
+
+
 def pin_threads(n: int | None) -> int:
-    """Pin torch's CPU threads (one by default: thread hand-off dominates tiny models and
-    varies with the machine's load); returns the count in force."""
+    """Pin torch's CPU threads and the BLAS / OpenMP pools numpy and scikit-learn use (one
+    by default: thread hand-off dominates small work and varies with the machine's load);
+    returns torch's count in force."""
     import torch
 
     if n:
         torch.set_num_threads(n)
+        from threadpoolctl import threadpool_limits
+
+        _LIMITS.append(threadpool_limits(limits=n))
     return torch.get_num_threads()
