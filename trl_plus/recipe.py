@@ -361,8 +361,9 @@ def _resolve_paths(raw: dict, base: Path, only=None) -> None:
     Data files and prompt sets (``data.*``, ``eval.prompts``, ``eval.val_prompts``,
     ``stages.pairs.dataset``), model folders (``model.*``, ``eval.reference``,
     ``eval.kl.reference``, ``stages.sft.base``, a ``reward_model``'s ``model`` in any
-    component spec), ``file.py:attr`` references and ``eval.cache``. A name that is no
-    local path (a hub id, ``tiny:...``) is left as it is: see ``trl_plus.loading.local_path``.
+    component spec), ``file.py:attr`` references, ``eval.cache`` and
+    ``dpo.ref_logps_cache``. A name that is no local path (a hub id, ``tiny:...``) is left
+    as it is: see ``trl_plus.loading.local_path``.
 
     :param only: ``only(location) -> bool``: resolve just those locations (the ones
         ``--set`` gave, which resolve against the working directory instead).
@@ -404,6 +405,7 @@ def _resolve_paths(raw: dict, base: Path, only=None) -> None:
         put(ev, "reference", ("eval", "reference"))
         put(ev.get("kl"), "reference", ("eval", "kl", "reference"))
         put(ev, "cache", ("eval", "cache"), always=True)
+    put(raw.get("dpo"), "ref_logps_cache", ("dpo", "ref_logps_cache"), always=True)
     stages = raw.get("stages")
     if isinstance(stages, dict):
         put(stages.get("sft"), "base", ("stages", "sft", "base"))

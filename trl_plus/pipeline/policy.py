@@ -84,6 +84,9 @@ def _dpo_recipe(ctx, run: PolicyRun) -> dict:
         steps = math.ceil(n / per_step) * math.ceil(args["num_train_epochs"])
     args.update(beta=run.strength, seed=run.seed, save_strategy="steps",
                 save_steps=_save_every(steps, ctx.config.stages.checkpoints))
+    # Reference log-probs depend on neither beta nor seed: every DPO run of the sweep, and
+    # every re-run of compare, shares them (the key changes when the SFT model or pairs do).
+    args.setdefault("ref_logps_cache", str(ctx.run.path("dpo", "ref_logps")))
     return {"trainer": "dpo", "model": {"name_or_path": str(ctx.run.path("sft"))},
             "data": {"train": {"path": str(prefs)}}, "dpo": args}
 

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import time
+from dataclasses import dataclass, field
+
 import trl
 from transformers import TrainerCallback
-from trl import DPOConfig
 
 from .common import FILTER_REPORT, check_text_columns, hooks_for, save_run, tokenizer_of, write_filter_report
 
 __all__ = ["DPOTrainer", "DPOConfig", "train_from_recipe"]
+
+
+@dataclass
+class DPOConfig(trl.DPOConfig):
+    """``trl.DPOConfig`` plus ``ref_logps_cache``, so that a recipe's ``dpo:`` section can set it."""
+
+    ref_logps_cache: str | None = field(
+        default=None,
+        metadata={"help": "Folder of the reference log-prob cache (see `trl_plus.DPOTrainer`); None: no cache."},
+    )
 
 
 class _BetaSchedule(TrainerCallback):
@@ -35,9 +48,18 @@ class DPOTrainer(trl.DPOTrainer):
     :param plugin_manager: a pluggy manager or ``trl_plus.Hooks``; a fresh default one
         if None.
     :param recipe: the recipe the run came from, passed to the lifecycle hooks.
+    :param ref_logps_cache: a folder (default: ``args.ref_logps_cache``, else none). The
+        reference log-probs are then precomputed (``precompute_ref_log_probs`` is turned
+        on) and kept there, keyed by the reference's weights, the tokenizer, the tokenized
+        rows (in any order) and the settings they depend on; a trainer whose key is
+        already there loads them instead of running the reference. What each dataset
+        did is in ``ref_logps_cache_info`` (``{name: {"key", "hit", "file"}}``).
     """
 
-    def __init__(self, *args, rewards=None, kl=None, filters=None, plugin_manager=None, recipe=None, **kwargs):
+    def __init__(
+        self, *args, rewards=None, kl=None, filters=None, plugin_manager=None, recipe=None, ref_logps_cache=None, **kwargs
+    ):
+        args, kwargs = self._setup_ref_cache(args, kwargs, ref_logps_cache)
         self.hooks = hooks_for(plugin_manager)
         self._filter_specs = list(filters or [])
         self._filter_reports: dict = {}
@@ -53,6 +75,44 @@ class DPOTrainer(trl.DPOTrainer):
         if self.is_world_process_zero():
             write_filter_report(self.args.output_dir, self._filter_reports)
         self.hooks.trainer_created(trainer=self, recipe=recipe)
+
+    # -- reference log-prob cache ----------------------------------------------------------
+    def _setup_ref_cache(self, args: tuple, kwargs: dict, folder) -> tuple[tuple, dict]:
+        """The parent's arguments, with precompute turned on in a copy of the config when
+        the cache is in use (the caller's config is left as it was)."""
+        self._ref_cache = None
+        self.ref_logps_cache_info: dict = {}
+        try:
+            bound = inspect.signature(trl.DPOTrainer.__init__).bind(self, *args, **kwargs)
+        except TypeError:  # let the parent report the bad call
+            return args, kwargs
+        config = bound.arguments.get("args")
+        folder = folder if folder is not None else getattr(config, "ref_logps_cache", None)
+        if not folder:
+            return args, kwargs
+        from .ref_cache import RefLogpsCache
+
+        if config is None:  # the parent's default config, named as it would name it
+            from trl.trainer.utils import get_config_model_id
+
+            model = bound.arguments["model"]
+            name = model if isinstance(model, str) else get_config_model_id(model.config)
+            config = DPOConfig(f"{name.split('/')[-1]}-DPO")
+        if config.sync_ref_model:
+            raise ValueError("ref_logps_cache= needs a fixed reference model; it cannot be used with sync_ref_model=True")
+        if not config.precompute_ref_log_probs:
+            config = copy.copy(config)
+            config.precompute_ref_log_probs = True
+        bound.arguments["args"] = config
+        self._ref_cache = RefLogpsCache(folder)
+        return bound.args[1:], bound.kwargs
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        if self._ref_cache is None:
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        from .ref_cache import precompute_with_cache
+
+        return precompute_with_cache(self, self._ref_cache, dataset, name, batch_size, super()._precompute_ref_logps)
 
     # -- data ----------------------------------------------------------------------------
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
