@@ -97,7 +97,7 @@ def _sklearn_lc(scores, diff) -> float:
     return 1 / (1 + math.exp(-model.intercept_[0]))
 
 
-def bench_lc_bootstrap(n_prompts: int, n_resamples: int, repeats: int = 7) -> dict:
+def bench_lc_bootstrap(n_prompts: int, n_resamples: int, repeats: int = MIN_REPEATS) -> dict:
     import numpy as np
 
     from trl_plus.eval.stats import counts_of, lc_bootstrap_estimates
@@ -111,20 +111,11 @@ def bench_lc_bootstrap(n_prompts: int, n_resamples: int, repeats: int = 7) -> di
     picks = rng.integers(0, n_prompts, size=(n_resamples, n_prompts))
     counts = counts_of(picks, n_prompts)
     lc_bootstrap_estimates(scores, diff, ids, counts=counts[:10])  # warm-up
-    ratios, t_ours, t_theirs = [], [], []
-    for _ in range(repeats):  # interleaved: the machine is shared and noisy
-        t = time.perf_counter()
-        ours, _ = lc_bootstrap_estimates(scores, diff, ids, counts=counts)
-        t_ours.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        theirs = np.array([_sklearn_lc(scores[p], diff[p]) for p in picks])
-        t_theirs.append(time.perf_counter() - t)
-        ratios.append(t_theirs[-1] / t_ours[-1])
-    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
-    return {"prompts": n_prompts, "resamples": n_resamples, "repeats": repeats,
-            "ours_s": float(np.median(t_ours)), "sklearn_s": float(np.median(t_theirs)),
-            "ratio": float(median), "ratio_iqr": (float(q1), float(q3)),
-            "max_abs_difference": float(np.abs(ours - theirs).max())}
+    t = interleaved(lambda: lc_bootstrap_estimates(scores, diff, ids, counts=counts)[0],
+                    lambda: np.array([_sklearn_lc(scores[p], diff[p]) for p in picks]), repeats)
+    return {"prompts": n_prompts, "resamples": n_resamples, "repeats": t["repeats"],
+            "ours_s": t["ours_s"], "sklearn_s": t["theirs_s"], "ratio": t["ratio"], "ratio_iqr": t["ratio_iqr"],
+            "max_abs_difference": float(np.abs(t["ours"] - t["theirs"]).max())}
 
 
 def bench_evaluate(n_prompts: int, repeats: int = 1) -> dict:

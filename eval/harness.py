@@ -174,14 +174,14 @@ def evaluate_checkpoint(
         source = components.reward_source(cfg.gold, "eval.gold")
         scores = _gold_scores(source, prompt_rows, candidate)
         gold = {"source": public_spec(cfg.gold if isinstance(cfg.gold, Mapping) else {"name": cfg.gold})}
-        per_prompt_gold = _per_prompt_means(scores, prompt_ids)
+        per_prompt_gold = per_prompt_means(scores, prompt_ids)
         gold.update(mean_with_ci(per_prompt_gold, n_resamples=boot.resamples, seed=boot.seed,
                                  confidence=boot.confidence))
         gold["per_prompt"] = per_prompt_gold  # for paired comparisons between checkpoints
         gold["failed"] = sum(s is None for s in scores)
         if ref_completions is not None:
             ref_scores = _gold_scores(source, prompt_rows, ref_completions)
-            gold["reference"] = mean_with_ci(_per_prompt_means(ref_scores, prompt_ids), n_resamples=boot.resamples,
+            gold["reference"] = mean_with_ci(per_prompt_means(ref_scores, prompt_ids), n_resamples=boot.resamples,
                                              seed=boot.seed, confidence=boot.confidence)
             gold["reference"]["failed"] = sum(s is None for s in ref_scores)
         results["gold_reward"] = gold
@@ -265,7 +265,9 @@ def _gold_scores(source, prompts: Sequence[str], completions: Sequence[str]) -> 
     return out
 
 
-def _per_prompt_means(scores: Sequence[float | None], prompt_ids: Sequence[int]) -> list[float | None]:
+def per_prompt_means(scores: Sequence[float | None], prompt_ids: Sequence[int]) -> list[float | None]:
+    """Mean score per prompt (first-seen order), failed (None) scores left out; None for a
+    prompt whose every score failed."""
     sums: dict[int, list[float]] = {}
     for s, i in zip(scores, prompt_ids):
         sums.setdefault(i, [])

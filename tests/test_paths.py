@@ -28,17 +28,6 @@ def prompt_rows(n: int = 6):
     return [{"prompt": f"review : the movie {w}"} for w in ["was", "is", "felt", "seemed", "looked", "sounded"][:n]]
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models on a shared 2-core machine: one torch thread avoids thrashing."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # -- end to end, relative paths only --------------------------------------------------------
 
 

@@ -127,17 +127,6 @@ def _mtimes(root: Path, stages) -> dict:
     return {s: (root / s / "done.json").stat().st_mtime_ns for s in stages}
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models on a shared 2-core machine: one torch thread avoids thrashing."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
 def test_reduced_quickstart_end_to_end_and_resume(tmp_path, monkeypatch, capsys, one_thread):
     import trl_plus.trainers.dpo as dpo_module

@@ -4,21 +4,16 @@ import types
 
 import pytest
 import torch
-import trl
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_plus.trainers.dpo import DPOConfig, DPOTrainer
 
+from test_dpo import config as dpo_test_config  # the DPOConfig every DPO test trains with
+
 
 def config(tmp_path, name, **kw):
-    values = dict(
-        output_dir=str(tmp_path / name), per_device_train_batch_size=8, max_steps=3, learning_rate=1e-3,
-        bf16=False, activation_checkpointing=False, report_to="none", logging_steps=1, save_strategy="no",
-        max_length=64, seed=0,
-    )
-    values.update(kw)
-    return trl.DPOConfig(**values)
+    return dpo_test_config(tmp_path, name, **{"max_steps": 3, **kw})
 
 
 def build(tmp_path, name, model_path, data, plugin_manager, tokenizer=None, perturb=False, precompute=False, **kw):

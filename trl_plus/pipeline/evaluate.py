@@ -121,15 +121,6 @@ def planned_points(ctx) -> list[dict]:
     return points
 
 
-def _per_prompt(scores, n: int) -> list[float | None]:
-    """Mean over each prompt's ``n`` samples, failed (None) scores left out; None when all failed."""
-    out = []
-    for i in range(0, len(scores), n):
-        ok = [float(s) for s in scores[i:i + n] if s is not None]
-        out.append(sum(ok) / len(ok) if ok else None)
-    return out
-
-
 def _mean(values) -> float | None:
     ok = [v for v in values if v is not None]
     return sum(ok) / len(ok) if ok else None
@@ -147,6 +138,7 @@ def training_prompts(ctx) -> set[str]:
 
 def run_eval(ctx) -> Path:
     from ..eval import GenerationSettings, evaluate_checkpoint, generate
+    from ..eval.harness import per_prompt_means
 
     section = eval_section(ctx.recipe, ctx.config, str(ctx.run.path("eval", "generations.jsonl")))
     val, test = prompt_sets(ctx)
@@ -186,7 +178,7 @@ def run_eval(ctx) -> Path:
                                                progress=False)
                         n = settings.num_samples
                         scores = proxy([p for p in test.prompts for _ in range(n)], completions)
-                        per_prompt = _per_prompt(scores, n)
+                        per_prompt = per_prompt_means(scores, [i for i in range(len(test)) for _ in range(n)])
                         write_json(folder / PROXY_FILE, {"source": "reward_model", "mean": _mean(per_prompt),
                                                          "per_prompt": per_prompt})
                     kl = result.get("kl") or {}

@@ -28,17 +28,6 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _member_id(m, by_run_step: dict) -> str | None:
-    """A frontier member as a point id: given as an id, a point dict, or (run, step)."""
-    if isinstance(m, str):
-        return m
-    if isinstance(m, dict):
-        return m.get("id") or by_run_step.get((m.get("run"), m.get("step")))
-    if isinstance(m, (list, tuple)) and len(m) == 2:
-        return by_run_step.get((m[0], m[1]))
-    return None
-
-
 def frontier(points: list[dict], names: dict[str, str], path: Path, comparison: dict | None = None,
              best_of_n: dict | None = None) -> Path:
     """Gold reward (test prompts) against KL to the SFT model, the DPO paper's Figure 2.
@@ -53,7 +42,6 @@ def frontier(points: list[dict], names: dict[str, str], path: Path, comparison: 
     fig, ax = plt.subplots(figsize=(7.6, 4.8))
     ref = next((p for p in points if p["method"] == "sft"), None)
     by_id = {p["id"]: p for p in points}
-    by_run_step = {(p["run"], p["step"]): p["id"] for p in points}
     labelled = set()
     for p in points:
         if p["method"] == "sft" or p.get("kl") is None or p.get("gold") is None:
@@ -66,7 +54,7 @@ def frontier(points: list[dict], names: dict[str, str], path: Path, comparison: 
     for method, per_seed in members.items():
         colour = METHOD_COLOURS.get(method, "#555")
         for i, (seed, ids) in enumerate(sorted(per_seed.items(), key=lambda kv: str(kv[0]))):
-            pts = [by_id[j] for j in (_member_id(m, by_run_step) for m in ids) if j in by_id]
+            pts = [by_id[j] for j in ids if j in by_id]  # compare_frontiers names points by id
             pts = sorted([q for q in pts if q.get("kl") is not None], key=lambda q: q["kl"])
             if not pts:
                 continue

@@ -360,13 +360,10 @@ def _pairs_quality(root: Path) -> dict | None:
 
 
 def _frontier_ids(cmp_list: list[dict]) -> set[str]:
-    ids: set[str] = set()
-    for cmp in cmp_list:
-        for per_seed in (cmp["gold"].get("frontier_points") or {}).values():
-            for members in per_seed.values():
-                for m in members:
-                    ids.add(m if isinstance(m, str) else m.get("id") if isinstance(m, dict) else str(m))
-    return ids
+    """Ids of the checkpoints on any seed's frontier (``compare_frontiers`` names a point
+    by its ``id``, which every point given to it has)."""
+    return {m for cmp in cmp_list for per_seed in (cmp["gold"].get("frontier_points") or {}).values()
+            for members in per_seed.values() for m in members}
 
 
 def _sentence(text: str) -> str:
