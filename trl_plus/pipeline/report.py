@@ -172,7 +172,7 @@ def _power(cmp: dict) -> dict | None:
     return result
 
 
-def _power_text(power: dict | None, names: dict, a: str, b: str) -> str | None:
+def _power_text(power: dict | None) -> str | None:
     if not power:
         return None
     if power.get("reason") and power.get("seeds_needed") is None and power.get("min_detectable_difference") is None:
@@ -370,7 +370,7 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _verdict_lines(cmp_list: list[dict], methods: list[str], ref: dict, excluded: list[dict], budget) -> list[str]:
+def _verdict_lines(cmp_list: list[dict], methods: list[str], excluded: list[dict], budget) -> list[str]:
     lines = []
     if not cmp_list:
         only = ", ".join(NAMES.get(m, m) for m in methods) or "no method"
@@ -405,9 +405,9 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
                      if m in NAMES else 99)
     cmp_list = _comparisons(points, methods, budget)
     primary = cmp_list[0] if cmp_list else None
-    lines = _verdict_lines(cmp_list, methods, ref, excluded, budget)
+    lines = _verdict_lines(cmp_list, methods, excluded, budget)
     power = _power({**primary["gold"], "a": primary["a"], "b": primary["b"]}) if primary else None
-    power_text = _power_text(power, NAMES, primary["a"], primary["b"]) if primary else None
+    power_text = _power_text(power)
     bon = _best_of_n(root)
     bon_lines = _bon_against(bon, cmp_list)
     over = _overoptimisation(points, ref)
@@ -429,7 +429,7 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
         "reference": {"mean": ref.get("gold"), "ci": ref.get("gold_ci"), "stderr": ref.get("gold_stderr"),
                       "val": ref.get("gold_val")},
         "methods": methods_table,
-        "comparisons": _strip_comparisons(cmp_list),
+        "comparisons": cmp_list,
         "verdict": lines,
         "power": power,
         "power_text": power_text,
@@ -452,14 +452,7 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
         "histories": _histories(root),
         "_points_full": points,
         "_over_inputs": over,
-        "_cmp_full": cmp_list,
     }
-
-
-def _strip_comparisons(cmp_list: list[dict]) -> list[dict]:
-    """The comparisons for report.json (the grids and curves are plot data: kept; the
-    per-seed frontiers too)."""
-    return [{"a": c["a"], "b": c["b"], "gold": c["gold"], "win_rate": c["win_rate"]} for c in cmp_list]
 
 
 def render_report(run_dir, report_cfg: dict | None = None) -> Path:
@@ -473,7 +466,7 @@ def render_report(run_dir, report_cfg: dict | None = None) -> Path:
         write_json(out / "report_config.json", report_cfg)
     data = build(root, report_cfg)
     p = out / "plots"
-    primary = data["_cmp_full"][0]["gold"] if data["_cmp_full"] else None
+    primary = data["comparisons"][0]["gold"] if data["comparisons"] else None
     over = data["_over_inputs"]
     power = data["power"] or {}
     figures = {
@@ -491,7 +484,7 @@ def render_report(run_dir, report_cfg: dict | None = None) -> Path:
         "training": plots.training_curves(data["histories"], p / "training.png") if data["histories"] else None,
         "cost": plots.cost(data["costs"], p / "cost.png") if data["costs"] else None,
     }
-    for key in ("_points_full", "_over_inputs", "_cmp_full", "histories"):
+    for key in ("_points_full", "_over_inputs", "histories"):
         data.pop(key)
     write_json(out / "report.json", data)
     shown = {k: v for k, v in figures.items() if v}
