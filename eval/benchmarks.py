@@ -8,6 +8,8 @@ writes a temporary copy of the YAML files with absolute paths.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import shutil
 import tempfile
@@ -56,6 +58,48 @@ def materialise_offline_pack(target: str | Path) -> Path:
     return target
 
 
+_MANAGERS: dict[bool, Any] = {}  # lm-eval task indexes, built once per process
+_PACK: dict[str, str] = {}  # the offline pack's materialised folder, made once per process
+
+
+def task_manager(shipped_only: bool = False):
+    """lm-eval's task index with the offline pack included, built once per process.
+
+    Indexing lm-eval's own task tree takes seconds (more than scoring a tiny model), so an
+    eval stage that runs lm-eval on many checkpoints pays for it once, and not at all
+    when every task is from the shipped pack (``shipped_only``: the pack alone is
+    indexed). The pack is materialised into a folder that lives as long as the process
+    (lm-eval reads a task's YAML file when the task is loaded, not when it is indexed).
+    """
+    from lm_eval.tasks import TaskManager
+
+    if shipped_only not in _MANAGERS:
+        if "pack" not in _PACK:
+            workdir = tempfile.mkdtemp(prefix="trl-plus-lm-eval-")
+            atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+            _PACK["pack"] = str(materialise_offline_pack(workdir))
+        _MANAGERS[shipped_only] = TaskManager(include_path=_PACK["pack"], include_defaults=not shipped_only)
+    return _MANAGERS[shipped_only]
+
+
+@contextlib.contextmanager
+def _no_environment_dump():
+    """lm-eval adds a dump of the environment to its results (``pip list`` and more, run as
+    subprocesses: about 2 s a call). trl-plus keeps none of it (the manifest records the
+    versions that matter), so inside :func:`run_lm_eval` it is not collected."""
+    import lm_eval.evaluator as evaluator
+
+    original = getattr(evaluator, "add_env_info", None)
+    if original is None:  # another lm-eval layout: leave it alone
+        yield
+        return
+    evaluator.add_env_info = lambda storage: None
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = original
+
+
 def _check_tokenizer(tokenizer) -> None:
     if tokenizer is not None and tokenizer.eos_token is None and tokenizer.bos_token is None:
         raise DataError("lm-eval needs a tokenizer with an eos or a bos token; this one has neither")
@@ -79,7 +123,6 @@ def run_lm_eval(
     "versions": ..., "n_samples": ...}``, JSON-serialisable.
     """
     import lm_eval
-    from lm_eval.tasks import TaskManager
     from lm_eval.utils import handle_non_serializable
 
     import torch
@@ -88,27 +131,26 @@ def run_lm_eval(
         return {}
     names = expand_tasks(list(tasks))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    workdir = tempfile.mkdtemp(prefix="trl-plus-lm-eval-")
-    try:
-        manager = TaskManager(include_path=str(materialise_offline_pack(workdir)))
-        unknown = [n for n in names if n not in manager.all_tasks]
-        if unknown:
-            from trl_plus.registry import did_you_mean
+    manager = task_manager(shipped_only=set(names) <= set(offline_tasks()))
+    unknown = [n for n in names if n not in manager.all_tasks]
+    if unknown:
+        from trl_plus.registry import did_you_mean
 
-            hint = did_you_mean(unknown[0], offline_tasks())
-            raise RecipeError(
-                f"unknown lm-eval task {unknown[0]!r}.{hint} Shipped offline tasks: {', '.join(offline_tasks())} "
-                f"(or {OFFLINE_PACK!r} for all of them); hub tasks need lm-eval's task list",
-                "eval.tasks",
-            )
-        if isinstance(model, (str, Path)):
-            lm, model_args = "hf", {"pretrained": str(model), "device": device, "dtype": "float32"}
-        else:
-            from lm_eval.models.huggingface import HFLM
+        hint = did_you_mean(unknown[0], offline_tasks())
+        raise RecipeError(
+            f"unknown lm-eval task {unknown[0]!r}.{hint} Shipped offline tasks: {', '.join(offline_tasks())} "
+            f"(or {OFFLINE_PACK!r} for all of them); hub tasks need lm-eval's task list",
+            "eval.tasks",
+        )
+    if isinstance(model, (str, Path)):
+        lm, model_args = "hf", {"pretrained": str(model), "device": device, "dtype": "float32"}
+    else:
+        from lm_eval.models.huggingface import HFLM
 
-            _check_tokenizer(tokenizer)
-            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
-            model_args = None
+        _check_tokenizer(tokenizer)
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+        model_args = None
+    with _no_environment_dump():
         out = lm_eval.simple_evaluate(
             model=lm,
             model_args=model_args,
@@ -124,8 +166,6 @@ def run_lm_eval(
             fewshot_random_seed=seed,
             bootstrap_iters=1000,
         )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     if out is None:  # non-zero ranks under distributed evaluation
         return {}
     out = json.loads(json.dumps(out, default=handle_non_serializable))

@@ -183,9 +183,9 @@ def _check_tasks(tasks: list, problems: _Problems) -> None:
     # The shipped pack's namespace needs no lm-eval index to tell a typo.
     if any(not str(t).startswith("trl_plus_") for _, t in unknown):
         try:
-            from lm_eval.tasks import TaskManager
+            from ..eval.benchmarks import task_manager
 
-            known = set(TaskManager().all_tasks)
+            known = set(task_manager().all_tasks)
         except Exception:
             # lm-eval indexes its task files on disk, which works offline; should building
             # the index fail (a broken install, a task file it cannot parse), the eval stage
