@@ -70,6 +70,7 @@ class Policy:
     model: Any
     tokenizer: Any
     model_id: str | None  # None: in-memory model without an id, never cached
+    source: str | None = None  # the name or path it was loaded from (None: built in memory)
 
     @property
     def device(self):
@@ -205,6 +206,7 @@ def load_policy(
         model.to(device).eval(),
         _ready_tokenizer(tokenizer),
         model_id or fingerprint(name, adapter, revision),
+        str(name_or_path),
     )
 
 
@@ -257,18 +259,64 @@ def eos_ids_of(model, tokenizer) -> set[int]:
     return ids
 
 
+def samples_own_distribution(settings: GenerationSettings) -> bool:
+    """Whether ``settings`` sample from the model's own distribution (temperature 1, no
+    top-p, never any top-k): then the log-probability of a completion under the model is
+    what sampling computed, and the completions serve as Monte-Carlo KL samples."""
+    return settings.temperature == 1.0 and settings.top_p == 1.0
+
+
+def _logprob_recorder():
+    """A logits processor that keeps the log-probability of each sampled token.
+
+    ``generate`` calls it once per new token with the ids so far; the token sampled at the
+    previous call is the last of them, so its log-probability is read from the previous
+    call's log-softmax (the last token's after ``generate`` returns, by :meth:`finish`).
+    Only that one distribution is held, never the logits of every step.
+    """
+    import torch
+    from transformers import LogitsProcessor
+
+    class Recorder(LogitsProcessor):
+        def __init__(self):
+            self.prev, self.steps = None, []
+
+        def __call__(self, input_ids, scores):
+            if self.prev is not None:
+                self.steps.append(self.prev.gather(1, input_ids[:, -1:]).squeeze(1))
+            self.prev = torch.log_softmax(scores.float(), dim=-1)
+            return scores
+
+        def finish(self, new_tokens) -> torch.Tensor:
+            """Per-token log-probs of ``new_tokens`` (rows x steps), then reset."""
+            if self.prev is not None:
+                self.steps.append(self.prev.gather(1, new_tokens[:, -1:]).squeeze(1))
+            out = torch.stack(self.steps, dim=1) if self.steps else new_tokens.new_zeros(new_tokens.shape, dtype=torch.float)
+            self.prev, self.steps = None, []
+            return out
+
+    return Recorder()
+
+
 def sample_token_ids(
     policy: Policy,
     prompt_ids: Sequence[Sequence[int]],
     settings: GenerationSettings,
     *,
     progress: bool | str = True,
+    logprobs_out: list | None = None,
 ) -> list[list[int]]:
     """Completion token ids (cut after the first EOS), prompt-major:
-    ``num_samples`` rows per prompt, in the order of ``prompt_ids``."""
+    ``num_samples`` rows per prompt, in the order of ``prompt_ids``.
+
+    ``logprobs_out``: a list that receives, in the same order, each completion's summed
+    log-probability under the model as sampling computed it (no second forward pass);
+    only when ``settings`` sample the model's own distribution
+    (:func:`samples_own_distribution`), otherwise it is left empty.
+    """
     import torch
     from tqdm.auto import tqdm
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, LogitsProcessorList
 
     model, tok = policy.model, policy.tokenizer
     eos = eos_ids_of(model, tok)
@@ -285,6 +333,9 @@ def sample_token_ids(
     )
     order = sorted(range(len(prompt_ids)), key=lambda i: (-len(prompt_ids[i]), i))
     results: list[list[list[int]] | None] = [None] * len(prompt_ids)
+    record = logprobs_out is not None and samples_own_distribution(settings)
+    recorder = _logprob_recorder() if record else None
+    sums: list[list[float] | None] = [None] * len(prompt_ids)
     torch.manual_seed(settings.seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(settings.seed)
@@ -296,14 +347,21 @@ def sample_token_ids(
             ids, mask = left_pad([prompt_ids[i] for i in chunk], tok.pad_token_id)
             ids, mask = ids.to(policy.device), mask.to(policy.device)
             with torch.no_grad():
-                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-            new = out[:, ids.shape[1] :].tolist()
+                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                                     logits_processor=LogitsProcessorList([recorder]) if record else None)
+            new_t = out[:, ids.shape[1] :]
+            new = new_t.tolist()
+            token_lp = recorder.finish(new_t).tolist() if record else None
             for j, i in enumerate(chunk):
-                rows = new[j * settings.num_samples : (j + 1) * settings.num_samples]
-                results[i] = [cut_at_eos(r, eos) for r in rows]
+                k = slice(j * settings.num_samples, (j + 1) * settings.num_samples)
+                results[i] = [cut_at_eos(r, eos) for r in new[k]]
+                if record:
+                    sums[i] = [float(sum(lp[: len(r)])) for lp, r in zip(token_lp[k], results[i])]
             bar.update(len(chunk))
     finally:
         bar.close()
+    if record:
+        logprobs_out.extend(x for per_prompt in sums for x in per_prompt)  # type: ignore[union-attr]
     return [row for per_prompt in results for row in per_prompt]  # type: ignore[union-attr]
 
 
@@ -359,6 +417,7 @@ class Completions:
     token_ids: list[list[int]] | None  # None: a cache row written before ids were kept
     seed: int
     model_id: str | None
+    logprobs: list[float] | None = None  # each completion's log-prob under the model, when sampling kept it
 
 
 def sample_completions(
@@ -392,18 +451,20 @@ def sample_completions(
     if key:
         hit = cache_lookup(cache_path, key)
         if hit is not None:
-            return Completions(hit["completions"], hit.get("token_ids"), seed, model_id)
+            return Completions(hit["completions"], hit.get("token_ids"), seed, model_id, hit.get("logprobs"))
     policy = load_policy(model_or_path, tokenizer=tokenizer, hooks=hooks, model_id=model_id)
-    ids = sample_token_ids(policy, encode_prompts(policy.tokenizer, prompts), used, progress=progress)
+    logprobs: list[float] = []
+    ids = sample_token_ids(policy, encode_prompts(policy.tokenizer, prompts), used, progress=progress,
+                           logprobs_out=logprobs)
     completions = decode(policy.tokenizer, ids)
     if key:
         cache_store(
             cache_path,
             {"key": key, "kind": "generations", "model": model_id, "prompts_sha256": sha,
              "settings": used.to_dict(), "seed": seed, "configured_seed": settings.seed, "stream": stream,
-             "completions": completions, "token_ids": ids},
+             "completions": completions, "token_ids": ids, **({"logprobs": logprobs} if logprobs else {})},
         )
-    return Completions(completions, ids, seed, model_id)
+    return Completions(completions, ids, seed, model_id, logprobs or None)
 
 
 def generate(

@@ -55,7 +55,7 @@ def _name(x: Any) -> str | None:
         return None
     if isinstance(x, (str, Path)):
         return str(x)
-    return getattr(x, "model_id", None) or type(x).__name__
+    return getattr(x, "source", None) or getattr(x, "model_id", None) or type(x).__name__
 
 
 def evaluate_checkpoint(
@@ -199,11 +199,13 @@ def evaluate_checkpoint(
         reusable = (gen.temperature == 1.0 and gen.top_p == 1.0 and kl_tokens == gen.max_new_tokens
                     and drawn.token_ids is not None)
         reuse = [drawn.token_ids[i * n:(i + 1) * n] for i in range(len(pset))] if reusable else None
+        reuse_lp = ([drawn.logprobs[i * n:(i + 1) * n] for i in range(len(pset))]
+                    if reusable and drawn.logprobs and len(drawn.logprobs) == len(drawn.token_ids) else None)
         results["kl"] = estimate_kl(
             policy, ref_policy, pset.prompts, num_samples=cfg.kl.num_samples,
             max_new_tokens=kl_tokens, batch_size=gen.batch_size,
             seed=seeds["kl"], cache_path=cache, progress="sampling for KL" if progress else False,
-            policy_samples=reuse,
+            policy_samples=reuse, policy_logprobs=reuse_lp,
         )
         results["kl"]["reference"] = _name(kl_ref)
         del ref_policy

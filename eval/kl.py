@@ -80,6 +80,7 @@ def estimate_kl(
     cache_path=None,
     progress: bool | str = True,
     policy_samples: Sequence[Sequence[Sequence[int]]] | None = None,
+    policy_logprobs: Sequence[Sequence[float]] | None = None,
 ) -> dict:
     """Monte-Carlo KL(pi || pi_ref) per prompt, averaged over prompts, with its standard error.
 
@@ -96,6 +97,11 @@ def estimate_kl(
     differ from the seed those samples were drawn with, or the two sets are not independent.
     Samples from any other distribution would bias the estimate; the checks here only catch
     a different length cap or EOS handling.
+
+    ``policy_logprobs``: the summed log-probability of each of ``policy_samples`` under the
+    policy, as sampling computed it (same layout). The policy's log-probs of the samples
+    drawn here are kept from sampling too, so the policy needs no forward pass of its own
+    unless some are missing; only the reference scores every sample.
     """
     if len(policy.tokenizer) != len(reference.tokenizer) or policy.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
         raise DataError("KL needs the policy and the reference to share a tokenizer; their vocabularies differ")
@@ -113,13 +119,19 @@ def estimate_kl(
         key = cache_key("kl_samples", policy.model_id, prompts_hash(prompts), settings) if policy.model_id else None
         hit = cache_lookup(cache_path, key) if key else None
         if hit is not None:
-            drawn = hit["token_ids"]
+            drawn, drawn_lp = hit["token_ids"], hit.get("logprobs") or None
         else:
             desc = progress if isinstance(progress, str) else "sampling for KL"
-            drawn = sample_token_ids(policy, prompt_ids, settings, progress=desc if progress else False)
+            drawn_lp = []
+            drawn = sample_token_ids(policy, prompt_ids, settings, progress=desc if progress else False,
+                                     logprobs_out=drawn_lp)
+            drawn_lp = drawn_lp or None
             if key:
                 cache_store(cache_path, {"key": key, "kind": "kl_samples", "model": policy.model_id,
-                                         "settings": settings.to_dict(), "token_ids": drawn})
+                                         "settings": settings.to_dict(), "token_ids": drawn,
+                                         **({"logprobs": drawn_lp} if drawn_lp else {})})
+    else:
+        drawn_lp = []
     completions = [
         list(row)
         for i in range(len(prompts))
@@ -127,7 +139,13 @@ def estimate_kl(
     ]
     expanded = [prompt_ids[i // num_samples] for i in range(len(completions))]
     pad = policy.tokenizer.pad_token_id or 0
-    lp = sequence_logprobs(policy.model, expanded, completions, pad_id=pad, batch_size=batch_size)
+    given_lp = [list(row)[:num_samples] for row in policy_logprobs] if (given and policy_logprobs) else None
+    from_sampling = (given is None or given_lp is not None) and (extra == 0 or drawn_lp is not None)
+    if from_sampling:  # every policy log-prob is known from sampling: no policy forward
+        lp = np.array([x for i in range(len(prompts))
+                       for x in (given_lp[i] if given_lp else []) + (drawn_lp[i * extra:(i + 1) * extra] if extra else [])])
+    else:
+        lp = sequence_logprobs(policy.model, expanded, completions, pad_id=pad, batch_size=batch_size)
     lq = sequence_logprobs(reference.model, expanded, completions, pad_id=pad, batch_size=batch_size)
     per_sample = lp - lq
     per_prompt = per_sample.reshape(len(prompts), num_samples).mean(axis=1)
@@ -151,6 +169,7 @@ def estimate_kl(
         "max_new_tokens": max_new_tokens,
         "seed": seed,
         "reused_samples": reused,
+        "policy_logprobs_from_sampling": bool(from_sampling),
     }
 
 

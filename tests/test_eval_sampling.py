@@ -128,8 +128,37 @@ def test_kl_tops_up_the_judged_samples_from_its_own_stream(two_policies, tmp_pat
     pad = policy.tokenizer.pad_token_id
     ratio = (sequence_logprobs(policy.model, expanded, samples, pad_id=pad, batch_size=4)
              - sequence_logprobs(reference.model, expanded, samples, pad_id=pad, batch_size=4))
-    assert kl["kl"] == pytest.approx(ratio.reshape(len(prompts), 3).mean(axis=1).mean(), abs=1e-9)
+    # the policy's log-probs were kept from sampling (float32 sums, hence the tolerance)
+    assert kl["policy_logprobs_from_sampling"]
+    assert kl["kl"] == pytest.approx(ratio.reshape(len(prompts), 3).mean(axis=1).mean(), abs=1e-5)
     assert kl["kl"] > 0
+
+
+def test_sampling_keeps_each_completions_log_prob_so_the_kl_needs_no_policy_forward(two_policies, monkeypatch):
+    import trl_plus.eval.kl as kl_module
+
+    policy, reference = two_policies
+    prompts = unique_prompts(12)
+    prompt_ids = encode_prompts(policy.tokenizer, prompts)
+    settings = GenerationSettings(max_new_tokens=6, num_samples=2, batch_size=5)
+    kept: list[float] = []
+    samples = sample_token_ids(policy, prompt_ids, settings, progress=False, logprobs_out=kept)
+    expanded = [prompt_ids[i // 2] for i in range(len(samples))]
+    forward = sequence_logprobs(policy.model, expanded, samples, pad_id=policy.tokenizer.pad_token_id)
+    assert len(kept) == len(samples) and np.abs(np.array(kept) - forward).max() < 1e-4
+    assert np.all(np.array(kept) < 0)
+    # not the model's own distribution: nothing is kept (it would not be the KL's log-prob)
+    other: list[float] = []
+    sample_token_ids(policy, prompt_ids, settings.replace(temperature=0.7), progress=False, logprobs_out=other)
+    assert other == []
+
+    scored = []
+    real = kl_module.sequence_logprobs
+    monkeypatch.setattr(kl_module, "sequence_logprobs", lambda model, *a, **k: scored.append(model) or real(model, *a, **k))
+    out = evaluate_checkpoint(policy, prompts, reference=reference, progress=False,
+                              config={"generation": {"max_new_tokens": 6}, "kl": {"num_samples": 3}})
+    assert out["kl"]["policy_logprobs_from_sampling"] and out["kl"]["reused_samples"] == 1
+    assert scored == [reference.model]  # only the reference scores the samples
 
 
 def test_kl_samples_its_own_when_generation_is_not_its_distribution(two_policies):

@@ -146,7 +146,15 @@ def test_reduced_quickstart_end_to_end_and_resume(tmp_path, monkeypatch, capsys,
 
     # 2. The re-run skips what is done and finishes the rest.
     monkeypatch.setattr(dpo_module, "train_from_recipe", real)
+    from trl_plus.manager import Hooks
+
+    loads: list[str] = []
+    load_model = Hooks.load_model
+    monkeypatch.setattr(Hooks, "load_model", lambda self, name, *a, **k: loads.append(str(name)) or load_model(self, name, *a, **k))
     assert main(args) == 0
+    # the eval stage loads each checkpoint once, for its test, validation and proxy passes
+    checkpoint_loads = [n for n in loads if "/checkpoint-" in n]
+    assert checkpoint_loads and len(checkpoint_loads) == len(set(checkpoint_loads))
     console = capsys.readouterr().out
     assert _mtimes(out, finished) == before
     for stage in finished:

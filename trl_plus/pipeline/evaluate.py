@@ -137,7 +137,7 @@ def training_prompts(ctx) -> set[str]:
 
 
 def run_eval(ctx) -> Path:
-    from ..eval import GenerationSettings, evaluate_checkpoint, generate
+    from ..eval import GenerationSettings, evaluate_checkpoint, generate, load_policy
     from ..eval.harness import per_prompt_means
 
     section = eval_section(ctx.recipe, ctx.config, str(ctx.run.path("eval", "generations.jsonl")))
@@ -152,6 +152,7 @@ def run_eval(ctx) -> Path:
         return ctx.run.path("eval")
     proxy = components.reward_mix([proxy_spec]) if proxy_spec else None
     overlap = sorted(training_prompts(ctx) & (set(val.prompts) | set(test.prompts)))
+    reference = None  # the SFT model, loaded once for the stage: every point's reference
     with ctx.bar("eval", len(points) + (1 if proxy else 0)) as bar, open(os.devnull, "w") as devnull:
         muted = lambda: contextlib.redirect_stderr(devnull)  # lm-eval's own bars
         for point in points:
@@ -166,15 +167,18 @@ def run_eval(ctx) -> Path:
                 if is_ref:  # the reference against itself: no judges, KL 0 by definition
                     cfg.update(judges=[], kl={**cfg["kl"], "enabled": False})
                 with ctx.run.step(rel, fp) as (folder, info), muted():
-                    result = evaluate_checkpoint(point["path"], test, reference=str(ctx.run.path("sft")), config=cfg,
+                    # Each checkpoint is loaded once, for its test, validation and proxy passes.
+                    reference = reference or load_policy(str(ctx.run.path("sft")), hooks=ctx.hooks)
+                    policy = reference if is_ref else load_policy(point["path"], hooks=ctx.hooks)
+                    result = evaluate_checkpoint(policy, test, reference=reference, config=cfg,
                                                  out_dir=str(folder), hooks=ctx.hooks, progress=False,
                                                  recipe_hash=ctx.recipe.hash)
-                    evaluate_checkpoint(point["path"], val, config={**cfg, "judges": [], "tasks": [],
-                                                                     "kl": {**cfg["kl"], "enabled": False}},
+                    evaluate_checkpoint(policy, val, config={**cfg, "judges": [], "tasks": [],
+                                                             "kl": {**cfg["kl"], "enabled": False}},
                                         out_dir=str(folder / VAL_DIR), hooks=ctx.hooks, progress=False,
                                         recipe_hash=ctx.recipe.hash)
                     if proxy is not None:
-                        completions = generate(point["path"], test.prompts, settings, section["cache"], hooks=ctx.hooks,
+                        completions = generate(policy, test.prompts, settings, section["cache"], hooks=ctx.hooks,
                                                progress=False)
                         n = settings.num_samples
                         scores = proxy([p for p in test.prompts for _ in range(n)], completions)
