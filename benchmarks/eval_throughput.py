@@ -118,33 +118,80 @@ def bench_lc_bootstrap(n_prompts: int, n_resamples: int, repeats: int = MIN_REPE
             "max_abs_difference": float(np.abs(t["ours"] - t["theirs"]).max())}
 
 
-def bench_evaluate(n_prompts: int, repeats: int = 1) -> dict:
+QUICKSTART_SHAPE = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "max_len": 128}  # recipes/quickstart.yaml
+
+
+def bench_evaluate(n_prompts: int, n_checkpoints: int = 4) -> dict:
+    """Seconds per evaluated checkpoint in a sweep: the quickstart's model shape and eval
+    settings (24 new tokens at temperature 1, batch 128, KL with 2 samples per prompt),
+    gold reward and a judge on 256 prompts, lm-eval aside. The reference's completions are
+    shared by every checkpoint of a sweep (cached after the first, as in the pipeline), so
+    one warm-up checkpoint fills them and the next ``n_checkpoints`` are timed, each a
+    different model loaded from disk, as the eval stage loads it."""
     import json
+    import statistics
     import tempfile
     from pathlib import Path
 
-    from trl_plus.eval import evaluate_checkpoint
-    from trl_plus.tiny import save_tiny
+    from trl_plus.eval import evaluate_checkpoint, load_policy
+    from trl_plus.tiny import build_model, build_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        candidate = save_tiny(root / "candidate", "causal-lm", seed=0)
-        reference = save_tiny(root / "reference", "causal-lm", seed=5)
+        texts = prompt_texts(n_prompts)
+        tokenizer = build_tokenizer(texts)
+        paths = []
+        for seed in range(n_checkpoints + 2):
+            model = build_model("causal-lm", tokenizer, seed=seed, **QUICKSTART_SHAPE)
+            paths.append(root / f"model-{seed}")
+            model.save_pretrained(paths[-1])
+            tokenizer.save_pretrained(paths[-1])
         (root / "scores.py").write_text(
             "def words(prompts, completions, **columns):\n    return [float(len(c.split())) for c in completions]\n"
         )
         prompts = root / "prompts.jsonl"
-        prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompt_texts(n_prompts)))
+        prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in texts))
         scorer = {"name": "python", "function": f"{root / 'scores.py'}:words"}
-        config = {"judges": [scorer], "gold": scorer, "tasks": [], "kl": {"enabled": True}}
-        best, out = float("inf"), None
-        for r in range(repeats):
+        config = {"judges": [{"name": "reward_source", "source": scorer}], "gold": scorer, "tasks": [],
+                  "generation": {"max_new_tokens": 24, "temperature": 1.0, "batch_size": 128, "seed": 0},
+                  "kl": {"enabled": True, "num_samples": 2}, "cache": str(root / "generations.jsonl")}
+        reference = load_policy(str(paths[0]))  # loaded once per stage, as the eval stage does
+        times, floors, out = [], [], None
+        for i, path in enumerate(paths[1:]):
             t = time.perf_counter()
-            out = evaluate_checkpoint(str(candidate), str(prompts), reference=str(reference), config=config,
-                                      out_dir=root / f"eval-{r}", progress=False)  # a fresh cache every time
-            best = min(best, time.perf_counter() - t)
-    return {"prompts": n_prompts, "seconds": best, "kl_samples": out["kl"]["num_samples"],
-            "kl_reused": out["kl"].get("reused_samples", 0)}
+            out = evaluate_checkpoint(str(path), str(prompts), reference=reference, config=config,
+                                      out_dir=root / f"eval-{i}", progress=False)
+            if i:  # the first one also samples the reference's completions
+                times.append(time.perf_counter() - t)
+                floors.append(_forwards_floor(path, reference.model, texts, out["kl"]["num_samples"]))
+    ratios = [a / b for a, b in zip(times, floors)]
+    return {"prompts": n_prompts, "checkpoints": len(times), "seconds": statistics.median(times),
+            "range": (min(times), max(times)), "floor": statistics.median(floors),
+            "ratio": statistics.median(ratios), "ratio_range": (min(ratios), max(ratios)),
+            "kl_samples": out["kl"]["num_samples"], "kl_reused": out["kl"].get("reused_samples", 0)}
+
+
+def _forwards_floor(path, reference_model, texts: list[str], kl_samples: int) -> float:
+    """The forwards an evaluated checkpoint cannot do without, in bare transformers: load it,
+    sample ``kl_samples`` completions per prompt (the judged one among them), and score
+    them under the reference; seconds."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    rows = []
+    with torch.no_grad():
+        for start in range(0, len(texts), 128):
+            batch = tok(texts[start:start + 128], return_tensors="pt", padding=True)
+            for _ in range(kl_samples):
+                rows.append(model.generate(**batch, do_sample=True, top_k=0, max_new_tokens=24,
+                                           pad_token_id=tok.pad_token_id))
+        for out in rows:
+            reference_model(input_ids=out, attention_mask=(out != tok.pad_token_id).long())
+    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -193,10 +240,13 @@ def main() -> None:
         summary.append(f"lc bootstrap {lc['ratio']:.1f}x")
     if "evaluate" in only:
         e = bench_evaluate(args.eval_prompts)
-        print(f"seconds per evaluated checkpoint ({e['prompts']} prompts, reward_source judge, python gold, KL on, "
-              f"lm-eval off): {e['seconds']:.1f} s; KL {e['kl_samples']} samples per prompt, "
-              f"{e['kl_reused']} of them the judged completions")
-        summary.append(f"{e['seconds']:.2f} s per checkpoint")
+        print(f"seconds per evaluated checkpoint (the quickstart's 128 x 4 model and eval settings, {e['prompts']} "
+              f"prompts, reward_source judge, python gold, KL on, lm-eval off): median {e['seconds']:.2f} s over "
+              f"{e['checkpoints']} checkpoints (range {e['range'][0]:.2f}-{e['range'][1]:.2f} s; target <= 1 s); "
+              f"KL {e['kl_samples']} samples per prompt, {e['kl_reused']} of them the judged completions; "
+              f"the bare forwards (load, sample, reference scoring) {e['floor']:.2f} s -> harness / forwards "
+              f"{e['ratio']:.2f}x (range {e['ratio_range'][0]:.2f}-{e['ratio_range'][1]:.2f}x)")
+        summary.append(f"{e['seconds']:.2f} s per checkpoint ({e['ratio']:.2f}x its bare forwards)")
     print("ratios (median over interleaved repeats): " + ", ".join(summary))
 
 
