@@ -28,6 +28,7 @@ __all__ = [
     "get_plugin_manager",
     "Hooks",
     "DPOTrainer",
+    "DPOConfig",
     "PPOTrainer",
     "PPOConfig",
     "TrlPlusError",
@@ -43,6 +44,7 @@ _LAZY = {
     "get_plugin_manager": ("trl_plus.manager", "get_plugin_manager"),
     "Hooks": ("trl_plus.manager", "Hooks"),
     "DPOTrainer": ("trl_plus.trainers.dpo", "DPOTrainer"),
+    "DPOConfig": ("trl_plus.trainers.dpo", "DPOConfig"),
     "PPOTrainer": ("trl_plus.trainers.ppo", "PPOTrainer"),
     "PPOConfig": ("trl_plus.trainers.ppo_config", "PPOConfig"),
 }

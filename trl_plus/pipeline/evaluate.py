@@ -192,7 +192,7 @@ def run_eval(ctx) -> Path:
                     info.update(point=point, tokens=int(n_gen * (kl.get("mean_completion_tokens") or settings.max_new_tokens)))
             bar.update(1)
         if proxy is not None:
-            _best_of_n(ctx, test, settings, section, proxy, upstream, components)
+            _best_of_n(ctx, test, settings, section, proxy, upstream, components, reference)
             bar.update(1)
     with ctx.run.step("eval/summary", done_all) as (folder, info):
         write_json(folder / "points.json", collect_points(ctx.run.root))
@@ -204,8 +204,9 @@ def run_eval(ctx) -> Path:
     return ctx.run.path("eval")
 
 
-def _best_of_n(ctx, test, settings, section, proxy, upstream, components) -> None:
-    """Best-of-n from the SFT model on the test prompts, selected by the reward model."""
+def _best_of_n(ctx, test, settings, section, proxy, upstream, components, sft=None) -> None:
+    """Best-of-n from the SFT model (``sft``: loaded already, or None) on the test prompts,
+    selected by the reward model."""
     from ..eval import generate
     from .diagnostics import best_of_n
 
@@ -216,8 +217,8 @@ def _best_of_n(ctx, test, settings, section, proxy, upstream, components) -> Non
     if ctx.run.is_done(rel, fp):
         return
     with ctx.run.step(rel, fp) as (folder, info):
-        completions = generate(str(ctx.run.path("sft")), test.prompts, bon_settings, section["cache"], hooks=ctx.hooks,
-                               progress=False)
+        completions = generate(sft or str(ctx.run.path("sft")), test.prompts, bon_settings, section["cache"],
+                               hooks=ctx.hooks, progress=False)
         prompts = [p for p in test.prompts for _ in range(n_max)]
         gold = list(components.reward_source(section["gold"], "eval.gold")(prompts, completions))
         scores = list(proxy(prompts, completions))

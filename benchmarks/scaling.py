@@ -1,0 +1,192 @@
+"""How step time and memory grow with sequence length and batch size, for
+``trl_plus.DPOTrainer`` and ``trl_plus.PPOTrainer`` on the tiny model.
+
+Each configuration trains in its own subprocess (so memory peaks never mix) for a few
+optimizer steps; the step time is the median over the steps after the first (the first
+carries one-off set-up), the memory is the peak resident set of the process less its
+resident set after imports (what training itself added). One dimension varies at a time
+around a middle configuration:
+
+- DPO: ``max_length`` (rows are built to fill it) and ``per_device_train_batch_size``;
+- PPO: ``max_completion_length`` (the tiny model rarely stops early, so completions run to
+  it) and ``per_device_train_batch_size`` (rows per rollout, 2 completions per prompt).
+
+    python benchmarks/scaling.py [--steps 6] [--hidden-size 64 --layers 2] [--threads 1]
+
+Prints one table per trainer, each row's time and memory also as a multiple of the
+smallest configuration's; the last line sums up how they grow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULT = "RESULT "
+MIB = 2**20
+DPO_LENGTHS, DPO_BATCHES = (64, 128, 256), (8, 16, 32)
+PPO_LENGTHS, PPO_BATCHES = (16, 32, 64), (8, 16, 32)
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _letter_share(prompts, completions, **columns):
+    from trl_plus.recipes.toy_rewards import char_share
+
+    return char_share(prompts, completions, chars="e")
+
+
+def _words(n: int, offset: int) -> str:
+    vocab = ("great", "bad", "film", "plot", "fine", "dull", "moving", "the", "a", "and")
+    return " ".join(vocab[(offset + 3 * i) % len(vocab)] for i in range(n))
+
+
+def preference_rows(max_length: int, n: int = 96) -> list[dict]:
+    """Rows whose prompt + completion fill about ``max_length`` tokens (a word is a token or two)."""
+    words = max(2, max_length // 3)
+    return [{"prompt": "review " + _words(words // 3, i), "chosen": " " + _words(words, i + 1),
+             "rejected": " " + _words(words, i + 2)} for i in range(n)]
+
+
+def child(kind: str, model_path: str, steps: int, batch: int, length: int, threads: int) -> dict:
+    """Train ``kind`` for ``steps`` steps in this process; its step times and memory."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+    import transformers
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    import trl_plus
+
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(threads)
+    rss_imported = _status_kib("VmRSS") * 1024
+    workdir = tempfile.mkdtemp(prefix=f"scaling-{kind}-")
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    stamps: list[float] = []
+
+    class Stamp(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps.append(time.perf_counter())
+
+    common = dict(output_dir=workdir, per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-3,
+                  logging_steps=steps, save_strategy="no", bf16=False, report_to="none", disable_tqdm=True, seed=0)
+    if kind == "dpo":
+        args = trl_plus.DPOConfig(max_length=length, **common)
+        trainer = trl_plus.DPOTrainer(model, args=args, train_dataset=Dataset.from_list(preference_rows(length)),
+                                      processing_class=tokenizer)
+        tokens_per_step = batch * 2 * length  # chosen and rejected, padded to the longest
+    else:
+        args = trl_plus.PPOConfig(num_generations=2, max_completion_length=length, beta=0.05, **common)
+        prompts = Dataset.from_list([{"prompt": "review " + _words(4, i)} for i in range(96)])
+        trainer = trl_plus.PPOTrainer(model, args=args, train_dataset=prompts, processing_class=tokenizer,
+                                      rewards=[_letter_share])
+        tokens_per_step = batch * length  # completion tokens per rollout row
+    trainer.add_callback(Stamp())
+    start = time.perf_counter()
+    trainer.train()
+    steps_s = [b - a for a, b in zip([start] + stamps[:-1], stamps)][1:]
+    return {"kind": kind, "batch": batch, "length": length, "step_s": statistics.median(steps_s),
+            "tokens_per_step": tokens_per_step, "rss_imported": rss_imported,
+            "peak_rss": _status_kib("VmHWM") * 1024}
+
+
+def run_child(argv: list[str]) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"child {' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
+    return json.loads(lines[-1][len(RESULT):]) if lines else {}
+
+
+def build_model(path: str, hidden_size: int, layers: int) -> None:
+    from trl_plus.tiny import build_model as build, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    model = build("causal-lm", tokenizer, hidden_size=hidden_size, num_layers=layers,
+                  num_heads=max(4, hidden_size // 64), max_len=512)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def table(kind: str, label: str, rows: list[dict]) -> tuple[float, float, float]:
+    """Print one trainer's rows; returns the (tokens, time, memory) growth from the
+    smallest configuration to the largest."""
+    base = rows[0]
+    base_mem = base["peak_rss"] - base["rss_imported"]
+    print(f"\n{kind.upper()}  | batch | {label} | step s | x | tokens/s (batch x length) | training memory MiB | x |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        mem = r["peak_rss"] - r["rss_imported"]
+        print(f"| {kind} | {r['batch']} | {r['length']} | {r['step_s']:.3f} | {r['step_s'] / base['step_s']:.2f} | "
+              f"{r['tokens_per_step'] / r['step_s']:,.0f} | {mem / MIB:.1f} | {mem / base_mem:.2f} |")
+    top = max(rows, key=lambda r: r["tokens_per_step"])
+    return (top["tokens_per_step"] / base["tokens_per_step"], top["step_s"] / base["step_s"],
+            (top["peak_rss"] - top["rss_imported"]) / base_mem)
+
+
+def configurations(lengths, batches) -> list[tuple[int, int]]:
+    """(batch, length): lengths at the middle batch, then batches at the middle length."""
+    mid_b, mid_l = batches[1], lengths[1]
+    out = [(mid_b, n) for n in lengths] + [(b, mid_l) for b in batches if b != mid_b]
+    return sorted(out, key=lambda c: c[0] * c[1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=6, help="optimizer steps per configuration")
+    parser.add_argument("--hidden-size", type=int, default=64, help="64 with 2 layers: the shipped tiny model")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", default="dpo,ppo")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--length", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--build", help=argparse.SUPPRESS)
+    opts = parser.parse_args(argv)
+    if opts.build:
+        build_model(opts.build, opts.hidden_size, opts.layers)
+        return 0
+    if opts.child:
+        print(RESULT + json.dumps(child(opts.child, opts.model, opts.steps, opts.batch, opts.length, opts.threads)))
+        return 0
+    summary = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = os.path.join(tmp, "model")
+        run_child(["--build", model_path, "--hidden-size", str(opts.hidden_size), "--layers", str(opts.layers)])
+        print(f"Llama hidden {opts.hidden_size}, {opts.layers} layers, {opts.steps} steps per configuration "
+              f"(median step after the first), {opts.threads} torch thread(s), one subprocess each")
+        plans = {"dpo": ("max_length", DPO_LENGTHS, DPO_BATCHES),
+                 "ppo": ("max_completion_length", PPO_LENGTHS, PPO_BATCHES)}
+        for kind in opts.only.split(","):
+            label, lengths, batches = plans[kind]
+            rows = [run_child(["--child", kind, "--model", model_path, "--steps", str(opts.steps), "--batch", str(b),
+                               "--length", str(n), "--threads", str(opts.threads)])
+                    for b, n in configurations(lengths, batches)]
+            n, t, m = table(kind, label, rows)
+            summary.append(f"{kind}: {n:.0f}x the tokens per step costs {t:.2f}x the step time and {m:.2f}x the "
+                           "training memory")
+    print("\nsummary: " + "; ".join(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
