@@ -33,21 +33,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RESULT = "RESULT "
-MIB = 2**20
+sys.path.insert(0, str(HERE))
+
+from _children import MIB, RESULT, letter_share, run_child, status_kib  # noqa: E402
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
 
 
-def _letter_share(prompts, completions, **columns):
-    from trl_plus.recipes.toy_rewards import char_share
-
-    return char_share(prompts, completions, chars="e")
 
 
 def _tensor_bytes(tensors) -> int:
@@ -81,7 +73,7 @@ def child(kind: str, model_path: str, steps: int, batch_size: int) -> dict:
 
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(1)
-    rss_imported = _status_kib("VmRSS") * 1024
+    rss_imported = status_kib("VmRSS") * 1024
     workdir = tempfile.mkdtemp(prefix=f"mem-{kind}-")
     model = AutoModelForCausalLM.from_pretrained(model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -120,11 +112,11 @@ def child(kind: str, model_path: str, steps: int, batch_size: int) -> dict:
         if kind == "ppo":
             trainer = trl_plus.PPOTrainer(
                 model, args=trl_plus.PPOConfig(**common), train_dataset=dataset, processing_class=tokenizer,
-                rewards=[_letter_share],
+                rewards=[letter_share],
             )
         else:
             trainer = trl.RLOOTrainer(
-                model, reward_funcs=_letter_share, args=trl.RLOOConfig(**common), train_dataset=dataset,
+                model, reward_funcs=letter_share, args=trl.RLOOConfig(**common), train_dataset=dataset,
                 processing_class=tokenizer,
             )
     start = time.perf_counter()
@@ -141,7 +133,7 @@ def child(kind: str, model_path: str, steps: int, batch_size: int) -> dict:
         info["critic_grad_bytes"] = _tensor_bytes(params)
         info["critic_optimizer_bytes"] = _tensor_bytes(state)
     info["rss_imported"] = rss_imported
-    info["peak_rss"] = _status_kib("VmHWM") * 1024
+    info["peak_rss"] = status_kib("VmHWM") * 1024
     info["ru_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return info
 
@@ -156,13 +148,6 @@ def build_model(path: str, hidden_size: int, layers: int) -> None:
     tokenizer.save_pretrained(path)
 
 
-def run_child(argv: list[str]) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"child {' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
-    return json.loads(lines[-1][len(RESULT):]) if lines else {}
 
 
 def mib(value: float) -> str:
@@ -210,12 +195,12 @@ def main(argv=None) -> int:
                                         env={**os.environ, "HF_HUB_OFFLINE": "1"}).stdout.strip().splitlines()[-1]
         else:
             model_path = os.path.join(tmp, "model")
-            run_child(["--build", model_path, "--hidden-size", str(opts.hidden_size), "--layers", str(opts.layers)])
+            run_child(__file__, ["--build", model_path, "--hidden-size", str(opts.hidden_size), "--layers", str(opts.layers)])
         runs: dict[str, list[dict]] = {k: [] for k in ("trl_dpo", "trl_plus_dpo", "rloo", "ppo")}
         for rep in range(opts.reps):
             for pair in (("trl_dpo", "trl_plus_dpo"), ("rloo", "ppo")):
                 for kind in pair if rep % 2 == 0 else pair[::-1]:
-                    runs[kind].append(run_child(["--child", kind, "--model", model_path, "--steps", str(opts.steps),
+                    runs[kind].append(run_child(__file__, ["--child", kind, "--model", model_path, "--steps", str(opts.steps),
                                                  "--batch-size", str(opts.batch_size)]))
     params = runs["ppo"][0]["policy_params"]
     print(f"Llama hidden {opts.hidden_size}, {opts.layers} layers ({params:,} policy parameters), batch {opts.batch_size}, "

@@ -23,30 +23,21 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RESULT = "RESULT "
-MIB = 2**20
+sys.path.insert(0, str(HERE))
+
+from _children import MIB, RESULT, letter_share, run_child, status_kib  # noqa: E402
 DPO_LENGTHS, DPO_BATCHES = (64, 128, 256), (8, 16, 32)
 PPO_LENGTHS, PPO_BATCHES = (16, 32, 64), (8, 16, 32)
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
 
 
-def _letter_share(prompts, completions, **columns):
-    from trl_plus.recipes.toy_rewards import char_share
-
-    return char_share(prompts, completions, chars="e")
 
 
 def _words(n: int, offset: int) -> str:
@@ -75,7 +66,7 @@ def child(kind: str, model_path: str, steps: int, batch: int, length: int, threa
 
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(threads)
-    rss_imported = _status_kib("VmRSS") * 1024
+    rss_imported = status_kib("VmRSS") * 1024
     workdir = tempfile.mkdtemp(prefix=f"scaling-{kind}-")
     model = AutoModelForCausalLM.from_pretrained(model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -96,7 +87,7 @@ def child(kind: str, model_path: str, steps: int, batch: int, length: int, threa
         args = trl_plus.PPOConfig(num_generations=2, max_completion_length=length, beta=0.05, **common)
         prompts = Dataset.from_list([{"prompt": "review " + _words(4, i)} for i in range(96)])
         trainer = trl_plus.PPOTrainer(model, args=args, train_dataset=prompts, processing_class=tokenizer,
-                                      rewards=[_letter_share])
+                                      rewards=[letter_share])
         tokens_per_step = batch * length  # completion tokens per rollout row
     trainer.add_callback(Stamp())
     start = time.perf_counter()
@@ -104,16 +95,9 @@ def child(kind: str, model_path: str, steps: int, batch: int, length: int, threa
     steps_s = [b - a for a, b in zip([start] + stamps[:-1], stamps)][1:]
     return {"kind": kind, "batch": batch, "length": length, "step_s": statistics.median(steps_s),
             "tokens_per_step": tokens_per_step, "rss_imported": rss_imported,
-            "peak_rss": _status_kib("VmHWM") * 1024}
+            "peak_rss": status_kib("VmHWM") * 1024}
 
 
-def run_child(argv: list[str]) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"child {' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
-    return json.loads(lines[-1][len(RESULT):]) if lines else {}
 
 
 def build_model(path: str, hidden_size: int, layers: int) -> None:
@@ -171,14 +155,14 @@ def main(argv=None) -> int:
     summary = []
     with tempfile.TemporaryDirectory() as tmp:
         model_path = os.path.join(tmp, "model")
-        run_child(["--build", model_path, "--hidden-size", str(opts.hidden_size), "--layers", str(opts.layers)])
+        run_child(__file__, ["--build", model_path, "--hidden-size", str(opts.hidden_size), "--layers", str(opts.layers)])
         print(f"Llama hidden {opts.hidden_size}, {opts.layers} layers, {opts.steps} steps per configuration "
               f"(median step after the first), {opts.threads} torch thread(s), one subprocess each")
         plans = {"dpo": ("max_length", DPO_LENGTHS, DPO_BATCHES),
                  "ppo": ("max_completion_length", PPO_LENGTHS, PPO_BATCHES)}
         for kind in opts.only.split(","):
             label, lengths, batches = plans[kind]
-            rows = [run_child(["--child", kind, "--model", model_path, "--steps", str(opts.steps), "--batch", str(b),
+            rows = [run_child(__file__, ["--child", kind, "--model", model_path, "--steps", str(opts.steps), "--batch", str(b),
                                "--length", str(n), "--threads", str(opts.threads)])
                     for b, n in configurations(lengths, batches)]
             n, t, m = table(kind, label, rows)
