@@ -549,17 +549,23 @@ def _looks_like_file(path: str) -> bool:
     return Path(path).suffix in {".jsonl", ".json", ".csv", ".parquet", ".txt"} or path.startswith(("/", "./", "../"))
 
 
-def _check_data(spec: RecipeModel, written: dict, base: Path, problems: Problems) -> None:
+def _check_data(spec: RecipeModel, written: dict, base: Path, from_cli, problems: Problems) -> None:
+    """Data files exist; a missing one is named as written and as resolved, and where
+    a relative path was looked up (:param from_cli: ``from_cli(location)``: given by ``--set``)."""
     for split in ("train", "eval"):
         entry = getattr(spec.data, split)
         if entry is None or not _looks_like_file(entry.path) or Path(entry.path).exists():
             continue
-        given = _at(written, ("data", split, "path"))
-        if given is _MISSING:
-            given = _at(written, ("data", split))
+        loc = ("data", split, "path")
+        given = _at(written, loc)
+        if given is _MISSING:  # written as a bare string, ``train: file.jsonl``
+            given = _at(written, loc[:2])
         how = ""
         if isinstance(given, str) and not Path(given).expanduser().is_absolute():
-            how = f" (the recipe says {given!r}; a relative path in a recipe resolves against the recipe's folder, {base})"
+            how = (f" (--set gave {given!r}; a relative path on the command line resolves against the working "
+                   f"directory, {Path.cwd()})" if from_cli(loc) else
+                   f" (the recipe says {given!r}; a relative path in a recipe resolves against the recipe's "
+                   f"folder, {base})")
         problems.add(f"data.{split}.path", f"file not found: {entry.path}{how}")
 
 
@@ -638,8 +644,9 @@ def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: l
         raise RecipeError(f"a recipe is a mapping of keys, got {type(raw).__name__}")
     raw = copy.deepcopy(raw)
     base = source.parent if source else Path.cwd()
-    written = copy.deepcopy(raw)
+    written = copy.deepcopy(raw)  # as written, for messages that say where a path was looked up
     _resolve_paths(raw, base)
+    before = raw
     if overrides:
         # A value typed on the command line is a command-line path: it resolves against the
         # working directory, whichever folder the recipe lives in (a shipped recipe's is
@@ -649,11 +656,12 @@ def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: l
             apply_override(raw, text)
             apply_override(written, text)
         _resolve_paths(raw, Path.cwd(), only=lambda loc: _at(raw, loc) != _at(before, loc))
+    from_cli = lambda loc: _at(raw, loc) != _at(before, loc)  # noqa: E731
     problems = Problems()
     spec = _validate_sections(raw, problems)
     hooks = Hooks.of(hooks)
     kinds = [kind for key, kind in RECIPE_KINDS.items() if raw.get(key)]
-    if not spec.stages:
+    if not raw.get("stages"):
         for key in ("trainer", "model", "data"):
             if getattr(spec, key) is None and not problems.under(key):
                 problems.add(key, "missing required key")
@@ -665,7 +673,7 @@ def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: l
                 with problems.check(f"model.{key}"):
                     check_model_name(getattr(spec.model, key), f"model.{key}")
     if spec.data is not None:
-        _check_data(spec, written, base, problems)
+        _check_data(spec, written, base, from_cli, problems)
     if spec.trainer is not None:
         _check_trainer_section(spec, problems)
     _check_components(spec, hooks, problems)
