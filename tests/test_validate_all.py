@@ -230,3 +230,13 @@ def test_missing_data_file_from_set_says_the_working_directory(tmp_path, monkeyp
     err = capsys.readouterr().err
     assert f"file not found: {tmp_path / 'missing.jsonl'}" in err and "--set gave 'missing.jsonl'" in err, err
     assert f"working directory, {tmp_path}" in err
+
+
+def test_eval_command_builds_its_judges_before_any_model_loads(tmp_path, capsys, no_model_loads):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "a"}\n')
+    code = main(["eval", "tiny:causal-lm", "--prompts", str(prompts), "--out", str(tmp_path / "out"),
+                 "--judge", "http_pairwise:url=ftp://judge", "--gold", "python:function=nope_xyz:f"])
+    assert code == 2
+    problems = problems_of(capsys.readouterr().err)
+    assert set(problems) == {"eval.judges[0].url", "eval.gold.function"}, problems

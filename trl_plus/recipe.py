@@ -583,22 +583,28 @@ def _check_components(spec: RecipeModel, hooks, problems: Problems) -> None:
         problems.add("rollout_filters", "rollout filters apply to trainer 'ppo' only")
 
 
-def _check_eval(spec: RecipeModel, hooks, problems: Problems) -> None:
-    """A trainer recipe's ``eval:`` as ``trl-plus eval --recipe`` runs it: keys, then its
-    judges and gold reward built as a dry run."""
+def check_eval_section(section: Any, hooks, problems: Problems | None = None):
+    """An ``eval:`` section as ``trl-plus eval`` runs it: its keys
+    (``trl_plus.eval.validate_eval_section``), then its judges and gold reward built as a
+    dry run (no model loads). Returns the parsed section, or None when it has problems;
+    raises :class:`RecipeProblems` unless ``problems`` is given to collect them."""
     from trl_plus.eval import validate_eval_section
 
     from .components import Components
 
-    with problems.check("eval"):
-        parsed = validate_eval_section(spec.eval, hooks)
-    if problems.under("eval"):
-        return
-    components = Components(hooks, problems)
-    for i, judge in enumerate(parsed.judges):
-        check_judge(judge, f"eval.judges[{i}]", components)
-    if parsed.gold is not None:
-        components.reward_source(parsed.gold, "eval.gold")
+    found = Problems() if problems is None else problems
+    parsed = None
+    with found.check("eval"):
+        parsed = validate_eval_section(section, hooks)
+    if parsed is not None:
+        components = Components(hooks, found)
+        for i, judge in enumerate(parsed.judges):
+            check_judge(judge, f"eval.judges[{i}]", components)
+        if parsed.gold is not None:
+            components.reward_source(parsed.gold, "eval.gold")
+    if problems is None:
+        found.raise_if_any()
+    return None if found.under("eval") else parsed
 
 
 def check_judge(spec: Any, where: str, components) -> None:
@@ -682,7 +688,7 @@ def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: l
         with problems.check():
             kind.check(recipe, hooks, problems, deep)
     if not spec.stages and spec.eval:
-        _check_eval(spec, hooks, problems)
+        check_eval_section(spec.eval, hooks, problems)
     problems.raise_if_any()
     return recipe
 

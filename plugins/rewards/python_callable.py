@@ -16,8 +16,8 @@ from trl_plus.errors import RecipeError
 def load_object(ref: str):
     """The object named by ``module:attr`` (dotted attr allowed) or ``file.py:attr``.
 
-    A file's folder goes on ``sys.path`` first, as for a script, so that the file can
-    import the modules beside it.
+    A file's folder goes on ``sys.path`` (last), so that the file can import the modules
+    beside it, as a script does.
     """
     if not isinstance(ref, str) or ":" not in ref:
         raise RecipeError(f"expected 'module:attr' or 'file.py:attr', got {ref!r}", "function")
@@ -29,7 +29,8 @@ def load_object(ref: str):
             if spec is None or not path.is_file():
                 raise FileNotFoundError(f"no such file: {path}")
             if str(path.parent) not in sys.path:
-                sys.path.insert(0, str(path.parent))
+                # appended, not first: a file beside the recipe never shadows an installed package
+                sys.path.append(str(path.parent))
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
         else:

@@ -1,13 +1,15 @@
 """Start-up checks of a pipeline recipe: everything a later stage needs, before the first.
 
-Recipe validation (``trl_plus.pipeline.check_recipe``) checks the shape of a recipe: keys,
-types, component names and their keywords. These checks look at what the recipe points
-to: the eval prompt file is there and has its prompt column; the gold reward and the
-judges build; the lm-eval tasks exist; the models and datasets it names are local
-folders that exist or hub ids that can be fetched. A problem found here would otherwise
-stop the run after the training stages.
+Recipe validation checks the shape of a recipe (keys, types, component names and
+keywords; ``trl_plus.pipeline.check_recipe`` for the stages) and builds its gold reward
+as a dry run. These checks look at what the recipe points to: the eval prompt file is
+there and has its prompt column; the eval stage's own gold reward and judges build (a
+reward model's folder exists; it is not loaded); the lm-eval tasks exist; the models and
+datasets it names are local folders that exist or hub ids that can be fetched. A problem
+found here would otherwise stop the run after the training stages.
 
-Every problem is collected, so one run of ``trl-plus validate`` (or the start of
+Every problem is collected, and a recipe loaded with ``deep=True`` gets them together
+with its other problems, so one run of ``trl-plus validate`` (or the start of
 ``trl-plus compare``) lists all of them, each under its key path.
 """
 
