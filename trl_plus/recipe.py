@@ -685,6 +685,8 @@ def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: l
     _check_components(spec, hooks, problems)
     recipe = Recipe(spec, raw, source)
     for kind in kinds:  # a pipeline: its stages, and its eval section as its eval stage runs it
+        if problems.under(kind.key):
+            continue  # not even a mapping: said above
         with problems.check():
             kind.check(recipe, hooks, problems, deep)
     if not spec.stages and spec.eval:
