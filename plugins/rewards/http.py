@@ -51,7 +51,7 @@ def bearer_headers(token_env: str | None) -> dict:
         return {}
     token = os.environ.get(token_env)
     if not token:
-        raise RecipeError(f"environment variable {token_env!r} (token_env) is not set")
+        raise RecipeError(f"environment variable {token_env!r} (token_env) is not set", "token_env")
     return {"Authorization": f"Bearer {token}"}
 
 
