@@ -146,10 +146,10 @@ def test_preflight_lists_every_problem_before_any_stage(tmp_path, monkeypatch, c
     assert code == 2
     err = capsys.readouterr().err
     problems = dict(line.strip().split(": ", 1) for line in err.splitlines()[1:])
-    assert set(problems) == {"eval.prompts", "eval.tasks[1]", "eval.tasks[2]", "rewards[0]", "eval.judges[0].model",
+    assert set(problems) == {"eval.prompts", "eval.tasks[1]", "eval.tasks[2]", "rewards[0].function", "eval.judges[0].model",
                              "stages.sft.base"}, err
     assert str(tmp_path / "missing.jsonl") in problems["eval.prompts"]
-    assert "no_such_module_xyz" in problems["rewards[0]"]
+    assert "no_such_module_xyz" in problems["rewards[0].function"]
     assert "Did you mean: trl_plus_review" in problems["eval.tasks[2]"]
     assert "offline" in problems["stages.sft.base"]
     assert str(tmp_path / "no_rm") in problems["eval.judges[0].model"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ComponentError, RecipeError, RewardSourceError
+from .errors import ComponentError, RecipeError, RecipeProblems, RewardSourceError, UnknownComponentError
 
 REWARD_CORE_KEYS = ("weight", "normalize", "alias")
 
@@ -238,45 +238,134 @@ class FilterChain:
         path.write_text(json.dumps({**self.report(), **extra}, indent=2))
 
 
-class Components:
-    """Builds components by spec from the registries; context is injected where asked."""
+class _NeedsRun(Exception):
+    """A factory used the run's tokenizer at a dry run, before any model has loaded."""
 
-    def __init__(self, hooks, **context):
+
+class _NoTokenizer:
+    """The run's tokenizer at a dry run: a factory that stores it builds, one that uses it
+    in its constructor is checked no further than its keywords."""
+
+    def __getattr__(self, name):
+        raise _NeedsRun(name)
+
+    def __call__(self, *args, **kwargs):
+        raise _NeedsRun("__call__")
+
+
+class _Unbuilt:
+    """What a dry run returns for a component it checked but did not build."""
+
+    def __init__(self, name: str):
+        self.__name__ = name
+
+    def __call__(self, *args, **kwargs):
+        raise ComponentError(f"component {self.__name__!r} was only checked (a dry run), not built")
+
+
+def _rekeyed(exc: RecipeError, where: str, keywords: Sequence[str]) -> RecipeError:
+    """``exc`` under the recipe key that built the component: a component raises without a
+    key (``kl``), or with one of its own keywords (``target`` -> ``kl.target``)."""
+    key = exc.key
+    if isinstance(exc, RecipeProblems) or (key and (key == where or key.startswith((f"{where}.", f"{where}[")))):
+        return exc
+    if key in keywords:
+        where, message = f"{where}.{key}", str(exc).removeprefix(f"{key}: ")
+    else:  # no key, or the key of a component it built in turn: kept in the message
+        message = str(exc)
+    cls = type(exc) if type(exc) in (RecipeError, UnknownComponentError) else RecipeError
+    return cls(message, where)
+
+
+class Components:
+    """Builds components by spec from the registries; context is injected where asked.
+
+    ``problems`` makes it a dry run (recipe validation, before any model loads): every
+    component is built, except one that takes a ``model`` (a reward model, a judge
+    model), whose keywords are checked and whose model must exist (a local folder, a
+    ``tiny:`` name or a hub id) without loading it; a factory that uses the run's
+    tokenizer in its constructor is checked by its keywords only. An error is recorded
+    in ``problems`` under the recipe key of the component that raised it, and the dry
+    run goes on to the next component.
+    """
+
+    def __init__(self, hooks, problems=None, **context):
         self.hooks = hooks
+        self.problems = problems
+        self._depth = 0  # > 0 while a factory runs: what it builds in turn raises to it
+        if problems is not None:
+            context.setdefault("tokenizer", _NoTokenizer())
         self.context = {"components": self, **context}
+
+    @property
+    def dry_run(self) -> bool:
+        return self.problems is not None
+
+    def _guard(self, where: str, build):
+        """``build()``; at the top of a dry run, an error is recorded and None returned."""
+        if not self.dry_run or self._depth:
+            return build()
+        try:
+            return build()
+        except Exception as exc:
+            self.problems.add_error(where, exc)
+            return None
+
+    def _create(self, registry, spec: Any, where: str, core_keys: Sequence[str] = ()):
+        name, kwargs, _ = split_spec(spec, where, core_keys)
+        info = registry.check_kwargs(name, kwargs, where)
+        required, optional, _ = info.keywords()
+        if self.dry_run and "model" in required + optional:
+            from .loading import resolve_model_ref
+
+            if kwargs.get("model") is not None:
+                resolve_model_ref(kwargs["model"], f"{where}.model", lookup=False)
+            return _Unbuilt(name)
+        self._depth += 1
+        try:
+            return registry.create(name, kwargs, where, self.context)
+        except _NeedsRun:
+            if not self.dry_run:
+                raise
+            return _Unbuilt(name)
+        except RecipeError as exc:
+            raise _rekeyed(exc, where, required + optional) from None
+        finally:
+            self._depth -= 1
 
     def reward_source(self, spec: Any, where: str = "rewards"):
         if callable(spec) and not isinstance(spec, (str, Mapping)):
             return spec
-        name, kwargs, _ = split_spec(spec, where, REWARD_CORE_KEYS)
-        return self.hooks.reward_sources.create(name, kwargs, where, self.context)
+        return self._guard(where, lambda: self._create(self.hooks.reward_sources, spec, where, REWARD_CORE_KEYS))
+
+    def _mix_source(self, spec: Any, where: str) -> _Source:
+        if callable(spec) and not isinstance(spec, (str, Mapping)):
+            return _Source(getattr(spec, "__name__", type(spec).__name__), spec)
+        name, _, core = split_spec(spec, where, REWARD_CORE_KEYS)
+        weight = core.get("weight", 1.0)
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight):
+            raise RecipeError(f"weight must be a number, got {weight!r}", f"{where}.weight")
+        norm = RunningNorm() if core.get("normalize") else None
+        fn = self._create(self.hooks.reward_sources, spec, where, REWARD_CORE_KEYS)
+        return _Source(core.get("alias") or name, fn, float(weight), norm)
 
     def reward_mix(self, specs: Sequence[Any] | None, where: str = "rewards") -> RewardMix | None:
         if not specs:
             return None
-        sources = []
-        for i, spec in enumerate(specs):
-            loc = f"{where}[{i}]"
-            if callable(spec) and not isinstance(spec, (str, Mapping)):
-                label = getattr(spec, "__name__", type(spec).__name__)
-                sources.append(_Source(label, spec))
-                continue
-            name, _, core = split_spec(spec, loc, REWARD_CORE_KEYS)
-            weight = core.get("weight", 1.0)
-            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight):
-                raise RecipeError(f"weight must be a number, got {weight!r}", f"{loc}.weight")
-            label = core.get("alias") or name
-            norm = RunningNorm() if core.get("normalize") else None
-            sources.append(_Source(label, self.reward_source(spec, loc), float(weight), norm))
-        return RewardMix(sources)
+        sources = [self._guard(f"{where}[{i}]", lambda i=i, s=s: self._mix_source(s, f"{where}[{i}]"))
+                   for i, s in enumerate(specs)]
+        return self._guard(where, lambda: RewardMix([s for s in sources if s is not None]))
 
     def kl_schedule(self, spec: Any, where: str = "kl") -> CheckedSchedule | None:
         if spec is None:
             return None
         if callable(spec) and not isinstance(spec, (str, Mapping)):
             return CheckedSchedule(getattr(spec, "__name__", type(spec).__name__), spec)
-        name, kwargs, _ = split_spec(spec, where)
-        return CheckedSchedule(name, self.hooks.kl_schedules.create(name, kwargs, where, self.context))
+
+        def build():
+            return CheckedSchedule(split_spec(spec, where)[0], self._create(self.hooks.kl_schedules, spec, where))
+
+        return self._guard(where, build)
 
     def filter_chain(self, specs: Sequence[Any] | None, where: str = "filters") -> FilterChain:
         built = []
@@ -285,12 +374,12 @@ class Components:
             if callable(spec) and not isinstance(spec, (str, Mapping)):
                 built.append((getattr(spec, "__name__", type(spec).__name__), spec))
                 continue
-            name, kwargs, _ = split_spec(spec, loc)
-            built.append((name, self.hooks.data_filters.create(name, kwargs, loc, self.context)))
+            fn = self._guard(loc, lambda spec=spec, loc=loc: self._create(self.hooks.data_filters, spec, loc))
+            if fn is not None:
+                built.append((split_spec(spec, loc)[0], fn))
         return FilterChain(built)
 
     def judge(self, spec: Any, where: str = "eval.judges"):
         if callable(spec) and not isinstance(spec, (str, Mapping)):
             return spec
-        name, kwargs, _ = split_spec(spec, where)
-        return self.hooks.judges.create(name, kwargs, where, self.context)
+        return self._guard(where, lambda: self._create(self.hooks.judges, spec, where))

@@ -38,3 +38,20 @@ class RewardSourceError(ComponentError):
 
 class DataError(TrlPlusError):
     """A dataset is missing, unreadable, or lacks the columns a stage needs."""
+
+
+class RecipeProblems(RecipeError):
+    """Every problem found in a recipe, reported at once; ``problems`` is [(key, message)].
+
+    One problem reads like any ``RecipeError`` (``key: message``); several are one line
+    each, under their key paths, so one run of ``trl-plus validate`` lists them all.
+    """
+
+    def __init__(self, problems: list[tuple[str | None, str]]):
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            key, message = self.problems[0]
+            super().__init__(message, key)
+        else:
+            lines = "\n".join(f"  {key}: {message}" if key else f"  {message}" for key, message in self.problems)
+            super().__init__(f"the recipe has {len(self.problems)} problems:\n{lines}")

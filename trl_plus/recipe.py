@@ -14,6 +14,7 @@ re-bases them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -32,7 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import RecipeError
+from .errors import RecipeError, RecipeProblems, TrlPlusError
 
 # trainer name -> (module, config class, section)
 TRAINERS = {
@@ -106,6 +107,7 @@ class Recipe:
     spec: RecipeModel
     raw: dict
     source: Path | None
+    checked_deep: bool = False  # what its kind's sections point to was checked too (``deep``)
 
     def __getattr__(self, name: str):
         return getattr(self.spec, name)
@@ -223,21 +225,100 @@ def _fields_at(loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def _pydantic_error(exc: ValidationError) -> RecipeError:
-    err = exc.errors()[0]
-    loc = tuple(err["loc"])
-    key = _format_loc(loc)
-    if err["type"] == "extra_forbidden":
-        allowed = _fields_at(loc[:-1])
-        name = str(loc[-1])
-        hint = difflib.get_close_matches(name, allowed, n=1)
-        return RecipeError(
-            f"unknown key {name!r}." + (f" Did you mean: {hint[0]}?" if hint else "") + f" Allowed: {', '.join(allowed)}",
-            key,
-        )
-    if err["type"] == "missing":
-        return RecipeError("missing required key", key)
-    return RecipeError(f"{err['msg']} (got {err.get('input')!r})", key)
+def _pydantic_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """(key, message) for every error pydantic found."""
+    out = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = _format_loc(loc)
+        if err["type"] == "extra_forbidden":
+            allowed = _fields_at(loc[:-1])
+            name = str(loc[-1])
+            hint = difflib.get_close_matches(name, allowed, n=1)
+            out.append((key, f"unknown key {name!r}." + (f" Did you mean: {hint[0]}?" if hint else "")
+                        + f" Allowed: {', '.join(allowed)}"))
+        elif err["type"] == "missing":
+            out.append((key, "missing required key"))
+        else:
+            out.append((key, f"{err['msg']} (got {err.get('input')!r})"))
+    return out
+
+
+class Problems:
+    """What is wrong with a recipe, collected so that one run reports all of it."""
+
+    def __init__(self):
+        self.items: list[tuple[str | None, str]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def add(self, key: str | None, message: str) -> None:
+        if (key, message) not in self.items:
+            self.items.append((key, message))
+
+    def add_error(self, where: str | None, exc: BaseException) -> None:
+        """An error raised while checking ``where``: under its own key when that lies
+        within ``where``, else under ``where`` with its whole text."""
+        if isinstance(exc, RecipeProblems):
+            for key, message in exc.problems:
+                self.add(key, message)
+            return
+        key = getattr(exc, "key", None)
+        if isinstance(exc, RecipeError) and key and (where is None or key == where or key.startswith((f"{where}.", f"{where}["))):
+            self.add(key, str(exc).removeprefix(f"{key}: "))
+            return
+        message = str(exc).removeprefix(f"{where}: ") if where else str(exc)  # texts often start with their key
+        if not isinstance(exc, TrlPlusError):
+            message = f"{type(exc).__name__}: {message}"
+        self.add(where, message)
+
+    @contextlib.contextmanager
+    def check(self, where: str | None = None):
+        """Record an error raised in the block instead of raising it."""
+        try:
+            yield
+        except Exception as exc:
+            self.add_error(where, exc)
+
+    def under(self, prefix: str) -> bool:
+        return any(k and (k == prefix or k.startswith((f"{prefix}.", f"{prefix}["))) for k, _ in self.items)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise RecipeProblems(self.items)
+
+
+# ---------------------------------------------------------------------------------------
+# recipe kinds
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecipeKind:
+    """A kind of recipe that another part of trl-plus owns, marked by a top-level key.
+
+    ``check(recipe, hooks, problems, deep)`` validates the kind's sections into
+    ``problems``; ``deep``: also what they point to (files, datasets), as
+    ``trl-plus validate`` does.
+    """
+
+    key: str
+    check: typing.Callable
+    command: str  # the command that runs it, for messages
+
+
+RECIPE_KINDS: dict[str, RecipeKind] = {}
+
+
+def register_recipe_kind(key: str, check, command: str) -> None:
+    """Let recipes with top-level ``key`` be validated by ``check`` (see :class:`RecipeKind`).
+
+    The pipeline registers ``stages`` when ``trl_plus.pipeline`` is imported: this module
+    imports no owner of a kind. Until its owner is imported, a kind's sections are
+    checked when it runs.
+    """
+    RECIPE_KINDS[key] = RecipeKind(key, check, command)
 
 
 # ---------------------------------------------------------------------------------------
@@ -250,38 +331,65 @@ def trainer_config_class(trainer: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def _check_trainer_section(spec: RecipeModel) -> None:
+# Value ranges of trainer-config fields, checked before the config is built: TRL and
+# transformers accept these values and fail (or silently do something else) much later.
+_RANGES = (
+    (("learning_rate", "critic_learning_rate", "num_train_epochs", "beta", "temperature", "logging_steps",
+      "save_steps", "eval_steps"), lambda v: v > 0, "a number > 0"),
+    (("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+      "generation_batch_size", "precompute_ref_batch_size", "num_iterations", "num_ppo_epochs", "num_mini_batches",
+      "steps_per_generation", "max_length", "max_completion_length"), lambda v: v >= 1, "an integer >= 1"),
+    (("max_steps",), lambda v: v == -1 or v > 0,
+     "a number of optimizer steps > 0, or -1 (the default: train for num_train_epochs)"),
+    (("weight_decay", "max_grad_norm", "warmup_steps"), lambda v: v >= 0, "a number >= 0"),
+)
+# "vf_coef must be >= 0, got -1": a config's own message that starts with its field
+_FIELD_MESSAGE = re.compile(r"^`?(?P<field>[a-z_][a-z0-9_]*)`? (must|should|is|has|cannot|can't)\b")
+
+
+def _check_trainer_section(spec: RecipeModel, problems: Problems) -> None:
     section = spec.trainer
     values = getattr(spec, section)
     other = "ppo" if section == "dpo" else "dpo"
     if getattr(spec, other):
-        raise RecipeError(f"section {other!r} is for trainer {other!r}, but trainer is {section!r}", other)
+        problems.add(other, f"section {other!r} is for trainer {other!r}, but trainer is {section!r}")
     cls = trainer_config_class(section)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _type_hints(cls)
+    bad = False
     for key, value in values.items():
+        where = f"{section}.{key}"
         if key not in fields:
             hint = difflib.get_close_matches(key, list(fields), n=1)
-            raise RecipeError(
-                f"unknown {cls.__name__} field {key!r}." + (f" Did you mean: {hint[0]}?" if hint else ""),
-                f"{section}.{key}",
-            )
-        if key == "output_dir":
-            raise RecipeError("set the output folder with --output-dir, not in the recipe", f"{section}.{key}")
-    hints = _type_hints(cls)
-    for key, value in values.items():
-        expected = _simple_types(hints.get(key))
-        if expected and not _type_ok(value, expected):
-            names = " or ".join(sorted({t.__name__ for t in expected}))
-            raise RecipeError(f"expected {names}, got {value!r}", f"{section}.{key}")
-    for key in ("beta", "kl_coef"):
-        if key in values and not (isinstance(values[key], (int, float)) and values[key] > 0):
-            raise RecipeError(f"must be a number > 0, got {values[key]!r}", f"{section}.{key}")
+            problems.add(where, f"unknown {cls.__name__} field {key!r}." + (f" Did you mean: {hint[0]}?" if hint else ""))
+        elif key == "output_dir":
+            problems.add(where, "set the output folder with --output-dir, not in the recipe")
+        elif (expected := _simple_types(hints.get(key))) and not _type_ok(value, expected):
+            problems.add(where, f"expected {' or '.join(sorted({t.__name__ for t in expected}))}, got {value!r}")
+        elif (message := _out_of_range(key, value)) is not None:
+            problems.add(where, message)
+        else:
+            continue
+        bad = True
+    if bad:
+        return  # the config would only repeat what is said above, less clearly
     try:
         build_trainer_config(spec, "/tmp/trl-plus-validate", device_defaults=False)
-    except RecipeError:
-        raise
+    except RecipeError as exc:
+        problems.add_error(section, exc)
     except Exception as exc:
-        raise RecipeError(f"{cls.__name__} rejected the section: {exc}", section) from None
+        m = _FIELD_MESSAGE.match(str(exc))
+        key = f"{section}.{m['field']}" if m and m["field"] in fields else section
+        problems.add(key, f"{cls.__name__} rejected the section: {exc}")
+
+
+def _out_of_range(key: str, value) -> str | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    for keys, ok, allowed in _RANGES:
+        if key in keys and not ok(value):
+            return f"must be {allowed}, got {value!r}"
+    return None
 
 
 def _type_hints(cls) -> dict:
@@ -341,6 +449,7 @@ def build_trainer_config(spec: RecipeModel, output_dir: str, device_defaults: bo
 
 
 _PY_FILE_REF = re.compile(r"^(?P<file>[^:]+\.py):(?P<attr>[\w.]+)$")
+_PY_MODULE_REF = re.compile(r"^(?P<module>[A-Za-z_]\w*):(?P<attr>[\w.]+)$")
 _MISSING = object()
 # Sections whose component specs may hold ``file.py:attr`` references and reward models.
 _COMPONENT_SECTIONS = ("rewards", "kl", "filters", "rollout_filters", "eval", "stages")
@@ -361,7 +470,8 @@ def _resolve_paths(raw: dict, base: Path, only=None) -> None:
     Data files and prompt sets (``data.*``, ``eval.prompts``, ``eval.val_prompts``,
     ``stages.pairs.dataset``), model folders (``model.*``, ``eval.reference``,
     ``eval.kl.reference``, ``stages.sft.base``, a ``reward_model``'s ``model`` in any
-    component spec), ``file.py:attr`` references, ``eval.cache`` and
+    component spec), ``file.py:attr`` references (and ``module:attr`` ones whose
+    ``module.py`` is in ``base``: a module beside the recipe), ``eval.cache`` and
     ``dpo.ref_logps_cache``. A name that is no local path (a hub id, ``tiny:...``) is left
     as it is: see ``trl_plus.loading.local_path``.
 
@@ -424,6 +534,10 @@ def _resolve_paths(raw: dict, base: Path, only=None) -> None:
             m = _PY_FILE_REF.match(node)
             if m and not Path(m["file"]).expanduser().is_absolute():
                 return f"{os.path.abspath(base / Path(m['file']).expanduser())}:{m['attr']}"
+            m = _PY_MODULE_REF.match(node)
+            if m and (base / f"{m['module']}.py").is_file():
+                # a module beside the recipe, as a script imports the modules beside it
+                return f"{os.path.abspath(base / (m['module'] + '.py'))}:{m['attr']}"
         return node
 
     for key in _COMPONENT_SECTIONS:
@@ -435,80 +549,155 @@ def _looks_like_file(path: str) -> bool:
     return Path(path).suffix in {".jsonl", ".json", ".csv", ".parquet", ".txt"} or path.startswith(("/", "./", "../"))
 
 
-def _check_data(spec: RecipeModel) -> None:
+def _check_data(spec: RecipeModel, written: dict, base: Path, from_cli, problems: Problems) -> None:
+    """Data files exist; a missing one is named as written and as resolved, and where
+    a relative path was looked up (:param from_cli: ``from_cli(location)``: given by ``--set``)."""
     for split in ("train", "eval"):
         entry = getattr(spec.data, split)
-        if entry is not None and _looks_like_file(entry.path) and not Path(entry.path).exists():
-            raise RecipeError(f"file not found: {entry.path!r}", f"data.{split}.path")
+        if entry is None or not _looks_like_file(entry.path) or Path(entry.path).exists():
+            continue
+        loc = ("data", split, "path")
+        given = _at(written, loc)
+        if given is _MISSING:  # written as a bare string, ``train: file.jsonl``
+            given = _at(written, loc[:2])
+        how = ""
+        if isinstance(given, str) and not Path(given).expanduser().is_absolute():
+            how = (f" (--set gave {given!r}; a relative path on the command line resolves against the working "
+                   f"directory, {Path.cwd()})" if from_cli(loc) else
+                   f" (the recipe says {given!r}; a relative path in a recipe resolves against the recipe's "
+                   f"folder, {base})")
+        problems.add(f"data.{split}.path", f"file not found: {entry.path}{how}")
 
 
-def _check_components(spec: RecipeModel, hooks) -> None:
-    from .components import REWARD_CORE_KEYS
+def _check_components(spec: RecipeModel, hooks, problems: Problems) -> None:
+    """Build every component the recipe names, as a dry run: nothing loads a model."""
+    from .components import Components
 
-    def check(registry, entry, where, core=()):
-        kwargs = {k: v for k, v in entry.model_dump().items() if k != "name" and k not in core}
-        registry.check_kwargs(entry.name, kwargs, where)
-
-    for i, entry in enumerate(spec.rewards):
-        check(hooks.reward_sources, entry, f"rewards[{i}]", REWARD_CORE_KEYS)
+    components = Components(hooks, problems)
+    components.reward_mix([r.model_dump() for r in spec.rewards])
     if spec.kl is not None:
-        check(hooks.kl_schedules, spec.kl, "kl")
+        components.kl_schedule(spec.kl.model_dump())
     for key in ("filters", "rollout_filters"):
-        for i, entry in enumerate(getattr(spec, key)):
-            check(hooks.data_filters, entry, f"{key}[{i}]")
+        components.filter_chain([f.model_dump() for f in getattr(spec, key)], key)
     if spec.rollout_filters and spec.trainer != "ppo" and not spec.stages:
-        raise RecipeError("rollout filters apply to trainer 'ppo' only", "rollout_filters")
+        problems.add("rollout_filters", "rollout filters apply to trainer 'ppo' only")
 
 
-def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: list[str] = ()) -> Recipe:
+def check_eval_section(section: Any, hooks, problems: Problems | None = None):
+    """An ``eval:`` section as ``trl-plus eval`` runs it: its keys
+    (``trl_plus.eval.validate_eval_section``), then its judges and gold reward built as a
+    dry run (no model loads). Returns the parsed section, or None when it has problems;
+    raises :class:`RecipeProblems` unless ``problems`` is given to collect them."""
+    from trl_plus.eval import validate_eval_section
+
+    from .components import Components
+
+    found = Problems() if problems is None else problems
+    parsed = None
+    with found.check("eval"):
+        parsed = validate_eval_section(section, hooks)
+    if parsed is not None:
+        components = Components(hooks, found)
+        for i, judge in enumerate(parsed.judges):
+            check_judge(judge, f"eval.judges[{i}]", components)
+        if parsed.gold is not None:
+            components.reward_source(parsed.gold, "eval.gold")
+    if problems is None:
+        found.raise_if_any()
+    return None if found.under("eval") else parsed
+
+
+def check_judge(spec: Any, where: str, components) -> None:
+    """Build a judge (a judge spec or a reward-source name) with dry-run ``components``;
+    a reward source judging is built under ``where.source``."""
+    from trl_plus.eval.judging import normalise_judge_spec
+
+    with components.problems.check(where):
+        spec = normalise_judge_spec(spec, components.hooks, where)
+        if spec["name"] == "reward_source":
+            source = components.reward_source(spec.get("source"), f"{where}.source")
+            if source is None:
+                return  # recorded under where.source
+            spec = {**spec, "source": source}
+        components.judge(spec, where)
+
+
+def _validate_sections(raw: dict, problems: Problems) -> RecipeModel:
+    """The typed recipe; a top-level section pydantic rejects is reported and left out,
+    so that the other sections are still checked."""
+    try:
+        return RecipeModel.model_validate(raw)
+    except ValidationError as exc:
+        for key, message in _pydantic_problems(exc):
+            problems.add(key, message)
+        bad = {err["loc"][0] for err in exc.errors() if err["loc"]}
+    try:
+        return RecipeModel.model_validate({k: v for k, v in raw.items() if k not in bad})
+    except ValidationError:
+        return RecipeModel()
+
+
+def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: list[str] = (), deep: bool = False) -> Recipe:
+    """Validate a recipe mapping completely; raises one :class:`RecipeProblems` (a
+    ``RecipeError``) listing every problem, each under its key path, before any model loads.
+
+    :param deep: also check what a recipe kind's sections point to (a pipeline's prompt
+        files, datasets, benchmark tasks), as ``trl-plus validate`` does.
+    """
     from .manager import Hooks
 
     if not isinstance(raw, dict):
         raise RecipeError(f"a recipe is a mapping of keys, got {type(raw).__name__}")
     raw = copy.deepcopy(raw)
-    _resolve_paths(raw, source.parent if source else Path.cwd())
+    base = source.parent if source else Path.cwd()
+    written = copy.deepcopy(raw)  # as written, for messages that say where a path was looked up
+    _resolve_paths(raw, base)
+    before = raw
     if overrides:
         # A value typed on the command line is a command-line path: it resolves against the
         # working directory, whichever folder the recipe lives in (a shipped recipe's is
         # inside the installed package).
-        written = copy.deepcopy(raw)
+        before = copy.deepcopy(raw)
         for text in overrides:
             apply_override(raw, text)
-        _resolve_paths(raw, Path.cwd(), only=lambda loc: _at(raw, loc) != _at(written, loc))
-    try:
-        spec = RecipeModel.model_validate(raw)
-    except ValidationError as exc:
-        raise _pydantic_error(exc) from None
+            apply_override(written, text)
+        _resolve_paths(raw, Path.cwd(), only=lambda loc: _at(raw, loc) != _at(before, loc))
+    from_cli = lambda loc: _at(raw, loc) != _at(before, loc)  # noqa: E731
+    problems = Problems()
+    spec = _validate_sections(raw, problems)
     hooks = Hooks.of(hooks)
-    if not spec.stages:
+    kinds = [kind for key, kind in RECIPE_KINDS.items() if raw.get(key)]
+    if not raw.get("stages"):
         for key in ("trainer", "model", "data"):
-            if getattr(spec, key) is None:
-                raise RecipeError("missing required key", key)
+            if getattr(spec, key) is None and not problems.under(key):
+                problems.add(key, "missing required key")
     if spec.model is not None:
         from .loading import check_model_name
 
         for key in ("name_or_path", "tokenizer", "ref_model"):
             if getattr(spec.model, key):
-                check_model_name(getattr(spec.model, key), f"model.{key}")
+                with problems.check(f"model.{key}"):
+                    check_model_name(getattr(spec.model, key), f"model.{key}")
     if spec.data is not None:
-        _check_data(spec)
+        _check_data(spec, written, base, from_cli, problems)
     if spec.trainer is not None:
-        _check_trainer_section(spec)
-    _check_components(spec, hooks)
+        _check_trainer_section(spec, problems)
+    _check_components(spec, hooks, problems)
     recipe = Recipe(spec, raw, source)
-    if spec.stages:  # a pipeline: its stages, and its eval section as the eval stage will run it
-        from trl_plus.pipeline import check_recipe
-
-        check_recipe(recipe, hooks)
-    elif spec.eval:
-        from trl_plus.eval import validate_eval_section
-
-        validate_eval_section(spec.eval, hooks)
+    for kind in kinds:  # a pipeline: its stages, and its eval section as its eval stage runs it
+        if problems.under(kind.key):
+            continue  # not even a mapping: said above
+        with problems.check():
+            kind.check(recipe, hooks, problems, deep)
+    if not spec.stages and spec.eval:
+        check_eval_section(spec.eval, hooks, problems)
+    problems.raise_if_any()
     return recipe
 
 
-def load_recipe(name_or_path: str | Path, overrides: list[str] = (), hooks=None) -> Recipe:
-    """Find, read (``yaml.safe_load``), override and validate a recipe; calls ``recipe_loaded``."""
+def load_recipe(name_or_path: str | Path, overrides: list[str] = (), hooks=None, deep: bool = False) -> Recipe:
+    """Find, read (``yaml.safe_load``), override and validate a recipe (see
+    :func:`validate_dict`); calls ``recipe_loaded``."""
     from .manager import Hooks
 
     path = find_recipe(name_or_path)
@@ -517,6 +706,6 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] = (), hooks=None)
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
     hooks = Hooks.of(hooks)
-    recipe = validate_dict(raw, hooks, source=path.resolve(), overrides=list(overrides))
+    recipe = validate_dict(raw, hooks, source=path.resolve(), overrides=list(overrides), deep=deep)
     hooks.recipe_loaded(recipe)
     return recipe

@@ -21,8 +21,9 @@ class AdaptiveKLController:
     """
 
     def __init__(self, init: float = 0.05, target: float = 6.0, horizon: int = 10000):
-        if not (init > 0 and target > 0 and horizon > 0):
-            raise RecipeError(f"init, target and horizon must be > 0, got {init!r}, {target!r}, {horizon!r}")
+        for key, value in (("init", init), ("target", target), ("horizon", horizon)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise RecipeError(f"must be a number > 0, got {value!r}", key)
         self.value, self.target, self.horizon = float(init), float(target), float(horizon)
         self._last_step: int | None = None
 

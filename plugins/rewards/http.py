@@ -35,8 +35,14 @@ def make_session(retries: int, backoff: float):
 
 
 def check_url(url) -> str:
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise RecipeError(f"url must start with http:// or https://, got {url!r}")
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise RecipeError(f"must be an http:// or https:// URL with a host, got {url!r}", "url")
     return url
 
 
@@ -45,7 +51,7 @@ def bearer_headers(token_env: str | None) -> dict:
         return {}
     token = os.environ.get(token_env)
     if not token:
-        raise RecipeError(f"environment variable {token_env!r} (token_env) is not set")
+        raise RecipeError(f"environment variable {token_env!r} (token_env) is not set", "token_env")
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import cli_path
-from .validate import add_recipe_arguments
+from .validate import add_recipe_arguments, load_for_command
 
 
 def add_parser(sub) -> None:
@@ -28,9 +28,8 @@ def run_recipe(recipe, out: str | Path, hooks=None, progress: bool = True) -> in
 
 def run(args) -> int:
     from ..manager import Hooks
-    from ..recipe import load_recipe
 
     hooks = Hooks()
-    recipe = load_recipe(args.recipe, args.overrides, hooks=hooks)
+    recipe = load_for_command(args, hooks)
     out = cli_path(args.out or Path("runs") / Path(str(recipe.source)).stem)
     return run_recipe(recipe, out, hooks=hooks, progress=not args.no_progress)

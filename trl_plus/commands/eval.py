@@ -140,11 +140,11 @@ def run(args) -> int:
             os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     hooks = Hooks()
     section, reference, recipe_hash, base_dir = _section_from_args(args, hooks)
-    from ..eval.config import validate_eval_section
     from ..eval.harness import RESULTS_FILE, evaluate_checkpoint
     from ..loading import resolve_model_ref
+    from ..recipe import check_eval_section
 
-    config = validate_eval_section(section, hooks)
+    config = check_eval_section(section, hooks)  # judges and gold reward built too, before any model loads
     if config.prompts is None:
         raise RecipeError("no prompt set: give --prompts FILE or a recipe with eval.prompts", "eval.prompts")
     checkpoint = resolve_model_ref(args.checkpoint, "checkpoint", probe_hub=True)

@@ -19,12 +19,13 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..manager import Hooks
-    from ..recipe import load_recipe
     from . import cli_path
     from .compare import run_recipe
+    from .validate import load_for_command
 
     hooks = Hooks()
-    recipe = load_recipe("quickstart", args.overrides, hooks=hooks)
+    args.recipe = "quickstart"
+    recipe = load_for_command(args, hooks)
     out = cli_path(args.out)
     print(f"quickstart: recipe {recipe.source}, run folder {out}")
     return run_recipe(recipe, out, hooks=hooks, progress=not args.no_progress)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from . import cli_path
-from .validate import add_recipe_arguments
+from .validate import add_recipe_arguments, load_for_command
 
 
 def add_parser(sub) -> None:
@@ -22,10 +22,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..errors import RecipeError
     from ..manager import Hooks
-    from ..recipe import load_recipe
 
     hooks = Hooks()
-    recipe = load_recipe(args.recipe, args.overrides, hooks=hooks)
+    recipe = load_for_command(args, hooks)
     output_dir = str(cli_path(args.output_dir or Path("runs") / Path(str(recipe.source)).stem))
     if recipe.trainer is None:  # a pipeline recipe (stages:) has no single trainer
         raise RecipeError("this recipe describes a pipeline (stages:); run it with `trl-plus compare`", "trainer")

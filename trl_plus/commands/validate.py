@@ -1,4 +1,11 @@
-"""``trl-plus validate RECIPE``: check a recipe before a run spends any compute."""
+"""``trl-plus validate RECIPE``: check a recipe before a run spends any compute.
+
+Every problem of the recipe is reported at once, one line each under its key path:
+sections and keys, trainer-config values, every component built as a dry run (reward
+sources import, URLs are http(s), schedules and filters accept their arguments; no model
+loads), and for a pipeline what its stages point to. ``train``, ``compare`` and ``eval
+--recipe`` run the same checks at start-up.
+"""
 
 from __future__ import annotations
 
@@ -18,16 +25,19 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from ..manager import Hooks
+def load_for_command(args, hooks):
+    """The recipe a command was given, checked completely (see the module docstring)."""
+    import trl_plus.pipeline  # noqa: F401  (registers the pipeline's recipe kind, stages:)
+
     from ..recipe import load_recipe
 
-    hooks = Hooks()
-    recipe = load_recipe(args.recipe, args.overrides, hooks=hooks)
-    if recipe.stages:  # what `trl-plus compare` checks at start-up, so validate finds it first
-        from ..pipeline.preflight import check_pipeline
+    return load_recipe(args.recipe, args.overrides, hooks=hooks, deep=True)
 
-        check_pipeline(recipe, hooks=hooks)
+
+def run(args) -> int:
+    from ..manager import Hooks
+
+    recipe = load_for_command(args, Hooks())
     stages = [name for name, value in recipe.stages.items() if isinstance(value, dict)]
     what = f"trainer: {recipe.trainer}" if recipe.trainer else "pipeline: " + " -> ".join(stages)
     print(f"{recipe.source}: ok ({what}, hash {recipe.hash})")

@@ -1,13 +1,15 @@
 """Start-up checks of a pipeline recipe: everything a later stage needs, before the first.
 
-Recipe validation (``trl_plus.pipeline.check_recipe``) checks the shape of a recipe: keys,
-types, component names and their keywords. These checks look at what the recipe points
-to: the eval prompt file is there and has its prompt column; the gold reward and the
-judges build; the lm-eval tasks exist; the models and datasets it names are local
-folders that exist or hub ids that can be fetched. A problem found here would otherwise
-stop the run after the training stages.
+Recipe validation checks the shape of a recipe (keys, types, component names and
+keywords; ``trl_plus.pipeline.check_recipe`` for the stages) and builds its gold reward
+as a dry run. These checks look at what the recipe points to: the eval prompt file is
+there and has its prompt column; the eval stage's own gold reward and judges build (a
+reward model's folder exists; it is not loaded); the lm-eval tasks exist; the models and
+datasets it names are local folders that exist or hub ids that can be fetched. A problem
+found here would otherwise stop the run after the training stages.
 
-Every problem is collected, so one run of ``trl-plus validate`` (or the start of
+Every problem is collected, and a recipe loaded with ``deep=True`` gets them together
+with its other problems, so one run of ``trl-plus validate`` (or the start of
 ``trl-plus compare``) lists all of them, each under its key path.
 """
 
@@ -17,52 +19,27 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError, RecipeError, TrlPlusError
+from ..errors import DataError, RecipeError, RecipeProblems
+from ..recipe import Problems, check_judge
 
 # Prompt sets the eval stage reads from the recipe's ``eval:`` (``val_prompts``, when the
 # pipeline has it, is a second set beside ``prompts``).
 PROMPT_KEYS = ("prompts", "val_prompts")
 
 
-class PreflightError(RecipeError):
-    """Several start-up problems in one error; ``problems`` is [(key, message)]."""
-
-    def __init__(self, problems: list[tuple[str, str]]):
-        self.problems = list(problems)
-        if len(self.problems) == 1:
-            key, message = self.problems[0]
-            super().__init__(message, key)
-        else:
-            lines = "\n".join(f"  {key}: {message}" for key, message in self.problems)
-            super().__init__(f"the recipe has {len(self.problems)} problems:\n{lines}")
+class PreflightError(RecipeProblems):
+    """Several start-up problems of a pipeline recipe in one error; ``problems`` is [(key, message)]."""
 
 
-class _Problems:
-    def __init__(self):
-        self.items: list[tuple[str, str]] = []
-
-    def add(self, key: str, message: str) -> None:
-        self.items.append((key, message))
-
-    def add_error(self, where: str, exc: BaseException) -> None:
-        """An error raised while checking ``where``: under its own key when that lies
-        within ``where``, else under ``where`` with its whole text."""
-        if isinstance(exc, RecipeError) and exc.key and exc.key.startswith(where):
-            self.add(exc.key, str(exc).removeprefix(f"{exc.key}: "))
-            return
-        message = str(exc).removeprefix(f"{where}: ")  # DataError texts often start with their key
-        if not isinstance(exc, TrlPlusError):
-            message = f"{type(exc).__name__}: {message}"
-        self.add(where, message)
-
-
-def check_pipeline(ctx_or_recipe, hooks=None) -> None:
+def check_pipeline(ctx_or_recipe, hooks=None, problems: Problems | None = None) -> None:
     """Check what a pipeline recipe points to; raises one :class:`PreflightError` (a
-    ``RecipeError``) listing every problem found.
+    ``RecipeError``) listing every problem found, or adds them to ``problems``.
 
     :param ctx_or_recipe: the pipeline's ``Context`` (its recipe, parsed config and hooks
-        are used) or a validated pipeline recipe.
+        are used) or a validated pipeline recipe. A recipe loaded with ``deep=True`` (as
+        ``trl-plus validate`` and ``compare`` load it) was checked then: not again.
     """
+    from ..components import Components
     from ..manager import Hooks
     from . import config as config_mod
 
@@ -71,44 +48,44 @@ def check_pipeline(ctx_or_recipe, hooks=None) -> None:
     else:
         recipe, config = ctx_or_recipe, config_mod.parse(ctx_or_recipe)
         hooks = Hooks.of(hooks)
-    problems = _Problems()
+    if problems is None and recipe.checked_deep:
+        return
+    found = Problems() if problems is None else problems
     raw_eval = recipe.raw.get("eval") or {}
     base = recipe.base_dir
 
     for key in PROMPT_KEYS:
         if raw_eval.get(key):
-            _check_prompts(raw_eval[key], f"eval.{key}", raw_eval, base, hooks, problems)
+            _check_prompts(raw_eval[key], f"eval.{key}", raw_eval, base, hooks, found)
     # Without eval.prompts the corpus stage writes the prompt files: nothing to look at yet.
 
-    from ..components import Components
-
-    components = Components(hooks)
-    for i, spec in enumerate(config.gold):
-        _check_reward_source(spec, f"rewards[{i}]", components, base, problems)
+    # The gold reward (rewards:) was built when the recipe loaded; the eval stage's own
+    # gold reward and judges are built here, as a dry run (no model loads).
+    components = Components(hooks, found)
     if raw_eval.get("gold") is not None:
-        _check_reward_source(raw_eval["gold"], "eval.gold", components, base, problems)
+        components.reward_source(raw_eval["gold"], "eval.gold")
     # Without eval.judges the judge is the gold reward, checked above.
     for i, spec in enumerate(raw_eval.get("judges") or []):
-        _check_judge(spec, f"eval.judges[{i}]", components, hooks, base, problems)
+        check_judge(spec, f"eval.judges[{i}]", components)
 
-    _check_tasks(raw_eval.get("tasks") or [], problems)
+    _check_tasks(raw_eval.get("tasks") or [], found)
 
     stages = config.stages
     if stages.sft.base is not None:
-        _check_ref(stages.sft.base, "stages.sft.base", base, "model", problems)
+        _check_ref(stages.sft.base, "stages.sft.base", base, "model", found)
     if stages.pairs.dataset is not None:
-        _check_pairs_dataset(stages.pairs.dataset, base, hooks, problems)
+        _check_pairs_dataset(stages.pairs.dataset, base, hooks, found)
     if raw_eval.get("reference"):
-        _check_ref(raw_eval["reference"], "eval.reference", base, "model", problems)
+        _check_ref(raw_eval["reference"], "eval.reference", base, "model", found)
     kl = raw_eval.get("kl")
     if isinstance(kl, Mapping) and kl.get("reference"):
-        _check_ref(kl["reference"], "eval.kl.reference", base, "model", problems)
+        _check_ref(kl["reference"], "eval.kl.reference", base, "model", found)
 
-    if problems.items:
-        raise PreflightError(problems.items)
+    if problems is None and found:
+        raise PreflightError(found.items)
 
 
-def _check_ref(name: Any, where: str, base: Path, repo_type: str, problems: _Problems) -> str | None:
+def _check_ref(name: Any, where: str, base: Path, repo_type: str, problems: Problems) -> str | None:
     """A model or dataset name: a local path that exists, or a hub id (cached when offline)."""
     from ..loading import resolve_model_ref
 
@@ -119,7 +96,7 @@ def _check_ref(name: Any, where: str, base: Path, repo_type: str, problems: _Pro
         return None
 
 
-def _check_prompts(source: Any, where: str, raw_eval: Mapping, base: Path, hooks, problems: _Problems) -> None:
+def _check_prompts(source: Any, where: str, raw_eval: Mapping, base: Path, hooks, problems: Problems) -> None:
     from ..eval import load_prompts
 
     name = source.get("path") if isinstance(source, Mapping) else source
@@ -141,40 +118,7 @@ def _check_prompts(source: Any, where: str, raw_eval: Mapping, base: Path, hooks
         problems.add_error(where, exc)
 
 
-def _check_reward_source(spec: Any, where: str, components, base: Path, problems: _Problems) -> None:
-    """Build the source, except a reward model: its folder (or hub id) is checked instead
-    of loading the model twice."""
-    from ..components import REWARD_CORE_KEYS, split_spec
-
-    try:
-        name, kwargs, _ = split_spec(spec, where, REWARD_CORE_KEYS)
-        if name == "reward_model":
-            components.hooks.reward_sources.check_kwargs(name, kwargs, where)
-            _check_ref(kwargs.get("model"), f"{where}.model", base, "model", problems)
-            return
-        components.reward_source(spec, where)
-    except Exception as exc:
-        problems.add_error(where, exc)
-
-
-def _check_judge(spec: Any, where: str, components, hooks, base: Path, problems: _Problems) -> None:
-    from ..components import split_spec
-    from ..eval import normalise_judge_spec
-
-    try:
-        spec = normalise_judge_spec(spec, hooks, where)
-        name, kwargs, _ = split_spec(spec, where)
-        if name == "reward_source":
-            _check_reward_source(kwargs.get("source"), f"{where}.source", components, base, problems)
-        elif name == "reward_model":
-            _check_ref(kwargs.get("model"), f"{where}.model", base, "model", problems)
-        else:
-            components.judge(spec, where)
-    except Exception as exc:
-        problems.add_error(where, exc)
-
-
-def _check_tasks(tasks: list, problems: _Problems) -> None:
+def _check_tasks(tasks: list, problems: Problems) -> None:
     from ..eval.benchmarks import OFFLINE_PACK, offline_tasks
     from ..registry import did_you_mean
 
@@ -197,7 +141,7 @@ def _check_tasks(tasks: list, problems: _Problems) -> None:
                                           f"Shipped offline tasks: {', '.join(shipped)} (or {OFFLINE_PACK!r})")
 
 
-def _check_pairs_dataset(name: Any, base: Path, hooks, problems: _Problems) -> None:
+def _check_pairs_dataset(name: Any, base: Path, hooks, problems: Problems) -> None:
     where = "stages.pairs.dataset"
     resolved = _check_ref(name, where, base, "dataset", problems)
     if resolved is None or not Path(resolved).exists():
