@@ -97,6 +97,7 @@ class RecipeModel(_Strict):
     eval: dict[str, Any] = {}
     report: dict[str, Any] = {}
     stages: dict[str, Any] = {}
+    launcher: dict[str, Any] = {}  # a pipeline's (trl_plus.pipeline.config.LauncherSection)
 
 
 @dataclass
@@ -484,6 +485,9 @@ def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: l
         for key in ("trainer", "model", "data"):
             if getattr(spec, key) is None:
                 raise RecipeError("missing required key", key)
+        if spec.launcher:
+            raise RecipeError("launcher: is for pipeline recipes (trl-plus compare); train one recipe on several "
+                              "processes with trl-plus launch RECIPE --accelerate-config NAME", "launcher")
     if spec.model is not None:
         from .loading import check_model_name
 
