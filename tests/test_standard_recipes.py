@@ -146,3 +146,58 @@ def test_imdb_gold_reward_is_the_classifiers_label_probability(tiny_sentiment_cl
     assert all(0 < p < 1 for p in positive) and [p + n for p, n in zip(positive, negative)] == pytest.approx([1, 1])
     with pytest.raises(RewardSourceError, match="no label 'GOOD'"):
         components.reward_source({**spec, "kwargs": {**spec["kwargs"], "label": "GOOD"}}, "rewards[0]")(prompts, completions)
+
+
+@pytest.mark.slow
+def test_imdb_recipe_shape_runs_on_tiny_local_models(tmp_path, tiny_model_path, one_thread):
+    """The IMDb comparison with every hub name replaced by a local stand-in: an SFT model
+    used as it is, pairs sampled from it on given prompts and labelled by the gold reward,
+    PPO on the gold reward and DPO, evaluated and reported."""
+    import json
+
+    import yaml
+
+    from trl_plus.pipeline import run_pipeline
+    from trl_plus.recipe import validate_dict
+
+    raw = yaml.safe_load(SHIPPED["imdb-sentiment-compare"].read_text())
+    openings = ["the movie was", "i thought this film", "this one is", "the acting was", "what a", "my wife and i"]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"prompt": f"{p} {i}"}) + "\n" for i in range(6) for p in openings))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in openings))
+    toy = str(SHIPPED["tiny-ppo"].parent / "toy_rewards.py")
+    raw["rewards"] = [{"name": "python", "function": f"{toy}:char_share", "kwargs": {"chars": "e"}, "alias": "gold"}]
+    stages = raw["stages"]
+    stages.update(seeds=[0, 1], checkpoints=2)
+    stages["sft"]["base"] = str(tiny_model_path)
+    stages["pairs"].update(prompts=str(tmp_path / "train.jsonl"), max_new_tokens=6, batch_size=36)
+    stages["ppo_gt"].update(kl_coefs=[0.05])
+    stages["ppo_gt"]["args"].update(max_steps=2, per_device_train_batch_size=8, num_mini_batches=2, max_completion_length=6)
+    stages["dpo"].update(betas=[0.1])
+    stages["dpo"]["args"].update(max_steps=2, per_device_train_batch_size=8, max_length=32)
+    raw["eval"].update(prompts=str(tmp_path / "test.jsonl"), generation={"max_new_tokens": 6, "batch_size": 8},
+                       kl={"num_samples": 1})
+    out = tmp_path / "run"
+    report = run_pipeline(validate_dict(raw, source=tmp_path / "imdb.yaml"), out, progress=False, log=lambda *_: None)
+
+    pairs = [json.loads(l) for l in (out / "pairs" / "pairs.jsonl").read_text().splitlines()]
+    assert pairs and {p["prompt"] for p in pairs} <= {f"{p} {i}" for i in range(6) for p in openings}
+    assert all(p["chosen_reward"] > p["rejected_reward"] for p in pairs)
+    for run in ("ppo_gt/kl_coef0.05-seed0", "ppo_gt/kl_coef0.05-seed1", "dpo/beta0.1-seed0", "dpo/beta0.1-seed1"):
+        assert json.loads((out / run / "done.json").read_text())["global_step"] == 2
+    assert "## Verdict" in (report / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["stages.pairs.dataset=org/pairs"], "stages.pairs"),  # both a dataset and prompts to sample from
+        (["stages.pairs.prompts=null"], "stages.pairs.dataset"),  # neither (and no corpus)
+        (["stages.pairs.max_prompts=0"], "stages.pairs.max_prompts"),
+    ],
+)
+def test_pairs_source_errors_name_the_key(overrides, key):
+    from trl_plus.errors import RecipeError
+
+    with pytest.raises(RecipeError) as err:
+        load_recipe("imdb-sentiment-compare", overrides)
+    assert err.value.key == key

@@ -411,6 +411,7 @@ def _resolve_paths(raw: dict, base: Path, only=None) -> None:
     if isinstance(stages, dict):
         put(stages.get("sft"), "base", ("stages", "sft", "base"))
         data_entry(stages.get("pairs"), "dataset", ("stages", "pairs", "dataset"))
+        data_entry(stages.get("pairs"), "prompts", ("stages", "pairs", "prompts"))
 
     def fix(node, loc):
         if isinstance(node, dict):

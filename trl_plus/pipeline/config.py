@@ -54,6 +54,10 @@ class PairsStage(_Strict):
     """Sample completions from the SFT model and label chosen/rejected with the gold reward."""
 
     dataset: str | None = None  # an existing preference dataset (prompt/chosen/rejected) instead
+    # Without the corpus: prompts to sample the pairs from (a .jsonl file or a dataset spec
+    # {path, split, ...} with a `prompt` column), at most max_prompts of them.
+    prompts: str | dict[str, Any] | None = None
+    max_prompts: int | None = Field(None, ge=1)
     samples_per_prompt: int = Field(2, ge=2)
     max_new_tokens: int = Field(24, gt=0)
     temperature: float = Field(1.0, gt=0)
@@ -204,8 +208,11 @@ def parse(recipe) -> PipelineConfig:
             raise RecipeError("give kl_coefs or kl_targets, not both", f"stages.{name}")
     if stages.corpus is None and stages.sft.base is None:
         raise RecipeError("name a base model (stages.sft.base) or generate the review corpus (stages.corpus)", "stages.sft.base")
-    if stages.corpus is None and stages.pairs.dataset is None:
-        raise RecipeError("without the generated corpus, give a preference dataset", "stages.pairs.dataset")
+    if stages.corpus is None and stages.pairs.dataset is None and stages.pairs.prompts is None:
+        raise RecipeError("without the generated corpus, give a preference dataset, or prompts to sample the pairs "
+                          "from (stages.pairs.prompts)", "stages.pairs.dataset")
+    if stages.pairs.dataset is not None and stages.pairs.prompts is not None:
+        raise RecipeError("give a preference dataset or prompts to sample pairs from, not both", "stages.pairs")
     if stages.corpus is None and not (raw.get("eval") or {}).get("prompts"):
         raise RecipeError("without the generated corpus, name the held-out eval prompts", "eval.prompts")
     for name in ("sft", "reward", "ppo", "ppo_gt", "dpo"):

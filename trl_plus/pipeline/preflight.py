@@ -98,6 +98,9 @@ def check_pipeline(ctx_or_recipe, hooks=None) -> None:
         _check_ref(stages.sft.base, "stages.sft.base", base, "model", problems)
     if stages.pairs.dataset is not None:
         _check_pairs_dataset(stages.pairs.dataset, base, hooks, problems)
+    if stages.pairs.prompts is not None:
+        _check_prompts(stages.pairs.prompts, "stages.pairs.prompts", {"max_prompts": stages.pairs.max_prompts}, base,
+                       hooks, problems)
     if raw_eval.get("reference"):
         _check_ref(raw_eval["reference"], "eval.reference", base, "model", problems)
     kl = raw_eval.get("kl")
