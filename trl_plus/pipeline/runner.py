@@ -169,6 +169,7 @@ def train_launched(ctx, raw: dict, folder: Path, resume: bool, label: str):
     train_args = [str(recipe_file), "--output-dir", str(folder)] + (["--resume"] if resume else [])
     cmd = launch_command(train_args, launcher.command, launcher.accelerate_config, launcher.num_processes)
     log_path = folder / LAUNCH_LOG
+    _release_gpu_memory()  # what earlier stages cached on GPU 0 is the launched rank 0's
     processes = launcher.num_processes or "the config's"
     ctx.log(f"  {label}: {launcher.command} on {processes} processes (log: {log_path})")
     with open(log_path, "a") as log:
@@ -182,6 +183,16 @@ def train_launched(ctx, raw: dict, folder: Path, resume: bool, label: str):
     if not state.exists():
         raise ComponentError(f"{label}: the launched training finished without writing {state}")
     return TrainerState.load_from_json(str(state))
+
+
+def _release_gpu_memory() -> None:
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def quiet_libraries() -> None:
