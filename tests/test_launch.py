@@ -146,7 +146,8 @@ def test_launcher_section_errors_name_the_key(override, key, says, capsys):
 
 def test_launcher_section_is_for_pipelines(capsys):
     assert main(["validate", "tiny-dpo", "--set", "launcher.accelerate_config=cpu"]) == 2
-    assert "trl-plus launch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error: launcher: is for pipeline recipes" in err and "trl-plus launch" in err
 
 
 def test_launcher_config_resolves_against_the_recipe(tmp_path):

@@ -487,7 +487,7 @@ def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: l
             if getattr(spec, key) is None:
                 raise RecipeError("missing required key", key)
         if spec.launcher:
-            raise RecipeError("launcher: is for pipeline recipes (trl-plus compare); train one recipe on several "
+            raise RecipeError("is for pipeline recipes (trl-plus compare); train one recipe on several "
                               "processes with trl-plus launch RECIPE --accelerate-config NAME", "launcher")
     if spec.model is not None:
         from .loading import check_model_name
