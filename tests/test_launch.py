@@ -162,6 +162,7 @@ def test_launcher_config_resolves_against_the_recipe(tmp_path):
     assert parse(load_recipe("quickstart")).launcher is None  # no section: runs train in this process
 
 
+@pytest.mark.slow
 def test_pipeline_launcher_launches_every_run_and_resumes(tmp_path, monkeypatch, capsys, one_thread):
     """Each policy run is a `trl-plus train` command under accelerate launch (here run in this
     process by a stand-in for the subprocess); an interrupted run resumes from its checkpoint."""
