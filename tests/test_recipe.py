@@ -8,7 +8,12 @@ from trl_plus.errors import RecipeError
 from trl_plus.recipe import apply_override, load_recipe, shipped_recipes
 
 
-@pytest.mark.parametrize("name", sorted(shipped_recipes()))
+# A pipeline on hub models fails `validate`'s start-up checks offline (nothing cached):
+# tests/test_standard_recipes.py validates those without the hub.
+NEEDS_HUB = {"imdb-sentiment-compare"}
+
+
+@pytest.mark.parametrize("name", sorted(set(shipped_recipes()) - NEEDS_HUB))
 def test_every_shipped_recipe_validates(name, capsys):
     assert main(["validate", name]) == 0
     assert "ok" in capsys.readouterr().out

@@ -18,7 +18,7 @@ from .errors import ComponentError, TrlPlusError
 
 # Each command is a module in trl_plus.commands with ``add_parser(subparsers)`` and
 # ``run(args) -> int``.
-COMMANDS = ("plugins", "validate", "train", "eval", "compare", "report", "quickstart")
+COMMANDS = ("plugins", "validate", "train", "launch", "eval", "compare", "report", "quickstart")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -98,6 +98,7 @@ class RecipeModel(_Strict):
     eval: dict[str, Any] = {}
     report: dict[str, Any] = {}
     stages: dict[str, Any] = {}
+    launcher: dict[str, Any] = {}  # a pipeline's (trl_plus.pipeline.config.LauncherSection)
 
 
 @dataclass
@@ -520,6 +521,7 @@ def _resolve_paths(raw: dict, base: Path, only=None) -> None:
     if isinstance(stages, dict):
         put(stages.get("sft"), "base", ("stages", "sft", "base"))
         data_entry(stages.get("pairs"), "dataset", ("stages", "pairs", "dataset"))
+        data_entry(stages.get("pairs"), "prompts", ("stages", "pairs", "prompts"))
 
     def fix(node, loc):
         if isinstance(node, dict):
@@ -671,6 +673,9 @@ def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: l
         for key in ("trainer", "model", "data"):
             if getattr(spec, key) is None and not problems.under(key):
                 problems.add(key, "missing required key")
+        if spec.launcher:
+            problems.add("launcher", "is for pipeline recipes (trl-plus compare); train one recipe on several "
+                                     "processes with trl-plus launch RECIPE --accelerate-config NAME")
     if spec.model is not None:
         from .loading import check_model_name
 

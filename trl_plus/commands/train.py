@@ -12,11 +12,16 @@ from .validate import add_recipe_arguments, load_for_command
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train with a recipe")
+    add_train_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_train_arguments(p) -> None:
+    """The recipe and what ``trl-plus train`` takes besides (``trl-plus launch`` passes them on)."""
     add_recipe_arguments(p)
     p.add_argument("--output-dir", default=None, help="where to save (default: runs/<recipe name>)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="resume from the last checkpoint in the output dir, or from CHECKPOINT")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

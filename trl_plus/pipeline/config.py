@@ -54,6 +54,10 @@ class PairsStage(_Strict):
     """Sample completions from the SFT model and label chosen/rejected with the gold reward."""
 
     dataset: str | None = None  # an existing preference dataset (prompt/chosen/rejected) instead
+    # Without the corpus: prompts to sample the pairs from (a .jsonl file or a dataset spec
+    # {path, split, ...} with a `prompt` column), at most max_prompts of them.
+    prompts: str | dict[str, Any] | None = None
+    max_prompts: int | None = Field(None, ge=1)
     samples_per_prompt: int = Field(2, ge=2)
     max_new_tokens: int = Field(24, gt=0)
     temperature: float = Field(1.0, gt=0)
@@ -124,11 +128,22 @@ class ReportSection(_Strict):
     uncertainty: Literal["seeds", "sampling"] = "seeds"
 
 
+class LauncherSection(_Strict):
+    """How the policy runs train: each one a ``trl-plus train`` under ``accelerate launch``
+    (``accelerate_config``: a shipped name or a file, relative to the recipe) or ``torchrun``
+    (several CPU processes), instead of inside the pipeline's own process."""
+
+    command: Literal["accelerate", "torchrun"] = "accelerate"
+    accelerate_config: str | None = None
+    num_processes: int | None = Field(None, ge=1)
+
+
 @dataclasses.dataclass
 class PipelineConfig:
     stages: Stages
     report: ReportSection
     gold: list[dict]  # the recipe's ``rewards:``: the held-out gold reward source(s)
+    launcher: LauncherSection | None = None  # None: every run trains in this process
 
     @property
     def methods(self) -> list[str]:
@@ -182,6 +197,7 @@ def parse(recipe) -> PipelineConfig:
         report = ReportSection.model_validate(raw.get("report") or {})
     except ValidationError as exc:
         raise _error(exc, "report") from None
+    launcher = _launcher(raw.get("launcher"), recipe.base_dir)
     if not (stages.ppo or stages.ppo_gt or stages.dpo):
         raise RecipeError("a comparison needs at least one of ppo, ppo_gt, dpo", "stages")
     if stages.ppo is not None and stages.reward is None:
@@ -192,8 +208,11 @@ def parse(recipe) -> PipelineConfig:
             raise RecipeError("give kl_coefs or kl_targets, not both", f"stages.{name}")
     if stages.corpus is None and stages.sft.base is None:
         raise RecipeError("name a base model (stages.sft.base) or generate the review corpus (stages.corpus)", "stages.sft.base")
-    if stages.corpus is None and stages.pairs.dataset is None:
-        raise RecipeError("without the generated corpus, give a preference dataset", "stages.pairs.dataset")
+    if stages.corpus is None and stages.pairs.dataset is None and stages.pairs.prompts is None:
+        raise RecipeError("without the generated corpus, give a preference dataset, or prompts to sample the pairs "
+                          "from (stages.pairs.prompts)", "stages.pairs.dataset")
+    if stages.pairs.dataset is not None and stages.pairs.prompts is not None:
+        raise RecipeError("give a preference dataset or prompts to sample pairs from, not both", "stages.pairs")
     if stages.corpus is None and not (raw.get("eval") or {}).get("prompts"):
         raise RecipeError("without the generated corpus, name the held-out eval prompts", "eval.prompts")
     for name in ("sft", "reward", "ppo", "ppo_gt", "dpo"):
@@ -203,4 +222,26 @@ def parse(recipe) -> PipelineConfig:
     gold = [r.model_dump() for r in recipe.spec.rewards]
     if not gold:
         raise RecipeError("the pipeline labels pairs and judges every checkpoint with the gold reward: list it under rewards", "rewards")
-    return PipelineConfig(stages, report, gold)
+    return PipelineConfig(stages, report, gold, launcher)
+
+
+def _launcher(raw, base_dir) -> LauncherSection | None:
+    if not raw:
+        return None
+    from ..launching import check_accelerate_config, find_accelerate_config
+
+    try:
+        section = LauncherSection.model_validate(raw)
+    except ValidationError as exc:
+        raise _error(exc, "launcher") from None
+    if section.command == "torchrun":
+        if section.accelerate_config is not None:
+            raise RecipeError("torchrun takes no accelerate config; use command: accelerate", "launcher.accelerate_config")
+        if section.num_processes is None:
+            raise RecipeError("torchrun needs the number of processes", "launcher.num_processes")
+        return section
+    if section.accelerate_config is None:
+        raise RecipeError("name a shipped accelerate config (e.g. multi_gpu) or a config file", "launcher.accelerate_config")
+    path = find_accelerate_config(section.accelerate_config, "launcher.accelerate_config", base_dir)
+    check_accelerate_config(path, "launcher.accelerate_config")
+    return section.model_copy(update={"accelerate_config": str(path)})

@@ -138,19 +138,23 @@ def run_policy(ctx, run: PolicyRun) -> Path:
     with ctx.run.step(run.rel, fp, keep_partial=True) as (folder, info):
         # An interrupted run keeps its checkpoints and continues from the last one.
         resume = any(folder.glob("checkpoint-*")) or None
-        with ctx.trainer_bar(run.label):
-            trainer = module.train_from_recipe(recipe, str(folder), hooks=ctx.hooks, resume_from_checkpoint=resume)
-        info.update(global_step=trainer.state.global_step, tokens=_tokens_seen(trainer), **run.__dict__)
-        del trainer
+        if ctx.config.launcher is not None:  # on every GPU: a subprocess per run
+            from .runner import train_launched
+
+            state = train_launched(ctx, raw, folder, bool(resume), run.label)
+        else:
+            with ctx.trainer_bar(run.label):
+                state = module.train_from_recipe(recipe, str(folder), hooks=ctx.hooks, resume_from_checkpoint=resume).state
+        info.update(global_step=state.global_step, tokens=_tokens_seen(state), **run.__dict__)
     return folder
 
 
-def _tokens_seen(trainer) -> int | None:
-    for entry in reversed(trainer.state.log_history):
+def _tokens_seen(state) -> int | None:
+    for entry in reversed(state.log_history):
         for key in ("num_tokens", "num_input_tokens_seen"):
             if key in entry:
                 return int(entry[key])
-    seen = getattr(trainer.state, "num_input_tokens_seen", 0)
+    seen = getattr(state, "num_input_tokens_seen", 0)
     return int(seen) or None
 
 

@@ -75,6 +75,9 @@ def check_pipeline(ctx_or_recipe, hooks=None, problems: Problems | None = None) 
         _check_ref(stages.sft.base, "stages.sft.base", base, "model", found)
     if stages.pairs.dataset is not None:
         _check_pairs_dataset(stages.pairs.dataset, base, hooks, found)
+    if stages.pairs.prompts is not None:
+        _check_prompts(stages.pairs.prompts, "stages.pairs.prompts", {"max_prompts": stages.pairs.max_prompts}, base,
+                       hooks, found)
     if raw_eval.get("reference"):
         _check_ref(raw_eval["reference"], "eval.reference", base, "model", found)
     kl = raw_eval.get("kl")

@@ -145,6 +145,56 @@ class Context:
             self._bar_plugin.label = None
 
 
+LAUNCH_LOG = "launch.log"  # in a run's folder: the output of its launched processes
+
+
+def train_launched(ctx, raw: dict, folder: Path, resume: bool, label: str):
+    """Train one run recipe as ``trl-plus train`` under the recipe's ``launcher:`` (every
+    GPU, or several CPU processes); returns its trainer state, read back from the folder.
+
+    The recipe goes to ``folder/recipe.yaml`` first, so the launched processes read exactly
+    what the pipeline built. Evaluation, and everything else, stays in this process.
+    """
+    import subprocess
+
+    import yaml
+    from transformers import TrainerState
+
+    from ..errors import ComponentError
+    from ..launching import launch_command
+
+    launcher = ctx.config.launcher
+    recipe_file = folder / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    train_args = [str(recipe_file), "--output-dir", str(folder)] + (["--resume"] if resume else [])
+    cmd = launch_command(train_args, launcher.command, launcher.accelerate_config, launcher.num_processes)
+    log_path = folder / LAUNCH_LOG
+    _release_gpu_memory()  # what earlier stages cached on GPU 0 is the launched rank 0's
+    processes = launcher.num_processes or "the config's"
+    ctx.log(f"  {label}: {launcher.command} on {processes} processes (log: {log_path})")
+    with open(log_path, "a") as log:
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+    if code in (130, -2):  # interrupted (SIGINT): the run keeps its checkpoints, a re-run resumes it
+        raise KeyboardInterrupt
+    if code:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        raise ComponentError(f"{label}: the launched training exited with code {code}; its log is {log_path}:\n{tail}")
+    state = folder / "trainer_state.json"
+    if not state.exists():
+        raise ComponentError(f"{label}: the launched training finished without writing {state}")
+    return TrainerState.load_from_json(str(state))
+
+
+def _release_gpu_memory() -> None:
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 def quiet_libraries() -> None:
     """Library chatter off: the pipeline's own bars and lines are the console output."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -154,7 +154,13 @@ def _load_pairs(ctx, spec: str) -> list[dict]:
 def _sample_pairs(ctx, cfg) -> tuple[list[dict], int]:
     from .sampling import load_causal_lm, sample
 
-    prompts = [r["prompt"] for r in read_jsonl(ctx.run.path("corpus", "prompts.jsonl"))]
+    if cfg.prompts is not None:
+        from ..eval import load_prompts
+
+        prompts = load_prompts(cfg.prompts, max_prompts=cfg.max_prompts, hooks=ctx.hooks,
+                               base_dir=ctx.recipe.base_dir).prompts
+    else:
+        prompts = [r["prompt"] for r in read_jsonl(ctx.run.path("corpus", "prompts.jsonl"))]
     model, tokenizer = load_causal_lm(str(ctx.run.path("sft")))
     k = cfg.samples_per_prompt
     gold = _gold(ctx)

@@ -172,11 +172,13 @@ def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoin
     train = load_split(recipe.data.train, hooks, "data.train")
     require_columns(train, ["chosen", "rejected"], "data.train")
     evaluation = load_split(recipe.data.eval, hooks, "data.eval")
+    # The config first: under accelerate launch with DeepSpeed ZeRO-3 building it turns on
+    # sharded loading (zero3_init_flag), so the models below load sharded, not whole per rank.
+    args = build_trainer_config(recipe.spec, output_dir)
     model = load_model(recipe.model, hooks, "policy")
     peft = peft_config(recipe.model)
     # Load the reference ourselves: TRL would re-load it by name, which fails offline.
     ref_model = None if peft else load_model(recipe.model, hooks, "reference", recipe.model.ref_model)
-    args = build_trainer_config(recipe.spec, output_dir)
     trainer = DPOTrainer(
         model,
         ref_model,
