@@ -19,7 +19,7 @@ from trl_plus.errors import DataError
 
 from .config import EvalSection, validate_eval_section
 from .generation import GenerationSettings, load_policy, sample_completions, sample_seed
-from .judging import judge_label, normalise_judge_spec, public_spec, run_judge
+from .judging import judge_failures, judge_label, normalise_judge_spec, public_spec, run_judge
 from .prompts import load_prompts
 from .stats import mean_with_ci, paired_difference, win_rate_summary
 
@@ -159,9 +159,7 @@ def evaluate_checkpoint(
             n_resamples=boot.resamples, seed=boot.seed, confidence=boot.confidence,
         )
         summary["judge"] = public_spec(spec)
-        failures = getattr(judge, "failures", None)
-        if failures:
-            summary["failure_reasons"] = list(failures)[:10]
+        summary.update(judge_failures(judge, label, probs))
         summary["probabilities"] = probs
         key = label if label not in results["win_rates"] else f"{label}#{i}"
         results["win_rates"][key] = summary

@@ -7,6 +7,7 @@ judge with no extra code.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 from trl_plus.components import split_spec
 from trl_plus.errors import ComponentError, RecipeError, UnknownComponentError
 from trl_plus.registry import did_you_mean
+
+logger = logging.getLogger(__name__)
 
 
 def normalise_judge_spec(spec: Any, hooks, where: str = "eval.judges") -> dict:
@@ -111,4 +114,23 @@ def run_judge(
             bar.update(len(p))
     finally:
         bar.close()
+    return out
+
+
+def judge_failures(judge, label: str, probabilities: Sequence[float | None]) -> dict:
+    """The failures of one judge's run, for its results and a warning: never dropped silently.
+
+    ``judge_failures`` counts the judge's failed requests (batches a judge such as
+    ``http_pairwise`` gave up on after its retries, listed in its ``failures``), with up to
+    ten of their reasons in ``failure_reasons``; the failed pairs are counted in ``failed``.
+    """
+    reasons = [str(r) for r in (getattr(judge, "failures", None) or [])]
+    failed = sum(p is None for p in probabilities)
+    if failed or reasons:
+        first = f": {reasons[0]}" if reasons else ""
+        logger.warning("judge %r failed on %d of %d pairs (%d failed requests)%s",
+                       label, failed, len(probabilities), len(reasons), first)
+    out: dict = {"judge_failures": len(reasons)}
+    if reasons:
+        out["failure_reasons"] = reasons[:10]
     return out

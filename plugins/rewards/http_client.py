@@ -18,13 +18,14 @@ Each thread gets its own ``requests.Session``, so one client serves concurrent b
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import math
 import os
 import re
 import threading
 import time
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from trl_plus.errors import ComponentError, RecipeError
 
@@ -46,6 +47,11 @@ def redact_url(url: str) -> str:
         return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
     except (ValueError, TypeError):
         return "<an address that cannot be parsed>"
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def check_url(url, where: str = "url") -> str:
@@ -170,6 +176,8 @@ class HttpClient:
         self.max_wait = float(_number(max_wait, "max_wait", 0))
         self.token_env = token_env
         self._token = read_token(token_env)  # checked now, not at the first batch
+        # ``user:password@`` is sent as Basic auth, unless a bearer token is given: then it wins.
+        self._post_url = _without_userinfo(url) if self._token else url
         self._error = error
         self._local = threading.local()
         self.attempts = 0  # requests sent, retries included (read by tests and reports)
@@ -192,6 +200,9 @@ class HttpClient:
         text = text.replace(self.url, self.shown)
         parts = urlsplit(self.url)
         secrets = [self._token, parts.password, parts.username if parts.password else None]
+        if parts.username or parts.password:  # as the Basic auth header carries them
+            basic = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            secrets.append(base64.b64encode(basic.encode()).decode())
         secrets += [v for k, v in parse_qsl(parts.query) if _SECRET_PARAM.search(k)]
         for secret in secrets:
             if secret and len(secret) >= 3:
@@ -231,7 +242,7 @@ class HttpClient:
             self.attempts += 1
         try:
             resp = self._session.post(
-                self.url, json=payload, headers=headers, timeout=self.timeout, allow_redirects=False
+                self._post_url, json=payload, headers=headers, timeout=self.timeout, allow_redirects=False
             )
         except requests.exceptions.ConnectTimeout:
             raise _Retry(f"connecting timed out after {self.timeout:g} s") from None
