@@ -14,6 +14,7 @@ from typing import Any
 
 from trl_plus.components import split_spec
 from trl_plus.errors import ComponentError, RecipeError, UnknownComponentError
+from trl_plus.redact import redact_urls
 from trl_plus.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -56,14 +57,15 @@ def public_spec(spec: Any) -> Any:
     """A spec as it may appear in a manifest: keys that hold secrets are left out.
 
     ``token_env`` names an environment variable, so it stays; a value read from the
-    environment is never part of a spec in the first place.
+    environment is never part of a spec in the first place. Addresses lose their
+    ``user:password@`` and token parameters.
     """
     secret = ("token", "api_key", "password", "secret", "authorization")
     if isinstance(spec, Mapping):
         return {k: public_spec(v) for k, v in spec.items() if k.lower() not in secret}
     if isinstance(spec, list):
         return [public_spec(v) for v in spec]
-    return spec
+    return redact_urls(spec)
 
 
 def run_judge(

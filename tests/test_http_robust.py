@@ -39,7 +39,7 @@ def test_server_down_says_connection_refused(plugin_manager):
         source(plugin_manager, url, retries=1)(["p"], ["x"])
     message = str(info.value)
     assert "connection refused" in message and url in message
-    assert "gave up after 2 attempts (1 try + 1 retries)" in message
+    assert "gave up after 2 attempts (1 try + 1 retry)" in message
 
 
 def test_slow_server_times_out_after_n_seconds(plugin_manager, json_endpoint):

@@ -25,28 +25,12 @@ import os
 import re
 import threading
 import time
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from trl_plus.errors import ComponentError, RecipeError
+from trl_plus.redact import SECRET_PARAM, redact_url
 
-# Query parameters whose value is a secret (``?token=...``, ``?api_key=...``, ``?sig=...``).
-_SECRET_PARAM = re.compile(r"token|key|secret|passw|auth|sig|credential|session", re.IGNORECASE)
 _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: a valid header value
-
-
-def redact_url(url: str) -> str:
-    """``url`` as it may be shown: ``user:password@`` and secret query values become ``***``."""
-    try:
-        parts = urlsplit(url)
-        host = parts.netloc.rpartition("@")[2]
-        netloc = f"***@{host}" if "@" in parts.netloc else host
-        query = urlencode(
-            [(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
-            safe="*",
-        )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-    except (ValueError, TypeError):
-        return "<an address that cannot be parsed>"
 
 
 def _without_userinfo(url: str) -> str:
@@ -203,7 +187,7 @@ class HttpClient:
         if parts.username or parts.password:  # as the Basic auth header carries them
             basic = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
             secrets.append(base64.b64encode(basic.encode()).decode())
-        secrets += [v for k, v in parse_qsl(parts.query) if _SECRET_PARAM.search(k)]
+        secrets += [v for k, v in parse_qsl(parts.query) if SECRET_PARAM.search(k)]
         for secret in secrets:
             if secret and len(secret) >= 3:
                 text = text.replace(secret, "***")
@@ -231,7 +215,8 @@ class HttpClient:
             except _Retry as retry:
                 reason, asked = retry.reason, retry.wait
         n = self.retries + 1
-        tries = "1 attempt (retries: 0)" if n == 1 else f"{n} attempts (1 try + {self.retries} retries)"
+        retries = "1 retry" if self.retries == 1 else f"{self.retries} retries"
+        tries = "1 attempt (retries: 0)" if n == 1 else f"{n} attempts (1 try + {retries})"
         raise self.fail(f"{reason}; gave up after {tries}")
 
     def _attempt(self, payload, parse):
