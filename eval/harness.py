@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trl_plus.errors import DataError
+from trl_plus.reward_checks import numeric_scores
 
 from .config import EvalSection, validate_eval_section
 from .generation import GenerationSettings, load_policy, sample_completions, sample_seed
@@ -246,21 +247,8 @@ def evaluate_checkpoint(
 
 def _gold_scores(source, prompts: Sequence[str], completions: Sequence[str]) -> list[float | None]:
     """The gold source's score of each completion; ``None`` where it gave no usable one."""
-    raw = source(prompts, completions)
-    raw = list(raw) if raw is not None else []
-    if len(raw) != len(completions):
-        raise DataError(f"the gold reward source returned {len(raw)} scores for {len(completions)} completions")
-    out: list[float | None] = []
-    for i, s in enumerate(raw):
-        if s is None:
-            out.append(None)
-            continue
-        try:
-            value = float(s)
-        except (TypeError, ValueError):
-            raise DataError(f"the gold reward source returned {s!r} for completion {i}") from None
-        out.append(value if math.isfinite(value) else None)
-    return out
+    scores = numeric_scores("eval.gold", source(prompts, completions), len(completions))
+    return [v if v is not None and math.isfinite(v) else None for v in scores]
 
 
 def per_prompt_means(scores: Sequence[float | None], prompt_ids: Sequence[int]) -> list[float | None]:

@@ -194,3 +194,16 @@ def test_cli_run_that_scores_nothing_exits_1(tmp_path, capsys, one_thread):
     assert "no completion was scored in 3 consecutive rollout batches" in err and "Traceback" not in err
     assert f"python: {reward}:score" in err
     assert not (out / "model.safetensors").exists()
+
+
+def test_gold_and_judge_sources_are_checked_the_same_way(plugin_manager):
+    from trl_plus.eval.harness import _gold_scores
+
+    with pytest.raises(RewardSourceError, match=r"reward source eval\.gold returned a dict with 2 keys instead"):
+        _gold_scores(returns_dict, ["p"] * 3, ["a", "b", "c"])
+    assert _gold_scores(lambda p, c: [1, None, float("nan")], ["p"] * 3, ["a", "b", "c"]) == [1.0, None, None]
+    judge = plugin_manager.components().judge(
+        {"name": "reward_source", "source": {"name": "python", "function": f"{__name__}:returns_scalar"}}
+    )
+    with pytest.raises(RewardSourceError, match=rf"eval\.judges\.source \(python: {__name__}:returns_scalar\) returned a float"):
+        judge(["p"], ["a"], ["b"])

@@ -75,22 +75,28 @@ def not_a_score(value, i: int) -> str:
     return f"{text} for completion {i} ({_answer_shape(value)}): a score is a number, or None for 'no opinion'"
 
 
-def checked_scores(name: str, answer, completions: Sequence[str]) -> list[float | None]:
-    """One float or None per completion, from whatever the source returned; a clear error otherwise."""
+def numeric_scores(name: str, answer, n: int) -> list[float | None]:
+    """One float (NaN kept) or None per completion from what a source returned; a clear
+    error for anything else."""
     out: list[float | None] = []
-    for i, s in enumerate(score_list(name, answer, len(completions))):
-        if s is None:
-            out.append(None)
-            continue
-        value = as_number(s)
-        if value is None:
+    for i, s in enumerate(score_list(name, answer, n)):
+        value = None if s is None else as_number(s)
+        if s is not None and value is None:
             raise RewardSourceError(f"reward source {name} returned {not_a_score(s, i)}")
-        if not math.isfinite(value):
+        out.append(value)
+    return out
+
+
+def checked_scores(name: str, answer, completions: Sequence[str]) -> list[float | None]:
+    """One finite float or None per completion; NaN or infinity is an error too (training
+    on it would poison every later step)."""
+    out = numeric_scores(name, answer, len(completions))
+    for i, value in enumerate(out):
+        if value is not None and not math.isfinite(value):
             raise RewardSourceError(
                 f"reward source {name} returned {value} for completion {i} "
                 f"(completion: {completions[i][:80]!r}); return None for 'no opinion'"
             )
-        out.append(value)
     return out
 
 

@@ -8,7 +8,7 @@ import math
 import trl_plus
 from trl_plus.components import split_spec
 from trl_plus.errors import RecipeError
-from trl_plus.reward_checks import as_number, not_a_score, score_list, source_name
+from trl_plus.reward_checks import numeric_scores, source_name
 
 
 def _sigmoid(x: float) -> float:
@@ -39,23 +39,13 @@ class RewardSourceJudge:
         n = len(prompts)
         answer = self.source(list(prompts) * 2, list(completions_a) + list(completions_b))
         out = []
-        for ra, rb in pairwise_scores(self.name, answer, n):
+        scores = numeric_scores(self.name, answer, 2 * n)
+        for ra, rb in zip(scores[:n], scores[n:]):
             if ra is None or rb is None or not math.isfinite(ra) or not math.isfinite(rb):
                 out.append(None)  # no opinion (or NaN) on either side: a failed pair, counted
             else:
                 out.append(_sigmoid((ra - rb) / self.temperature))
         return out
-
-
-def pairwise_scores(name: str, answer, n: int) -> list[tuple[float | None, float | None]]:
-    """(score of A, score of B) per pair from one call over A then B; NaN is kept (a failed pair)."""
-    scores = []
-    for i, s in enumerate(score_list(name, answer, 2 * n)):
-        value = None if s is None else as_number(s)
-        if s is not None and value is None:
-            raise trl_plus.RewardSourceError(f"reward source {name} returned {not_a_score(s, i)}")
-        scores.append(value)
-    return list(zip(scores[:n], scores[n:]))
 
 
 @trl_plus.hookimpl
