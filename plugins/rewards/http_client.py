@@ -38,19 +38,19 @@ def _without_userinfo(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
-def check_url(url, where: str = "url") -> str:
+def check_url(url) -> str:
     """``url`` if it is an ``http://`` or ``https://`` address with a host; a RecipeError otherwise."""
     if not isinstance(url, str):
-        raise RecipeError(f"url must be an http:// or https:// address, got a {type(url).__name__}", where)
+        raise RecipeError(f"url must be an http:// or https:// address, got a {type(url).__name__}")
     try:
         parts = urlsplit(url)
         host = parts.hostname
     except ValueError:
         parts, host = None, None
     if parts is None or parts.scheme not in ("http", "https"):
-        raise RecipeError(f"url must start with http:// or https://, got {redact_url(url)!r}", where)
+        raise RecipeError(f"url must start with http:// or https://, got {redact_url(url)!r}")
     if not host:
-        raise RecipeError(f"url has no host: {redact_url(url)!r}", where)
+        raise RecipeError(f"url has no host: {redact_url(url)!r}")
     return url
 
 
