@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from trl_plus.errors import DataError
+from trl_plus.reward_checks import numeric_scores
 
 from .config import EvalSection, validate_eval_section
 from .generation import GenerationSettings, load_policy, sample_completions, sample_seed
-from .judging import judge_label, normalise_judge_spec, public_spec, run_judge
+from .judging import judge_failures, judge_label, normalise_judge_spec, public_spec, run_judge
 from .prompts import load_prompts
 from .stats import mean_with_ci, paired_difference, win_rate_summary
 
@@ -159,9 +160,7 @@ def evaluate_checkpoint(
             n_resamples=boot.resamples, seed=boot.seed, confidence=boot.confidence,
         )
         summary["judge"] = public_spec(spec)
-        failures = getattr(judge, "failures", None)
-        if failures:
-            summary["failure_reasons"] = list(failures)[:10]
+        summary.update(judge_failures(judge, label, probs))
         summary["probabilities"] = probs
         key = label if label not in results["win_rates"] else f"{label}#{i}"
         results["win_rates"][key] = summary
@@ -250,21 +249,8 @@ def evaluate_checkpoint(
 
 def _gold_scores(source, prompts: Sequence[str], completions: Sequence[str]) -> list[float | None]:
     """The gold source's score of each completion; ``None`` where it gave no usable one."""
-    raw = source(prompts, completions)
-    raw = list(raw) if raw is not None else []
-    if len(raw) != len(completions):
-        raise DataError(f"the gold reward source returned {len(raw)} scores for {len(completions)} completions")
-    out: list[float | None] = []
-    for i, s in enumerate(raw):
-        if s is None:
-            out.append(None)
-            continue
-        try:
-            value = float(s)
-        except (TypeError, ValueError):
-            raise DataError(f"the gold reward source returned {s!r} for completion {i}") from None
-        out.append(value if math.isfinite(value) else None)
-    return out
+    scores = numeric_scores("eval.gold", source(prompts, completions), len(completions))
+    return [v if v is not None and math.isfinite(v) else None for v in scores]
 
 
 def per_prompt_means(scores: Sequence[float | None], prompt_ids: Sequence[int]) -> list[float | None]:

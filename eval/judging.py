@@ -7,13 +7,17 @@ judge with no extra code.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trl_plus.components import split_spec
 from trl_plus.errors import ComponentError, RecipeError, UnknownComponentError
+from trl_plus.redact import redact_urls
 from trl_plus.registry import did_you_mean
+
+logger = logging.getLogger(__name__)
 
 
 def normalise_judge_spec(spec: Any, hooks, where: str = "eval.judges") -> dict:
@@ -53,14 +57,15 @@ def public_spec(spec: Any) -> Any:
     """A spec as it may appear in a manifest: keys that hold secrets are left out.
 
     ``token_env`` names an environment variable, so it stays; a value read from the
-    environment is never part of a spec in the first place.
+    environment is never part of a spec in the first place. Addresses lose their
+    ``user:password@`` and token parameters.
     """
     secret = ("token", "api_key", "password", "secret", "authorization")
     if isinstance(spec, Mapping):
         return {k: public_spec(v) for k, v in spec.items() if k.lower() not in secret}
     if isinstance(spec, list):
         return [public_spec(v) for v in spec]
-    return spec
+    return redact_urls(spec)
 
 
 def run_judge(
@@ -111,4 +116,23 @@ def run_judge(
             bar.update(len(p))
     finally:
         bar.close()
+    return out
+
+
+def judge_failures(judge, label: str, probabilities: Sequence[float | None]) -> dict:
+    """The failures of one judge's run, for its results and a warning: never dropped silently.
+
+    ``judge_failures`` counts the judge's failed requests (batches a judge such as
+    ``http_pairwise`` gave up on after its retries, listed in its ``failures``), with up to
+    ten of their reasons in ``failure_reasons``; the failed pairs are counted in ``failed``.
+    """
+    reasons = [str(r) for r in (getattr(judge, "failures", None) or [])]
+    failed = sum(p is None for p in probabilities)
+    if failed or reasons:
+        first = f": {reasons[0]}" if reasons else ""
+        logger.warning("judge %r failed on %d of %d pairs (%d failed requests)%s",
+                       label, failed, len(probabilities), len(reasons), first)
+    out: dict = {"judge_failures": len(reasons)}
+    if reasons:
+        out["failure_reasons"] = reasons[:10]
     return out

@@ -45,7 +45,8 @@ def test_run_failure_exit_code_and_no_traceback(tmp_path, capsys):
             "--set", "filters.3={name: min_reward_margin, source: {name: python, function: '%s:score'}}" % bad]
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert "reward source 'python' returned nan" in err and "Traceback" not in err
+    assert f"reward source min_reward_margin.source[0] (python: {bad}:score) returned nan" in err
+    assert "Traceback" not in err
     assert not (tmp_path / "o" / "model.safetensors").exists()
 
 

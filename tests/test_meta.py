@@ -47,3 +47,22 @@ def test_every_hookspec_has_a_reference_docstring(hook):
     assert doc and all(f":param {p}:" in doc for p in params), hook
     if getattr(hookspecs, hook).trl_plus_spec["firstresult"]:
         assert "Stops at first non-None result" in doc
+
+
+def troubleshooting_rows() -> list[list[str]]:
+    """The README troubleshooting table's rows, as cells."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip().strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
+    return [[c.strip() for c in row] for row in rows[1:]]  # the header row off
+
+
+def test_every_troubleshooting_row_names_a_test_that_exists():
+    rows = troubleshooting_rows()
+    assert len(rows) >= 20, "the troubleshooting table should cover the failures users meet"
+    for row in rows:
+        refs = re.findall(r"(tests/test_\w+\.py)::(\w+)", row[-1])
+        assert refs, f"row without a test: {row[0]}"
+        for path, name in refs:
+            source = (ROOT / path).read_text() if (ROOT / path).exists() else ""
+            assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{path}::{name} (row {row[0]!r}) does not exist"

@@ -271,7 +271,7 @@ RESPONSES = {
 }
 
 
-@pytest.mark.parametrize("behaviour, message", [("slow", "failed after 1 retries"), ("500", "answered 500")])
+@pytest.mark.parametrize("behaviour, message", [("slow", "timed out after 0.3 s"), ("500", "answered 500")])
 def test_http_reward_source_failure_is_retried_then_named(tmp_path, tiny_model_path, json_endpoint, behaviour, message):
     server = json_endpoint(RESPONSES[behaviour])
     spec = {"name": "http", "url": server.url, "timeout": 0.3, "retries": 1, "backoff": 0.0, "alias": "judge_api"}

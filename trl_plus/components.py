@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ComponentError, RecipeError, RecipeProblems, RewardSourceError, UnknownComponentError
+from .reward_checks import REF_ATTRIBUTE, checked_scores, source_name
 
 REWARD_CORE_KEYS = ("weight", "normalize", "alias")
 
@@ -65,59 +66,57 @@ class _Source:
     fn: Any
     weight: float = 1.0
     norm: RunningNorm | None = None
+    key: str = ""  # how errors name it (set by RewardMix): recipe key and label ...
+    name: str = ""  # ... and what it is
 
 
 class RewardMix:
     """Several reward sources combined: a weighted sum, each optionally normalised.
 
     Callable like a reward source itself, so it plugs in wherever one is expected.
-    A pair on which every source has no opinion (None) gets None.
+    Every answer is checked (``reward_checks``): one number or None per completion. A
+    pair on which every source has no opinion (None) gets None.
+
+    :param where: the recipe key of the list of sources (``rewards``), for errors.
     """
 
-    def __init__(self, sources: Sequence[_Source]):
+    def __init__(self, sources: Sequence[_Source], where: str = "rewards"):
         labels = [s.label for s in sources]
         dupes = {label for label in labels if labels.count(label) > 1}
         if dupes:
-            raise RecipeError(f"two reward sources log under the same name {sorted(dupes)}: give one an 'alias'", "rewards")
+            raise RecipeError(f"two reward sources log under the same name {sorted(dupes)}: give one an 'alias'", where)
         self.sources = list(sources)
+        for i, src in enumerate(self.sources):
+            src.key = src.key or source_name(f"{where}[{i}]", src.label, src.fn, with_ref=False)
+            src.name = src.name or source_name(f"{where}[{i}]", src.label, src.fn)
         self.__name__ = "+".join(labels) or "reward"
 
     @property
     def labels(self) -> list[str]:
         return [s.label for s in self.sources]
 
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.sources]
+
+    def _call(self, src: _Source, prompts, completions, columns):
+        try:
+            return src.fn(prompts, completions, **columns)
+        except RewardSourceError as exc:
+            if str(exc).startswith("reward source "):
+                raise
+            ref = getattr(src.fn, REF_ATTRIBUTE, None)
+            said = isinstance(ref, str) and ref.partition(": ")[2] in str(exc)  # it named its endpoint itself
+            raise RewardSourceError(f"reward source {src.key if said else src.name}: {exc}") from exc
+        except Exception as exc:
+            raise RewardSourceError(f"reward source {src.name} raised: {exc!r}") from exc
+
     def score(self, prompts: list[str], completions: list[str], **columns) -> RewardScores:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         per_source = {}
         for src in self.sources:
-            try:
-                scores = src.fn(prompts, completions, **columns)
-            except RewardSourceError:
-                raise
-            except Exception as exc:
-                raise RewardSourceError(f"reward source {src.label!r} raised: {exc!r}") from exc
-            scores = list(scores) if scores is not None else None
-            if scores is None or len(scores) != len(completions):
-                got = "None" if scores is None else f"{len(scores)} scores"
-                raise RewardSourceError(
-                    f"reward source {src.label!r} returned {got} for {len(completions)} completions"
-                )
-            clean = []
-            for i, s in enumerate(scores):
-                if s is None:
-                    clean.append(None)
-                    continue
-                try:
-                    value = float(s)
-                except (TypeError, ValueError):
-                    raise RewardSourceError(f"reward source {src.label!r} returned {s!r} for completion {i}") from None
-                if not math.isfinite(value):
-                    raise RewardSourceError(
-                        f"reward source {src.label!r} returned {value} for completion {i} "
-                        f"(completion: {completions[i][:80]!r}); return None for 'no opinion'"
-                    )
-                clean.append(value)
+            clean = checked_scores(src.name, self._call(src, prompts, completions, columns), completions)
             if src.norm is not None:
                 src.norm.update([v for v in clean if v is not None])
                 clean = [None if v is None else src.norm(v) for v in clean]
@@ -354,7 +353,7 @@ class Components:
             return None
         sources = [self._guard(f"{where}[{i}]", lambda i=i, s=s: self._mix_source(s, f"{where}[{i}]"))
                    for i, s in enumerate(specs)]
-        return self._guard(where, lambda: RewardMix([s for s in sources if s is not None]))
+        return self._guard(where, lambda: RewardMix([s for s in sources if s is not None], where))
 
     def kl_schedule(self, spec: Any, where: str = "kl") -> CheckedSchedule | None:
         if spec is None:

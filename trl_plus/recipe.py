@@ -126,7 +126,10 @@ class Recipe:
         return hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.raw, sort_keys=False)
+        """The recipe as saved next to a run, addresses without their credentials."""
+        from .redact import redact_urls
+
+        return yaml.safe_dump(redact_urls(self.raw), sort_keys=False)
 
 
 # ---------------------------------------------------------------------------------------

@@ -144,7 +144,11 @@ class Registry:
                 call_kwargs[key] = value
         try:
             return info.factory(**call_kwargs)
-        except (RecipeError, PluginError):
+        except RecipeError as exc:
+            if exc.key is None and where:  # the factory could not know its recipe key: add it
+                raise type(exc)(f"{self.kind} {name!r}: {exc}", where) from exc
+            raise
+        except PluginError:
             raise
         except (TypeError, ValueError) as exc:
             raise RecipeError(f"{self.kind} {name!r} (plugin {info.plugin!r}) rejected its arguments: {exc}", where)

@@ -101,10 +101,13 @@ def tiny_preference_dataset():
 class JsonEndpoint:
     """An HTTP endpoint on 127.0.0.1 (a free port) that answers as a test says.
 
-    ``respond(body) -> (status, payload)`` is called for every POST with the decoded JSON
-    body (the raw text when it is not JSON); ``payload`` is sent as JSON, or as it is when
-    it is ``bytes``. A ``respond`` that sleeps makes a slow endpoint (timeouts). Every
-    request is kept in ``requests`` as ``(headers, body)``.
+    ``respond(body) -> (status, payload)`` or ``(status, payload, headers)`` is called for
+    every POST with the decoded JSON body (the raw text when it is not JSON); ``payload`` is
+    sent as JSON, or as it is when it is ``bytes``; ``headers`` (a dict) are added to the
+    answer (``Retry-After``). A ``respond`` that sleeps makes a slow endpoint (timeouts).
+    Every request is kept in ``requests`` as ``(headers, body)``; ``path`` of the last
+    request (with its query) in ``last_path``. Up to 128 connections wait to be accepted,
+    so a load test's concurrent clients are not refused.
     """
 
     def __init__(self, respond):
@@ -119,10 +122,13 @@ class JsonEndpoint:
                 except ValueError:
                     body = raw
                 endpoint.requests.append((dict(self.headers), body))
-                status, payload = respond(body)
+                endpoint.last_path = self.path
+                status, payload, *extra = respond(body)
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
+                    for key, value in (extra[0] if extra else {}).items():
+                        self.send_header(key, str(value))
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
@@ -133,9 +139,14 @@ class JsonEndpoint:
             def log_message(self, *args):
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128
+            daemon_threads = True
+
+        self.last_path = ""
+        self._httpd = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def close(self) -> None:
         self._httpd.shutdown()

@@ -6,17 +6,17 @@ that A is better (a number in [0, 1]) or one of ``"A"``, ``"B"``, ``"tie"``. Eac
 sent twice, the second time with A and B swapped; when the two answers disagree on the
 winner the pair is a tie, so a judge that favours a position cancels out. A batch that
 times out, errors or answers garbage is retried; after the last retry its pairs are
-failed (None). The bearer token comes from the environment variable ``token_env``.
+failed (None) and the failure is counted. The bearer token comes from the environment
+variable ``token_env``.
 """
 
 from __future__ import annotations
 
 import math
-import time
 
 import trl_plus
-from trl_plus.errors import RecipeError
-from trl_plus.plugins.rewards.http import RETRY_STATUSES, bearer_headers, check_url, make_session
+from trl_plus.errors import ComponentError, RecipeError
+from trl_plus.plugins.rewards.http_client import BadAnswer, HttpClient, shape_of
 
 LABELS = {"a": 1.0, "b": 0.0, "tie": 0.5}
 
@@ -45,62 +45,58 @@ def combine(p_ab: float | None, p_ba: float | None) -> float | None:
 
 
 class HttpPairwiseJudge:
+    """Options as for the ``http`` reward source (``http_client``), plus ``swap``.
+
+    A batch that still fails after its retries fails its pairs (None) and is counted in
+    ``failures`` (the reason, never the token); a 401/403, another 4xx or a redirect stops
+    the evaluation, since every batch would fail the same way.
+    """
+
     def __init__(
         self,
         url: str,
         timeout: float = 60.0,
         retries: int = 3,
         backoff: float = 0.5,
+        max_wait: float = 60.0,
         token_env: str | None = None,
         batch_size: int = 16,
         swap: bool = True,
     ):
-        check_url(url)
-        if not isinstance(retries, int) or retries < 0:
-            raise RecipeError(f"retries must be an integer >= 0, got {retries!r}")
-        self.url, self.timeout, self.retries, self.backoff = url, float(timeout), retries, float(backoff)
-        self.batch_size, self.swap = int(batch_size), bool(swap)
-        self._headers = bearer_headers(token_env)  # checked now, not at the first batch
-        self._session = make_session(0, 0)  # retries are counted here, garbage answers included
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise RecipeError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.client = HttpClient(
+            url, what="HTTP judge", timeout=timeout, retries=retries, backoff=backoff, max_wait=max_wait,
+            token_env=token_env, error=ComponentError,
+        )
+        self.batch_size, self.swap = batch_size, bool(swap)
         self.failures: list[str] = []  # why batches failed (never the token)
 
+    @property
+    def url(self) -> str:
+        return self.client.shown
+
     def __repr__(self) -> str:
-        return f"HttpPairwiseJudge(url={self.url!r})"
+        return f"HttpPairwiseJudge(url={self.client.shown!r})"
 
     def _ask(self, prompts, first, second) -> list[float | None]:
-        import requests
-
-        payload = {"prompts": prompts, "completions_a": first, "completions_b": second}
-        reason = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                resp = self._session.post(self.url, json=payload, headers=self._headers, timeout=self.timeout)
-            except requests.RequestException as exc:
-                reason = type(exc).__name__
-                continue
-            if resp.status_code != 200:
-                reason = f"HTTP {resp.status_code}"
-                if resp.status_code in RETRY_STATUSES or resp.status_code >= 500:
-                    continue
-                break  # 4xx: asking again will not help
-            try:
-                body = resp.json()
-            except ValueError:
-                reason = "invalid JSON"
-                continue
+        def parse(body):
             prefs = body.get("preferences") if isinstance(body, dict) else body
             if not isinstance(prefs, list) or len(prefs) != len(prompts):
-                reason = "no list of one preference per pair"
-                continue
+                raise BadAnswer(f"{shape_of(body)}, not a list of {len(prompts)} preferences (one per pair)")
             parsed = [parse_preference(v) for v in prefs]
             if all(v is None for v in parsed):
-                reason = "no usable preference in the answer"
-                continue
+                raise BadAnswer("no usable preference (a number in [0, 1], 'A', 'B' or 'tie')")
             return parsed
-        self.failures.append(f"{len(prompts)} pairs failed after {self.retries} retries: {reason}")
-        return [None] * len(prompts)
+
+        payload = {"prompts": prompts, "completions_a": first, "completions_b": second}
+        try:
+            return self.client.post(payload, parse)
+        except ComponentError as exc:
+            if getattr(exc, "fatal", False):
+                raise
+            self.failures.append(f"{len(prompts)} pairs failed: {exc}")
+            return [None] * len(prompts)
 
     def __call__(self, prompts, completions_a, completions_b):
         out: list[float | None] = []

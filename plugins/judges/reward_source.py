@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 
 import trl_plus
+from trl_plus.components import split_spec
 from trl_plus.errors import RecipeError
+from trl_plus.reward_checks import numeric_scores, source_name
 
 
 def _sigmoid(x: float) -> float:
@@ -29,19 +31,20 @@ class RewardSourceJudge:
             raise RecipeError(f"temperature must be a number > 0, got {temperature!r}")
         self.spec = source
         self.source = components.reward_source(source, "eval.judges.source")
+        kind = split_spec(source, "eval.judges.source")[0] if isinstance(source, (str, dict)) else None
+        self.name = source_name("eval.judges.source", kind or getattr(self.source, "__name__", "reward"), self.source)
         self.temperature = float(temperature)
 
     def __call__(self, prompts, completions_a, completions_b):
         n = len(prompts)
-        scores = list(self.source(list(prompts) * 2, list(completions_a) + list(completions_b)))
-        if len(scores) != 2 * n:
-            raise trl_plus.RewardSourceError(f"reward source returned {len(scores)} scores for {2 * n} completions")
+        answer = self.source(list(prompts) * 2, list(completions_a) + list(completions_b))
         out = []
+        scores = numeric_scores(self.name, answer, 2 * n)
         for ra, rb in zip(scores[:n], scores[n:]):
-            if ra is None or rb is None or not math.isfinite(float(ra)) or not math.isfinite(float(rb)):
-                out.append(None)
+            if ra is None or rb is None or not math.isfinite(ra) or not math.isfinite(rb):
+                out.append(None)  # no opinion (or NaN) on either side: a failed pair, counted
             else:
-                out.append(_sigmoid((float(ra) - float(rb)) / self.temperature))
+                out.append(_sigmoid((ra - rb) / self.temperature))
         return out
 
 

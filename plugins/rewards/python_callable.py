@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import traceback
 from pathlib import Path
 
 import trl_plus
@@ -37,8 +38,9 @@ def load_object(ref: str):
             module = importlib.import_module(module_ref)
     except (ImportError, FileNotFoundError) as exc:
         raise RecipeError(f"cannot import {module_ref!r} for {ref!r}: {exc}", "function") from exc
-    except Exception as exc:  # the module itself raised while it was imported
-        raise RecipeError(f"importing {module_ref!r} for {ref!r} raised {type(exc).__name__}: {exc}", "function") from exc
+    except (Exception, SystemExit) as exc:  # the module itself raised while it was imported
+        raise RecipeError(f"importing {module_ref!r} for {ref!r} raised {type(exc).__name__}: {exc}{_where(exc)}",
+                          "function") from exc
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -47,15 +49,44 @@ def load_object(ref: str):
     return obj
 
 
+def _where(exc: BaseException) -> str:
+    """`` (at file.py line N)``: the innermost frame of a traceback, or nothing."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" (at {Path(frames[-1].filename).name} line {frames[-1].lineno})" if frames else ""
+
+
+class PythonSource:
+    """A callable as reward source, named by its reference in errors (``python: mod:fn``)."""
+
+    def __init__(self, ref: str, fn):
+        self.fn, self.trl_plus_ref = fn, f"python: {ref}"
+        self.__name__ = ref.rpartition(":")[2].rpartition(".")[2]
+
+    def __getattr__(self, name):  # the wrapped object's attributes stay reachable
+        if name == "fn":
+            raise AttributeError(name)
+        return getattr(self.fn, name)
+
+    def __repr__(self) -> str:
+        return f"PythonSource({self.trl_plus_ref[len('python: '):]!r})"
+
+    def __call__(self, prompts, completions, **columns):
+        return self.fn(prompts, completions, **columns)
+
+
 def python_source(function: str, kwargs: dict | None = None):
     """A Python callable as reward source; a class is instantiated with ``kwargs``."""
     obj = load_object(function)
     if inspect.isclass(obj):
-        return obj(**(kwargs or {}))
+        try:
+            return PythonSource(function, obj(**(kwargs or {})))
+        except (TypeError, ValueError):
+            raise
+        except Exception as exc:
+            raise RecipeError(f"{function!r}({', '.join(kwargs or {})}) raised {type(exc).__name__}: {exc}{_where(exc)}") from exc
     if not callable(obj):
         raise RecipeError(f"{function!r} is not callable", "function")
-    fn = functools.partial(obj, **kwargs) if kwargs else obj
-    return fn
+    return PythonSource(function, functools.partial(obj, **kwargs) if kwargs else obj)
 
 
 @trl_plus.hookimpl

@@ -29,6 +29,7 @@ from accelerate.utils import gather, gather_object
 from transformers import TrainerCallback
 
 from ..errors import DataError, RecipeError
+from ..reward_checks import unscored_guard
 from . import ppo_math
 from .common import FILTER_REPORT, check_text_columns, hooks_for, save_run, tokenizer_of, write_filter_report
 from .ppo_config import PPOConfig
@@ -270,6 +271,7 @@ class PPOTrainer(trl.RLOOTrainer):
             totals = _to_tensor(scores.total, device)
             per_source = {name: _to_tensor(values, device) for name, values in scores.per_source.items()}
             gathered = gather(totals.unsqueeze(1))
+        unscored_guard(self).check(gathered, training=self.model.training)
         self._scored = {
             "prompts": text_prompts,
             "completions": text_completions,

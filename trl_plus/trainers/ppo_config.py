@@ -37,6 +37,12 @@ class PPOConfig(RLOOConfig):
     - ``kl_estimator``: ``"k1"`` (log-ratio) or ``"k3"`` per-token KL in the reward.
     - ``whiten_rewards``: scale per-token rewards to unit variance per rollout batch.
     - ``missing_eos_penalty``: subtracted from the score of completions without EOS.
+
+    Parameters of the reward check:
+
+    - ``max_unscored_batches``: the run stops with an error after this many consecutive
+      rollout batches in which no completion got a score (every reward source answered
+      None: a broken scorer trains on nothing); 0 turns the check off.
     """
 
     normalize_advantages: bool = field(
@@ -72,6 +78,13 @@ class PPOConfig(RLOOConfig):
     missing_eos_penalty: float | None = field(
         default=None,
         metadata={"help": "Subtracted from the score of a completion that ends without an EOS token."},
+    )
+    max_unscored_batches: int = field(
+        default=3,
+        metadata={
+            "help": "Stop with an error after this many consecutive rollout batches in which no completion got a "
+            "score (every reward source answered None); 0 turns the check off."
+        },
     )
     critic_init: str = field(
         default="policy",
@@ -120,6 +133,9 @@ class PPOConfig(RLOOConfig):
             raise ValueError(f"cliprange_value must be > 0 or null, got {self.cliprange_value}")
         if self.critic_learning_rate is not None and self.critic_learning_rate <= 0:
             raise ValueError(f"critic_learning_rate must be > 0, got {self.critic_learning_rate}")
+        if isinstance(self.max_unscored_batches, bool) or not isinstance(self.max_unscored_batches, int) \
+                or self.max_unscored_batches < 0:
+            raise ValueError(f"max_unscored_batches must be an integer >= 0 (0: no check), got {self.max_unscored_batches!r}")
         if not self.critic_init:
             raise ValueError("critic_init must be 'policy', 'reward' or a model path")
         super().__post_init__()
