@@ -1,0 +1,159 @@
+"""PPO's rollout: per-token log-probs captured from RLOO, per-token rewards, critic values, GAE.
+
+``PPORolloutMixin`` turns RLOO's scored rollout batch into what PPO's loss needs:
+``advantages`` (GAE, whitened), ``returns``, ``old_values``, ``old_per_token_logps`` and
+``loss_mask`` (completion tokens of the samples the rollout filters kept).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from accelerate.utils import gather, gather_object
+
+from . import ppo_math
+
+
+class PPORolloutMixin:
+    """Rollout processing for ``PPOTrainer`` (mixed in before ``trl.RLOOTrainer``)."""
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if self._capture is not None and not torch.is_grad_enabled():
+            # RLOO computes per-token old (policy) then reference log-probs but keeps only sums: keep them.
+            self._capture.append(out[0])
+        return out
+
+    def _process_slice(self, n_local: int) -> slice:
+        start = self.accelerator.process_index * n_local
+        return slice(start, start + n_local)
+
+    def _reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(t, reduction="sum") if self.accelerator.num_processes > 1 else t
+
+    def _generate_and_score_completions(self, inputs):
+        mode = "train" if self.model.training else "eval"
+        if mode == "train" and self.kl_schedule is not None:
+            self._apply_schedule()
+        self._capture = []
+        try:
+            out = super()._generate_and_score_completions(inputs)
+            captured = self._capture
+        finally:
+            self._capture = None
+        if len(captured) < 2:
+            raise RuntimeError("PPOTrainer: the reference log-probs were not computed (is beta > 0?)")
+        old_logps, ref_logps = captured[0].detach(), captured[1].detach()
+        scored, self._scored = self._scored, None
+        metrics = self._metrics[mode]
+        for key in [k for k in metrics if k.startswith("rewards/") or k == "kl"]:
+            # RLOO's per-function and per-token KL entries: replaced by ours below.
+            if metrics[key]:
+                metrics[key].pop()
+            if not metrics[key]:
+                del metrics[key]
+
+        args = self.args
+        device = old_logps.device
+        completion_mask = out["completion_mask"].to(old_logps.dtype)
+        score = scored["reward"].to(old_logps.dtype)
+        if args.missing_eos_penalty is not None:
+            score = torch.where(scored["has_eos"], score, score - args.missing_eos_penalty)
+
+        rewards_cols = {"reward": _to_list(score)}
+        rewards_cols.update({f"reward/{k}": _to_list(v) for k, v in scored["per_source"].items()})
+        self.hooks.rollout_scored(
+            trainer=self,
+            step=self.state.global_step,
+            prompts=scored["prompts"],
+            completions=scored["completions"],
+            rewards=rewards_cols,
+        )
+
+        keep = ~torch.isnan(score)
+        n_unscored = int(self._reduce_sum((~keep).sum().float()).item())
+        if self._rollout_chain:
+            keep = keep & self._rollout_mask(scored, rewards_cols, device)
+        n_dropped = int(self._reduce_sum((~keep).sum().float()).item())
+        if mode == "train":
+            self._rollout_unscored += n_unscored
+            self._rollout_dropped += n_dropped
+        loss_mask = completion_mask * keep.unsqueeze(1).to(completion_mask.dtype)
+
+        # Per-token rewards with the KL penalty inside (measured on every sample, dropped or not).
+        kl = ppo_math.kl_per_token(old_logps, ref_logps, args.kl_estimator) * completion_mask
+        rewards = ppo_math.per_token_rewards(torch.nan_to_num(score, nan=0.0), kl, loss_mask, self.kl_coef)
+        if args.whiten_rewards:
+            rewards = ppo_math.masked_whiten(rewards, loss_mask, shift_mean=False, reduce=self._reduce_sum)
+
+        with torch.no_grad():
+            values = self._values(out)
+        values = values * loss_mask
+        advantages, returns = ppo_math.gae(rewards, values, loss_mask, args.gamma, args.lam)
+        if args.normalize_advantages:
+            advantages = ppo_math.masked_whiten(advantages, loss_mask, reduce=self._reduce_sum)
+
+        # Logs: the measured KL is the mean per-sequence sum (what the adaptive controller targets).
+        seq_stats = self._reduce_sum(
+            torch.stack([kl.sum(), completion_mask.sum(), torch.tensor(float(kl.size(0)), device=device)])
+        )
+        kl_seq = (seq_stats[0] / seq_stats[2].clamp(min=1)).item()
+        metrics["kl"].append(kl_seq)
+        metrics["kl_per_token"].append((seq_stats[0] / seq_stats[1].clamp(min=1)).item())
+        for name, values_src in scored["per_source"].items():
+            stats = self._reduce_sum(
+                torch.stack([torch.nansum(values_src), (~torch.isnan(values_src)).sum().float()]).to(device)
+            )
+            metrics[f"reward/{name}"].append((stats[0] / stats[1]).item() if stats[1] > 0 else float("nan"))
+        if args.missing_eos_penalty is not None:
+            metrics["reward/with_eos_penalty"].append(float(torch.nanmean(gather(score)).item()))
+        metrics["value/explained_variance"].append(
+            ppo_math.explained_variance(values, returns, loss_mask, self._reduce_sum)
+        )
+        metrics["value/mean"].append(float(ppo_math.masked_mean(values, loss_mask).item()))
+        metrics["returns/mean"].append(float(ppo_math.masked_mean(returns, loss_mask).item()))
+        metrics["rollouts/dropped"].append(float(n_dropped))
+        if mode == "train":
+            metrics["rollouts/dropped_total"] = [float(self._rollout_dropped)]
+            metrics["rollouts/unscored_total"] = [float(self._rollout_unscored)]
+            for count in self._rollout_chain.counts:
+                metrics[f"rollouts/dropped_total/{count.name}"] = [float(count.dropped)]
+            self._kl_stats = {
+                "kl": kl_seq,
+                "kl_per_token": metrics["kl_per_token"][-1],
+                "reward": float(torch.nanmean(gather(scored["reward"])).item()),
+            }
+
+        out["advantages"] = advantages.detach()
+        out["returns"] = returns.detach()
+        out["old_values"] = values.detach()
+        out["old_per_token_logps"] = old_logps
+        out["loss_mask"] = loss_mask
+        return out
+
+    def _rollout_mask(self, scored, rewards_cols, device) -> torch.Tensor:
+        """Run the rollout filters on the whole (all-process) batch, so every rank decides alike."""
+        batch = {
+            "prompt": gather_object(list(scored["prompts"])),
+            "completion": gather_object(list(scored["completions"])),
+        }
+        for key, values in rewards_cols.items():
+            batch[key] = gather_object(list(values))
+        keep = self._rollout_chain.mask(batch)
+        n_local = len(scored["prompts"])
+        return torch.tensor(keep[self._process_slice(n_local)], dtype=torch.bool, device=device)
+
+    def _values(self, inputs) -> torch.Tensor:
+        """The critic's value of each completion token's state (the position that predicts it)."""
+        prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        with self.accelerator.autocast():
+            values = self.critic_module(input_ids, attention_mask)
+        start = prompt_ids.size(1) - 1
+        return values[:, start : start + completion_ids.size(1)].float()
+
+
+def _to_list(t: torch.Tensor) -> list:
+    return [None if math.isnan(v) else v for v in t.float().cpu().tolist()]
