@@ -117,7 +117,8 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCheckpointMixin, trl.RLOOTrai
         train_dataset = self._filter_dataset(components, filters, train_dataset, "train")
         self._rollout_dropped = 0
         self._rollout_unscored = 0
-        self._kl_stats: dict = {}
+        # What the KL schedule is given: the last rollout's measurements, and the cumulative sample count.
+        self._kl_stats: dict = {"samples": 0}
         self._capture: list | None = None
         self._scored: dict | None = None
         self.kl_coef = float(args.beta)

@@ -123,6 +123,8 @@ class PPORolloutMixin:
                 "kl": kl_seq,
                 "kl_per_token": metrics["kl_per_token"][-1],
                 "reward": float(torch.nanmean(gather(scored["reward"])).item()),
+                # Samples in all rollouts so far, over all processes: what the adaptive controller's horizon counts.
+                "samples": int(self._kl_stats.get("samples", 0)) + int(seq_stats[2].item()),
             }
 
         out["advantages"] = advantages.detach()

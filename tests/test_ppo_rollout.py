@@ -1,0 +1,43 @@
+"""PPO's rollout on the tiny model: what the KL schedule is fed, the reward path, the captured log-probs."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_ppo_trainer import logged, make_trainer  # the tiny PPO setup every trainer test uses
+
+from trl_plus.plugins.kl.adaptive import AdaptiveKLController
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    yield
+
+
+class RecordingController(AdaptiveKLController):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = []
+
+    def __call__(self, step, stats):
+        before = self.value
+        after = super().__call__(step, stats)
+        self.calls.append((step, dict(stats), before, after))
+        return after
+
+
+def test_adaptive_controller_counts_rollout_samples(tmp_path, tiny_model_path):
+    """4 optimizer steps per 64-sample rollout, horizon 10000: each rollout moves kl_coef by
+    error * 64 / 10000 (counting optimizer steps would give error * 4 / 10000)."""
+    controller = RecordingController(init=0.05, target=1e-4, horizon=10000)
+    trainer = make_trainer(tmp_path, tiny_model_path, steps=12, num_mini_batches=4, kl=controller)
+    trainer.train()
+    measured = [c for c in controller.calls if "kl" in c[1]]
+    assert len(measured) == 2  # before rollouts 2 and 3
+    for i, (step, stats, before, after) in enumerate(measured, start=1):
+        assert stats["samples"] == 64 * i and step == 4 * i
+        error = min(max(stats["kl"] / 1e-4 - 1, -0.2), 0.2)
+        assert after / before - 1 == pytest.approx(error * 64 / 10000, rel=1e-9)
+    # The first rollout's KL is ~0 (the policy is the reference): error -0.2, -0.128% per rollout.
+    assert measured[0][3] / measured[0][2] == pytest.approx(1 - 0.2 * 64 / 10000)
+    assert trainer._kl_stats["samples"] == 3 * 64
