@@ -41,3 +41,46 @@ def test_adaptive_controller_counts_rollout_samples(tmp_path, tiny_model_path):
     # The first rollout's KL is ~0 (the policy is the reference): error -0.2, -0.128% per rollout.
     assert measured[0][3] / measured[0][2] == pytest.approx(1 - 0.2 * 64 / 10000)
     assert trainer._kl_stats["samples"] == 3 * 64
+
+
+def save_tiny(folder, tiny_model_path, config):
+    """A tiny causal LM of ``config``'s architecture with the tiny tokenizer, saved in ``folder``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        setattr(config, key, getattr(tokenizer, key))
+    config.vocab_size = len(tokenizer)
+    import torch
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_gpt2(tmp_path, tiny_model_path, dropout=0.0):
+    from transformers import GPT2Config
+
+    config = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=128, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
+    return save_tiny(tmp_path / "gpt2", tiny_model_path, config)
+
+
+def test_dropout_is_off_by_default_so_the_first_ratio_is_one(tmp_path, tiny_model_path):
+    import trl
+
+    import trl_plus
+
+    assert trl_plus.PPOConfig(output_dir=str(tmp_path), bf16=False).disable_dropout is True
+    assert trl.RLOOConfig(output_dir=str(tmp_path), bf16=False).disable_dropout is False  # RLOO's default
+    path = tiny_gpt2(tmp_path, tiny_model_path, dropout=0.5)
+    drifts = {}
+    for disable in (True, False):
+        trainer = make_trainer(tmp_path, path, steps=1, logging_steps=1, disable_dropout=disable)
+        trainer.train()
+        drifts[disable] = logged(trainer, "approx_kl")[0]  # old -> new policy drift before any update
+    assert drifts[True] < 1e-10 < 1e-3 < drifts[False], drifts
+    # An RLOOConfig (dropout on by default) given to PPOTrainer is converted with dropout off.
+    from trl_plus.trainers.ppo_setup import _as_ppo_config
+
+    assert _as_ppo_config(trl.RLOOConfig(output_dir=str(tmp_path), bf16=False), None).disable_dropout is True

@@ -23,6 +23,9 @@ class PPOConfig(RLOOConfig):
     - ``num_iterations``: PPO epochs over each rollout batch (``num_ppo_epochs`` sets it).
     - ``steps_per_generation``: micro-batches per rollout batch (``num_mini_batches`` sets it).
     - ``normalize_advantages``: advantage whitening (on by default here).
+    - ``disable_dropout``: on by default here (RLOO's default is off): the rollout's log-probs
+      and values must be computed by the same function the update differentiates, or the
+      first ratio is not 1.
 
     Parameters of the critic (value function):
 
@@ -42,6 +45,13 @@ class PPOConfig(RLOOConfig):
     normalize_advantages: bool = field(
         default=True,
         metadata={"help": "Whiten the GAE advantages over each rollout batch (mean 0, std 1 over completion tokens)."},
+    )
+    disable_dropout: bool = field(
+        default=True,
+        metadata={
+            "help": "Turn dropout off in the policy, reference and critic, so the rollout's log-probs and values "
+            "match what the update computes (the first PPO ratio is 1)."
+        },
     )
     num_ppo_epochs: int | None = field(
         default=None,

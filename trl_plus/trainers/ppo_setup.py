@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tempfile
 from pathlib import Path
 
 import trl
 
 from .ppo_config import PPOConfig
+
+logger = logging.getLogger(__name__)
 
 
 def _as_ppo_config(args, model) -> PPOConfig:
@@ -21,6 +24,10 @@ def _as_ppo_config(args, model) -> PPOConfig:
         # Re-derive the generation batch from steps_per_generation, as RLOOConfig did.
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init}
         values["generation_batch_size"] = None
+        if not args.disable_dropout:
+            # RLOO's default (dropout on) breaks PPO's ratio; only a PPOConfig can keep dropout on.
+            logger.warning("PPOTrainer turns dropout off (disable_dropout=True); pass a PPOConfig to keep it on")
+            values["disable_dropout"] = True
         return PPOConfig(**values)
     raise TypeError(f"args must be a trl_plus.PPOConfig (or trl.RLOOConfig), got {type(args).__name__}")
 
