@@ -26,7 +26,7 @@ from ..errors import DataError, RecipeError
 from .common import FILTER_REPORT, check_text_columns, hooks_for, save_run, tokenizer_of, write_filter_report
 from .ppo_checkpoint import PPOCheckpointMixin
 from .ppo_config import PPOConfig
-from .ppo_critic import ValueModel, critic_from_policy, load_critic, reward_model_of
+from .ppo_critic import PPOCriticMixin, load_critic
 from .ppo_loss import PPOLossMixin, _ZeroCriticGrads
 from .ppo_rollout import PPORolloutMixin
 from .ppo_setup import _as_ppo_config, _ensure_reference_loadable
@@ -54,7 +54,7 @@ class _RewardMixFunc:
         raise RuntimeError("PPOTrainer scores rollouts itself")
 
 
-class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCheckpointMixin, trl.RLOOTrainer):
+class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMixin, trl.RLOOTrainer):
     """Drop-in for ``trl.RLOOTrainer`` that trains with PPO, plus keyword-only trl-plus components.
 
     :param reward_funcs: as for RLOO (callables or reward models); may be omitted when
@@ -70,8 +70,8 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCheckpointMixin, trl.RLOOTrai
         get zero advantage and no loss. Counts go to the logs and ``filter_report.json``.
     :param plugin_manager: a pluggy manager or ``trl_plus.Hooks``; a fresh default one if None.
     :param recipe: the recipe the run came from, passed to the lifecycle hooks.
-    :param critic: the value model: a sequence-classification model or a path; default from
-        ``args.critic_init``.
+    :param critic: the value model: a ``ppo_critic.ValueModel``, a one-label sequence-classification
+        model or a path; default from ``args.critic_init``.
     """
 
     _tag_names = ["trl", "trl-plus", "ppo"]
@@ -141,24 +141,7 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCheckpointMixin, trl.RLOOTrai
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
-        if critic_model is None:  # the policy was given by name: RLOO loaded it
-            critic_model = critic_from_policy(self.model, self._tokenizer.pad_token_id)
-        critic_vocab = getattr(critic_model.config.get_text_config(), "vocab_size", None)
-        if critic_vocab is not None and critic_vocab < len(self._tokenizer):
-            raise RecipeError(
-                f"the critic's vocabulary ({critic_vocab} tokens) is smaller than the policy tokenizer's "
-                f"({len(self._tokenizer)}): the critic reads the policy's token ids, so it must share its tokenizer",
-                "ppo.critic_init",
-            )
-        critic_model.config.pad_token_id = self._tokenizer.pad_token_id
-        if self.args.disable_dropout:
-            from trl.trainer.utils import disable_dropout_in_model
-
-            disable_dropout_in_model(critic_model)
-        self.critic = critic_model
-        self.critic.train()
-        # Prepared (DDP-wrapped under several processes): always call the critic through this.
-        self.critic_module = self.accelerator.prepare_model(ValueModel(self.critic))
+        self._attach_critic(critic_model)
         self.add_callback(_ZeroCriticGrads(self))
         if self.kl_schedule is not None:
             self._apply_schedule()
@@ -180,24 +163,6 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCheckpointMixin, trl.RLOOTrai
                 f"the filters dropped every row of the {name} dataset; see {FILTER_REPORT}: {chain.report()['filters']}"
             )
         return dataset
-
-    def _build_critic(self, critic, args, model, tokenizer, rewards):
-        pad_id = tokenizer.pad_token_id if tokenizer is not None else None
-        if critic is not None and not isinstance(critic, str):
-            return critic
-        init = critic or args.critic_init
-        if init == "policy":
-            return None if isinstance(model, str) else critic_from_policy(model, pad_id)
-        if init == "reward":
-            path = reward_model_of(rewards)
-            if path is None:
-                raise RecipeError(
-                    "critic_init 'reward' needs a 'reward_model' reward source with a model path in rewards=; "
-                    "or pass critic= (a model or path)",
-                    "ppo.critic_init",
-                )
-            init = path
-        return load_critic(init, hooks=self.hooks)
 
     # -- KL schedule -------------------------------------------------------------------------
     def _apply_schedule(self) -> None:

@@ -28,10 +28,7 @@ class PPOCheckpointMixin:
         path = Path(resume_from_checkpoint) / CRITIC_DIR
         if not path.is_dir():
             raise RecipeError(f"checkpoint {resume_from_checkpoint} has no {CRITIC_DIR}/ folder: cannot restore the critic")
-        from transformers import AutoModelForSequenceClassification
-
-        saved = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=self.critic.dtype)
-        self.critic.load_state_dict(saved.state_dict())
+        self.critic.load_saved(path)
         state_file = Path(resume_from_checkpoint) / PPO_STATE
         if state_file.is_file():
             state = json.loads(state_file.read_text())

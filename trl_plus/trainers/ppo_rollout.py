@@ -146,16 +146,6 @@ class PPORolloutMixin:
         n_local = len(scored["prompts"])
         return torch.tensor(keep[self._process_slice(n_local)], dtype=torch.bool, device=device)
 
-    def _values(self, inputs) -> torch.Tensor:
-        """The critic's value of each completion token's state (the position that predicts it)."""
-        prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
-        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
-        with self.accelerator.autocast():
-            values = self.critic_module(input_ids, attention_mask)
-        start = prompt_ids.size(1) - 1
-        return values[:, start : start + completion_ids.size(1)].float()
-
 
 def _to_list(t: torch.Tensor) -> list:
     return [None if math.isnan(v) else v for v in t.float().cpu().tolist()]
