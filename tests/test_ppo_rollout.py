@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+import torch
 
 from test_ppo_trainer import logged, make_trainer  # the tiny PPO setup every trainer test uses
 
@@ -51,8 +54,6 @@ def save_tiny(folder, tiny_model_path, config):
     for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
         setattr(config, key, getattr(tokenizer, key))
     config.vocab_size = len(tokenizer)
-    import torch
-
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -84,3 +85,21 @@ def test_dropout_is_off_by_default_so_the_first_ratio_is_one(tmp_path, tiny_mode
     from trl_plus.trainers.ppo_setup import _as_ppo_config
 
     assert _as_ppo_config(trl.RLOOConfig(output_dir=str(tmp_path), bf16=False), None).disable_dropout is True
+
+
+def test_critic_runs_in_policy_sized_chunks_with_gradient_checkpointing(tmp_path, tiny_model_path):
+    rows = []
+    trainer = make_trainer(tmp_path, tiny_model_path, steps=2, num_mini_batches=2, per_device_train_batch_size=8, gradient_checkpointing=True)
+    assert trainer.critic.backbone.is_gradient_checkpointing
+    forward = trainer.critic_module.forward
+
+    def spy(input_ids, attention_mask):
+        rows.append((input_ids.size(0), torch.is_grad_enabled(), trainer.critic.backbone.is_gradient_checkpointing))
+        return forward(input_ids, attention_mask)
+
+    trainer.critic_module.forward = spy
+    trainer.train()
+    # One 16-sample rollout, valued in chunks of per_device_train_batch_size (8) without gradients and with
+    # checkpointing off; then the two 8-sample minibatches with gradients and checkpointing on.
+    assert rows == [(8, False, False), (8, False, False), (8, True, True), (8, True, True)]
+    assert all(math.isfinite(v) for v in logged(trainer, "loss/value"))

@@ -14,6 +14,7 @@ Saved as ``critic/``: the backbone's ``save_pretrained`` output plus ``value_hea
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -221,18 +222,36 @@ class PPOCriticMixin:
             disable_dropout_in_model(critic)
         self.critic = critic
         self.critic.train()
+        if self.args.gradient_checkpointing:  # as the Trainer does for the policy
+            self.critic.gradient_checkpointing_enable(self.args.gradient_checkpointing_kwargs)
         # Prepared (DDP-wrapped under several processes): always call the critic through this.
         self.critic_module = self.accelerator.prepare_model(self.critic)
 
-    def _values(self, inputs) -> torch.Tensor:
-        """The critic's value of each completion token's state (the position that predicts it)."""
+    def _values(self, inputs, batch_size: int | None = None) -> torch.Tensor:
+        """The critic's value of each completion token's state (the position that predicts it),
+        in chunks of ``batch_size`` rows as RLOO runs the policy and the reference."""
         prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        batch_size = batch_size or input_ids.size(0)
+        chunks = []
         with self.accelerator.autocast():
-            values = self.critic_module(input_ids, attention_mask)
+            for start in range(0, input_ids.size(0), batch_size):
+                rows = slice(start, start + batch_size)
+                chunks.append(self.critic_module(input_ids[rows], attention_mask[rows]))
         start = prompt_ids.size(1) - 1
-        return values[:, start : start + completion_ids.size(1)].float()
+        return torch.cat(chunks)[:, start : start + completion_ids.size(1)].float()
+
+    def _rollout_values(self, inputs, mode: str) -> torch.Tensor:
+        from trl.models.utils import disable_gradient_checkpointing
+
+        args = self.args
+        batch_size = args.per_device_train_batch_size if mode == "train" else args.per_device_eval_batch_size
+        backbone = self.critic.backbone
+        checkpointing = getattr(backbone, "is_gradient_checkpointing", False)
+        off = disable_gradient_checkpointing(backbone, args.gradient_checkpointing_kwargs) if checkpointing else nullcontext()
+        with torch.no_grad(), off:
+            return self._values(inputs, batch_size)
 
 
 def reward_model_of(specs) -> str | None:

@@ -87,8 +87,7 @@ class PPORolloutMixin:
         if args.whiten_rewards:
             rewards = ppo_math.masked_whiten(rewards, loss_mask, shift_mean=False, reduce=self._reduce_sum)
 
-        with torch.no_grad():
-            values = self._values(out)
+        values = self._rollout_values(out, mode)
         values = values * loss_mask
         advantages, returns = ppo_math.gae(rewards, values, loss_mask, args.gamma, args.lam)
         if args.normalize_advantages:
