@@ -29,7 +29,7 @@ from .ppo_config import PPOConfig
 from .ppo_critic import PPOCriticMixin, load_critic
 from .ppo_loss import PPOLossMixin, _ZeroCriticGrads
 from .ppo_rollout import PPORolloutMixin
-from .ppo_setup import _as_ppo_config, _ensure_reference_loadable
+from .ppo_setup import _as_ppo_config, _ensure_reference_loadable, refuse_sharded_training, refuse_vision_language
 
 __all__ = ["PPOTrainer", "PPOConfig", "train_from_recipe"]
 
@@ -99,6 +99,8 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
         critic=None,
     ):
         args = _as_ppo_config(args, model)
+        refuse_sharded_training(args)
+        refuse_vision_language(processing_class)
         self.hooks = hooks_for(plugin_manager)
         self.recipe = recipe
         tokenizer = tokenizer_of(processing_class) if processing_class is not None else None
@@ -141,6 +143,8 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
+        refuse_sharded_training(self.args, self)
+        refuse_vision_language(processing_class, self)
         self._attach_critic(critic_model)
         self.add_callback(_ZeroCriticGrads(self))
         if self.kl_schedule is not None:
