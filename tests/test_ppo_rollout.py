@@ -103,3 +103,24 @@ def test_critic_runs_in_policy_sized_chunks_with_gradient_checkpointing(tmp_path
     # checkpointing off; then the two 8-sample minibatches with gradients and checkpointing on.
     assert rows == [(8, False, False), (8, False, False), (8, True, True), (8, True, True)]
     assert all(math.isfinite(v) for v in logged(trainer, "loss/value"))
+
+
+def test_reward_clip_range_bounds_the_score_trained_on(tmp_path, tiny_model_path, monkeypatch):
+    from trl_plus.trainers import ppo_math
+
+    scores = []
+    per_token_rewards = ppo_math.per_token_rewards
+
+    def spy(score, kl, mask, kl_coef):
+        scores.append(score.clone())
+        return per_token_rewards(score, kl, mask, kl_coef)
+
+    monkeypatch.setattr(ppo_math, "per_token_rewards", spy)
+
+    def big(prompts, completions, **columns):
+        return [5.0 if i % 2 else -3.0 for i in range(len(completions))]
+
+    trainer = make_trainer(tmp_path, tiny_model_path, steps=1, logging_steps=1, rewards=[big], reward_clip_range=(-1.0, 0.5))
+    trainer.train()
+    assert scores and set(scores[0].tolist()) == {-1.0, 0.5}  # clipped before the KL penalty
+    assert logged(trainer, "reward")[0] == pytest.approx(1.0)  # the logged reward is the sources' own (5 and -3)

@@ -58,6 +58,8 @@ class PPORolloutMixin:
         device = old_logps.device
         completion_mask = out["completion_mask"].to(old_logps.dtype)
         score = scored["reward"].to(old_logps.dtype)
+        if self.reward_clip_range:  # RLOO's meaning: the total reward, before the KL penalty (NaN stays NaN)
+            score = score.clamp(min=self.reward_clip_range[0], max=self.reward_clip_range[1])
         if args.missing_eos_penalty is not None:
             score = torch.where(scored["has_eos"], score, score - args.missing_eos_penalty)
 
