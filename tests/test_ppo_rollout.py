@@ -124,3 +124,22 @@ def test_reward_clip_range_bounds_the_score_trained_on(tmp_path, tiny_model_path
     trainer.train()
     assert scores and set(scores[0].tolist()) == {-1.0, 0.5}  # clipped before the KL penalty
     assert logged(trainer, "reward")[0] == pytest.approx(1.0)  # the logged reward is the sources' own (5 and -3)
+
+
+def test_completions_table_shows_ppo_advantages(tmp_path, tiny_model_path):
+    import trl_plus
+    from trl_plus.trainers import ppo_math
+
+    outs = []
+
+    class Spy(trl_plus.PPOTrainer):
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            outs.append(out)
+            return out
+
+    trainer = make_trainer(tmp_path, tiny_model_path, steps=1, trainer_cls=Spy)
+    trainer.train()
+    expected = ppo_math.masked_mean(outs[0]["advantages"], outs[0]["loss_mask"], dim=1).tolist()
+    assert list(trainer._logs["advantages"]) == pytest.approx(expected)
+    assert len(trainer._logs["advantages"]) == len(trainer._logs["prompt"]) == 16

@@ -128,12 +128,22 @@ class PPORolloutMixin:
                 "samples": int(self._kl_stats.get("samples", 0)) + int(seq_stats[2].item()),
             }
 
+        self._log_sample_advantages(advantages, loss_mask)
         out["advantages"] = advantages.detach()
         out["returns"] = returns.detach()
         out["old_values"] = values.detach()
         out["old_per_token_logps"] = old_logps
         out["loss_mask"] = loss_mask
         return out
+
+    def _log_sample_advantages(self, advantages: torch.Tensor, loss_mask: torch.Tensor) -> None:
+        """The completions table's ``advantage`` column: PPO's (each sample's mean GAE advantage over
+        its tokens, 0 for a dropped sample) in place of the RLOO advantages RLOO put there."""
+        per_sample = gather(ppo_math.masked_mean(advantages, loss_mask, dim=1)).tolist()
+        column = self._logs["advantages"]
+        for _ in range(min(len(per_sample), len(column))):
+            column.pop()
+        column.extend(per_sample)
 
     def _rollout_mask(self, scored, rewards_cols, device) -> torch.Tensor:
         """Run the rollout filters on the whole (all-process) batch, so every rank decides alike."""
