@@ -143,3 +143,40 @@ def test_completions_table_shows_ppo_advantages(tmp_path, tiny_model_path):
     expected = ppo_math.masked_mean(outs[0]["advantages"], outs[0]["loss_mask"], dim=1).tolist()
     assert list(trainer._logs["advantages"]) == pytest.approx(expected)
     assert len(trainer._logs["advantages"]) == len(trainer._logs["prompt"]) == 16
+
+
+def test_a_reference_that_is_not_the_initial_policy_is_an_error(tmp_path, tiny_model_path):
+    import trl_plus
+    from trl_plus.errors import TrlPlusError
+
+    class Edited(trl_plus.PPOTrainer):
+        """The policy changed in memory after loading: RLOO's reference (from its folder) is not it."""
+
+        def __init__(self, model, **kwargs):
+            with torch.no_grad():
+                model.lm_head.weight.mul_(3.0)
+            super().__init__(model, **kwargs)
+
+    trainer = make_trainer(tmp_path, tiny_model_path, steps=1, trainer_cls=Edited)
+    with pytest.raises(TrlPlusError, match="reference model is not the initial policy.*_name_or_path"):
+        trainer.train()
+
+
+@pytest.mark.parametrize("fault, message", [("extra pass", "expected 2 log-prob passes.*saw 4"), ("shifted", "do not sum to RLOO's old_logps")])
+def test_captured_log_probs_are_cross_checked(tmp_path, tiny_model_path, fault, message):
+    import trl_plus
+    from trl_plus.errors import TrlPlusError
+
+    class Faulty(trl_plus.PPOTrainer):
+        def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+            out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+            if self._capture is not None and not torch.is_grad_enabled():
+                if fault == "extra pass":
+                    self._capture.append(out[0])
+                elif len(self._capture) == 1:
+                    self._capture[0] = self._capture[0] + 0.5
+            return out
+
+    trainer = make_trainer(tmp_path, tiny_model_path, steps=1, trainer_cls=Faulty)
+    with pytest.raises(TrlPlusError, match=message):
+        trainer.train()

@@ -122,6 +122,7 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
         # What the KL schedule is given: the last rollout's measurements, and the cumulative sample count.
         self._kl_stats: dict = {"samples": 0}
         self._capture: list | None = None
+        self._reference_checked = False
         self._scored: dict | None = None
         self.kl_coef = float(args.beta)
 

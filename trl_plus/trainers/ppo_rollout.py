@@ -12,7 +12,11 @@ import math
 import torch
 from accelerate.utils import gather, gather_object
 
+from ..errors import TrlPlusError
 from . import ppo_math
+
+# Mean |log p - log p_ref| per token at a run's first rollout above which the reference is not the policy.
+REFERENCE_TOLERANCE = 1e-2
 
 
 class PPORolloutMixin:
@@ -42,9 +46,7 @@ class PPORolloutMixin:
             captured = self._capture
         finally:
             self._capture = None
-        if len(captured) < 2:
-            raise RuntimeError("PPOTrainer: the reference log-probs were not computed (is beta > 0?)")
-        old_logps, ref_logps = captured[0].detach(), captured[1].detach()
+        old_logps, ref_logps = self._check_captured(captured, out, mode)
         scored, self._scored = self._scored, None
         metrics = self._metrics[mode]
         for key in [k for k in metrics if k.startswith("rewards/") or k == "kl"]:
@@ -135,6 +137,40 @@ class PPORolloutMixin:
         out["old_per_token_logps"] = old_logps
         out["loss_mask"] = loss_mask
         return out
+
+    def _check_captured(self, captured: list, out: dict, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-token old and reference log-probs RLOO computed (in that order) and kept only as sums.
+
+        Captured by call order, so checked: exactly the calls expected, summing to what RLOO
+        kept (``old_logps``) and logged (``kl``, the per-token mean log-ratio); and, at the first
+        rollout of a run, a reference that is the initial policy (KL about 0).
+        """
+        expected = 2 if self.beta != 0.0 else 1
+        if len(captured) != expected:
+            raise TrlPlusError(
+                f"PPOTrainer expected {expected} log-prob passes in RLOO's rollout (policy, reference), saw "
+                f"{len(captured)}: this TRL version computes them differently than trl-plus was built for"
+            )
+        old, ref = captured[0].detach(), captured[1].detach()
+        mask = out["completion_mask"].to(old.dtype)
+        if not torch.allclose((old * mask).sum(1), out["old_logps"].to(old.dtype), rtol=1e-4, atol=1e-3):
+            raise TrlPlusError("PPOTrainer: the captured policy log-probs do not sum to RLOO's old_logps")
+        log_ratio = self._reduce_sum(torch.stack([((old - ref) * mask).sum(), ((old - ref).abs() * mask).sum(), mask.sum()]))
+        rloo_kl = self._metrics[mode].get("kl")
+        if rloo_kl and not math.isclose(rloo_kl[-1], (log_ratio[0] / log_ratio[2].clamp(min=1)).item(), rel_tol=1e-3, abs_tol=1e-4):
+            raise TrlPlusError("PPOTrainer: the captured reference log-probs do not match RLOO's logged KL")
+        if mode == "train" and self.state.global_step == 0 and not self._reference_checked:
+            self._reference_checked = True
+            drift = (log_ratio[1] / log_ratio[2].clamp(min=1)).item()
+            if self.args.disable_dropout and drift > REFERENCE_TOLERANCE:
+                raise TrlPlusError(
+                    f"the reference model is not the initial policy: at the first rollout the policy's and the "
+                    f"reference's log-probs differ by {drift:.3g} per token on average (at most {REFERENCE_TOLERANCE} "
+                    f"expected). RLOO loads the reference from model.config._name_or_path "
+                    f"({getattr(self.model.config, '_name_or_path', '')!r}): point it at a folder holding exactly "
+                    "the policy's weights (save_pretrained), or pass the policy by name"
+                )
+        return old, ref
 
     def _log_sample_advantages(self, advantages: torch.Tensor, loss_mask: torch.Tensor) -> None:
         """The completions table's ``advantage`` column: PPO's (each sample's mean GAE advantage over
