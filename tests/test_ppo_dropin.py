@@ -120,3 +120,26 @@ def test_vision_language_processor_is_refused(tmp_path, tiny_model_path):
             processing_class=processor,
             rewards=[letter_share],
         )
+
+
+def test_beta_zero_trains_without_a_reference(tmp_path, tiny_model_path):
+    trainer = make_trainer(tmp_path, tiny_model_path, steps=2, beta=0.0)
+    assert trainer.ref_model is None and trainer.kl_coef == 0.0
+    trainer.train()
+    assert all(math.isfinite(v) for v in logged(trainer, "loss/policy") + logged(trainer, "loss/value"))
+    assert not logged(trainer, "kl")  # nothing to measure against, as in RLOO
+    assert "kl" not in trainer._kl_stats and trainer._kl_stats["samples"] == 32
+
+
+def test_kl_schedule_can_reach_zero_and_still_measures_kl(tmp_path, tiny_model_path):
+    trainer = make_trainer(tmp_path, tiny_model_path, steps=4, logging_steps=1, kl={"name": "linear", "start": 0.1, "end": 0.0, "steps": 2})
+    trainer.train()
+    assert logged(trainer, "kl_coef")[-1] == 0.0
+    assert len(logged(trainer, "kl")) == 4 and math.isfinite(logged(trainer, "kl")[-1])  # the reference stays
+
+
+def test_kl_schedule_with_beta_zero_is_refused(tmp_path, tiny_model_path):
+    from trl_plus.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="kl: a KL schedule needs the reference model, which beta 0 turns off"):
+        make_trainer(tmp_path, tiny_model_path, steps=1, beta=0.0, kl={"name": "constant", "value": 0.1})

@@ -72,3 +72,15 @@ def test_adaptive_counts_samples_not_steps(plugin_manager):
             assert got / 0.1 == pytest.approx(1.01024)
     # the same cumulative count again (an eval rollout, say): no second update
     assert s(13, {"kl": 100.0, "samples": 512 * 3}) == pytest.approx(value)
+
+
+def test_linear_may_reach_zero_for_ppo_only(plugin_manager):
+    from trl_plus.errors import ComponentError
+
+    s = build(plugin_manager, {"name": "linear", "start": 0.1, "end": 0.0, "steps": 2})
+    with pytest.raises(ComponentError, match="returned 0.0 at step 2; it must be finite and > 0"):
+        s(2, {})  # DPO's beta (the default check)
+    s.allow_zero = True  # what PPOTrainer sets: kl_coef 0 is no KL penalty
+    assert s(2, {}) == 0.0
+    with pytest.raises(RecipeError, match="not both 0"):
+        build(plugin_manager, {"name": "linear", "start": 0, "end": 0, "steps": 2})

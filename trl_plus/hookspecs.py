@@ -56,7 +56,7 @@ def trl_plus_register_kl_schedules(register: Any) -> None:
     - PPO also passes ``kl_per_token`` and ``reward``; DPO its ``logratio/*`` means.
 
     A schedule may keep state (the adaptive controller does). It must return a finite
-    value > 0.
+    value > 0 (PPO also takes 0: no KL penalty at that rollout).
 
     Called once, when the KL-schedule registry is first built.
 

@@ -29,7 +29,13 @@ from .ppo_config import PPOConfig
 from .ppo_critic import PPOCriticMixin, load_critic
 from .ppo_loss import PPOLossMixin, _ZeroCriticGrads
 from .ppo_rollout import PPORolloutMixin
-from .ppo_setup import _as_ppo_config, _ensure_reference_loadable, refuse_sharded_training, refuse_vision_language
+from .ppo_setup import (
+    _as_ppo_config,
+    _ensure_reference_loadable,
+    refuse_schedule_without_reference,
+    refuse_sharded_training,
+    refuse_vision_language,
+)
 
 __all__ = ["PPOTrainer", "PPOConfig", "train_from_recipe"]
 
@@ -106,6 +112,9 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
         tokenizer = tokenizer_of(processing_class) if processing_class is not None else None
         components = self.hooks.components(tokenizer=tokenizer)
         self.kl_schedule = components.kl_schedule(kl)
+        if self.kl_schedule is not None:
+            refuse_schedule_without_reference(args)
+            self.kl_schedule.allow_zero = True  # PPO: kl_coef 0 is no KL penalty
         self.reward_mix = components.reward_mix(rewards)
         if self.reward_mix is None and not reward_funcs:
             raise RecipeError("PPOTrainer needs rewards= (reward sources) or reward_funcs=", "rewards")
@@ -126,7 +135,7 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
         self._scored: dict | None = None
         self.kl_coef = float(args.beta)
 
-        if not isinstance(model, str):
+        if not isinstance(model, str) and args.beta != 0:
             _ensure_reference_loadable(model, args, peft_config)
 
         critic_model = self._build_critic(critic, args, model, tokenizer, rewards)
@@ -172,8 +181,8 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
     # -- KL schedule -------------------------------------------------------------------------
     def _apply_schedule(self) -> None:
         self.kl_coef = self.kl_schedule(self.state.global_step, dict(self._kl_stats))
-        # RLOO only computes reference log-probs while beta != 0; the schedule keeps it > 0.
-        self.beta = self.kl_coef
+        # RLOO computes reference log-probs only while its beta != 0: a schedule at 0 still measures the KL.
+        self.beta = self.kl_coef or self.args.beta
 
     # -- scoring -------------------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):

@@ -32,7 +32,8 @@ class PPOCheckpointMixin:
         state_file = Path(resume_from_checkpoint) / PPO_STATE
         if state_file.is_file():
             state = json.loads(state_file.read_text())
-            self.kl_coef = self.beta = float(state["kl_coef"])
+            self.kl_coef = float(state["kl_coef"])
+            self.beta = self.kl_coef or self.args.beta
             self._kl_stats = dict(state.get("kl_stats") or {})
             if state.get("schedule") and self.kl_schedule is not None:
                 # Plain attributes of a stateful schedule (the adaptive controller's value and last step).

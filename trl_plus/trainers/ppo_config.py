@@ -18,7 +18,8 @@ class PPOConfig(RLOOConfig):
     Fields RLOO already has keep their RLOO meaning and name:
 
     - ``beta``: the KL coefficient in the per-token reward (``kl_coef`` in the logs) when
-      no KL schedule is given; a schedule replaces it at every rollout. Must be > 0.
+      no KL schedule is given; a schedule replaces it at every rollout. 0 (as in RLOO) turns
+      the KL penalty and the reference model off; a KL schedule needs beta > 0 (a reference).
     - ``epsilon`` / ``epsilon_high``: the policy ratio clip range.
     - ``num_iterations``: PPO epochs over each rollout batch (``num_ppo_epochs`` sets it).
     - ``steps_per_generation``: micro-batches per rollout batch (``num_mini_batches`` sets it).
@@ -116,10 +117,8 @@ class PPOConfig(RLOOConfig):
             self.steps_per_generation = self.num_mini_batches * self.gradient_accumulation_steps
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
-        if not self.beta > 0:
-            raise ValueError(
-                f"beta (the initial KL coefficient) must be > 0, got {self.beta}: PPO needs the reference model"
-            )
+        if not self.beta >= 0:
+            raise ValueError(f"beta (the KL coefficient) must be >= 0, got {self.beta}")
         for name in ("gamma", "lam"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

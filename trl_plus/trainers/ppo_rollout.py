@@ -102,8 +102,9 @@ class PPORolloutMixin:
             torch.stack([kl.sum(), completion_mask.sum(), torch.tensor(float(kl.size(0)), device=device)])
         )
         kl_seq = (seq_stats[0] / seq_stats[2].clamp(min=1)).item()
-        metrics["kl"].append(kl_seq)
-        metrics["kl_per_token"].append((seq_stats[0] / seq_stats[1].clamp(min=1)).item())
+        if self.beta != 0.0:  # measured only with a reference, as RLOO does
+            metrics["kl"].append(kl_seq)
+            metrics["kl_per_token"].append((seq_stats[0] / seq_stats[1].clamp(min=1)).item())
         for name, values_src in scored["per_source"].items():
             stats = self._reduce_sum(
                 torch.stack([torch.nansum(values_src), (~torch.isnan(values_src)).sum().float()]).to(device)
@@ -123,12 +124,12 @@ class PPORolloutMixin:
             for count in self._rollout_chain.counts:
                 metrics[f"rollouts/dropped_total/{count.name}"] = [float(count.dropped)]
             self._kl_stats = {
-                "kl": kl_seq,
-                "kl_per_token": metrics["kl_per_token"][-1],
                 "reward": float(torch.nanmean(gather(scored["reward"])).item()),
                 # Samples in all rollouts so far, over all processes: what the adaptive controller's horizon counts.
                 "samples": int(self._kl_stats.get("samples", 0)) + int(seq_stats[2].item()),
             }
+            if self.beta != 0.0:
+                self._kl_stats.update(kl=kl_seq, kl_per_token=metrics["kl_per_token"][-1])
 
         self._log_sample_advantages(advantages, loss_mask)
         out["advantages"] = advantages.detach()
@@ -151,7 +152,8 @@ class PPORolloutMixin:
                 f"PPOTrainer expected {expected} log-prob passes in RLOO's rollout (policy, reference), saw "
                 f"{len(captured)}: this TRL version computes them differently than trl-plus was built for"
             )
-        old, ref = captured[0].detach(), captured[1].detach()
+        old = captured[0].detach()
+        ref = captured[1].detach() if expected == 2 else old  # no reference (beta 0): KL 0, not measured
         mask = out["completion_mask"].to(old.dtype)
         if not torch.allclose((old * mask).sum(1), out["old_logps"].to(old.dtype), rtol=1e-4, atol=1e-3):
             raise TrlPlusError("PPOTrainer: the captured policy log-probs do not sum to RLOO's old_logps")

@@ -83,6 +83,16 @@ def refuse_sharded_training(args, trainer=None) -> None:
         )
 
 
+def refuse_schedule_without_reference(args) -> None:
+    """beta 0 means no reference model (RLOO builds none), so no KL to schedule."""
+    if args.beta == 0:
+        raise RecipeError(
+            "a KL schedule needs the reference model, which beta 0 turns off: set beta > 0 (the schedule "
+            "replaces it from the first rollout) or drop the kl schedule for a run without KL penalty",
+            "kl",
+        )
+
+
 def refuse_vision_language(processing_class, trainer=None) -> None:
     """Refuse a processor (a vision-language policy): the critic and PPO's loss read token ids only,
     so the ratio would compare the rollout's image-conditioned log-probs with text-only ones."""
