@@ -143,3 +143,19 @@ def test_kl_schedule_with_beta_zero_is_refused(tmp_path, tiny_model_path):
 
     with pytest.raises(RecipeError, match="kl: a KL schedule needs the reference model, which beta 0 turns off"):
         make_trainer(tmp_path, tiny_model_path, steps=1, beta=0.0, kl={"name": "constant", "value": 0.1})
+
+
+def test_moe_policy_logs_the_router_aux_loss(tmp_path, tiny_model_path):
+    from transformers import OlmoeConfig
+
+    config = OlmoeConfig(
+        hidden_size=32, intermediate_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4,
+        num_experts=4, num_experts_per_tok=2, router_aux_loss_coef=0.01,
+    )
+    path = save_tiny(tmp_path / "olmoe", tiny_model_path, config)
+    trainer = make_trainer(tmp_path, path, steps=2)
+    assert trainer.aux_loss_enabled
+    trainer.train()
+    aux = logged(trainer, "aux_loss")
+    assert aux and all(math.isfinite(v) and v > 0 for v in aux)
+    assert type(trainer.critic.backbone).__name__ == "OlmoeModel"  # no OLMoE classification class needed

@@ -97,8 +97,9 @@ class PPOLossMixin:
         )
         loss = pg_loss + self.args.vf_coef * vf_loss
         mode = "train" if self.model.training else "eval"
-        if self.aux_loss_enabled:
+        if self.aux_loss_enabled:  # MoE router load balancing, weighted and logged as RLOO does
             loss = loss + self.router_aux_loss_coef * aux_loss
+            self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss.detach()).mean().item())
 
         metrics = self._metrics[mode]
         cmask = completion_mask.to(entropies.dtype)
