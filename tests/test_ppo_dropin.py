@@ -159,3 +159,15 @@ def test_moe_policy_logs_the_router_aux_loss(tmp_path, tiny_model_path):
     aux = logged(trainer, "aux_loss")
     assert aux and all(math.isfinite(v) and v > 0 for v in aux)
     assert type(trainer.critic.backbone).__name__ == "OlmoeModel"  # no OLMoE classification class needed
+
+
+@pytest.mark.parametrize("style", ["rewards", "reward_funcs"])
+def test_per_function_reward_metrics_under_rloo_names(tmp_path, tiny_model_path, style):
+    from test_ppo_trainer import letter_share
+
+    trainer = make_trainer(tmp_path, tiny_model_path, steps=1, logging_steps=1, **{style: [letter_share]})
+    trainer.train()
+    row = trainer.state.log_history[0]
+    assert row["rewards/letter_share/mean"] == pytest.approx(row["reward/letter_share"])
+    assert math.isfinite(row["rewards/letter_share/std"]) and row["rewards/letter_share/std"] >= 0
+    assert not any(key.startswith("rewards/reward/") for key in row)  # no stand-in function's entries

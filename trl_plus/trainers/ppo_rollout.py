@@ -11,6 +11,7 @@ import math
 
 import torch
 from accelerate.utils import gather, gather_object
+from trl.trainer.utils import nanstd
 
 from ..errors import TrlPlusError
 from . import ppo_math
@@ -50,7 +51,8 @@ class PPORolloutMixin:
         scored, self._scored = self._scored, None
         metrics = self._metrics[mode]
         for key in [k for k in metrics if k.startswith("rewards/") or k == "kl"]:
-            # RLOO's per-function and per-token KL entries: replaced by ours below.
+            # RLOO's per-function entries (the stand-in function's, with reward sources) and per-token
+            # KL: replaced by ours below.
             if metrics[key]:
                 metrics[key].pop()
             if not metrics[key]:
@@ -106,10 +108,11 @@ class PPORolloutMixin:
             metrics["kl"].append(kl_seq)
             metrics["kl_per_token"].append((seq_stats[0] / seq_stats[1].clamp(min=1)).item())
         for name, values_src in scored["per_source"].items():
-            stats = self._reduce_sum(
-                torch.stack([torch.nansum(values_src), (~torch.isnan(values_src)).sum().float()]).to(device)
-            )
-            metrics[f"reward/{name}"].append((stats[0] / stats[1]).item() if stats[1] > 0 else float("nan"))
+            everywhere = gather(values_src.float().to(device))
+            mean = torch.nanmean(everywhere).item()
+            metrics[f"reward/{name}"].append(mean)
+            metrics[f"rewards/{name}/mean"].append(mean)  # RLOO's names, for dashboards that read them
+            metrics[f"rewards/{name}/std"].append(nanstd(everywhere).item())
         if args.missing_eos_penalty is not None:
             metrics["reward/with_eos_penalty"].append(float(torch.nanmean(gather(score)).item()))
         metrics["value/explained_variance"].append(
