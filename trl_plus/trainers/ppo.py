@@ -10,7 +10,11 @@ replays each rollout batch over ``steps_per_generation`` micro-batches for
 - GAE advantages and returns, whitened (Schulman et al. 2016; Huang et al. 2024);
 - a token-level clipped surrogate and a clipped value loss (Schulman et al. 2017).
 
-The arithmetic lives in ``ppo_math`` (pure tensors); this module wires it into the trainer.
+The arithmetic lives in ``ppo_math`` (pure tensors). The trainer is assembled from mixins,
+one module each: ``ppo_rollout`` (rewards, values, GAE per rollout), ``ppo_loss`` (the
+critic's parameter group, minibatches, the loss), ``ppo_critic`` (the value model),
+``ppo_checkpoint`` (saving and resuming); ``ppo_setup`` checks what PPO refuses before
+anything is built. This module holds the construction, the scoring and the logging.
 """
 
 from __future__ import annotations
