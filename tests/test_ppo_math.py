@@ -107,6 +107,16 @@ def test_k3_estimator_formula():
         ppo_math.kl_per_token(logp, ref, "k2")
 
 
+def test_k3_is_clamped_so_one_token_cannot_dominate():
+    # The policy made a sampled token e^-8 times as likely as the reference does: k3 = e^8 - 9 ~ 2972.
+    logp, ref = torch.tensor([-10.0, -1.0]), torch.tensor([-2.0, -1.5])
+    kl = ppo_math.kl_per_token(logp, ref, "k3")
+    assert kl[0].item() == ppo_math.K3_MAX == 10.0
+    r = math.exp(-1.5 - -1.0)
+    assert kl[1].item() == pytest.approx((r - 1) - math.log(r))  # small values untouched
+    assert ppo_math.kl_per_token(logp, ref, "k1")[0].item() == -8.0  # k1 is not clamped
+
+
 def test_masked_whiten_ignores_padding():
     x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
     mask = torch.tensor([[1, 1, 1, 0]], dtype=torch.float32)

@@ -55,3 +55,32 @@ def test_adaptive_raises_above_target_lowers_below(plugin_manager):
     peak = values[-1]
     values = [s(step, {"kl": 0.1}) for step in range(10, 20)]
     assert all(b < a for a, b in zip(values, values[1:])) and values[-1] < peak
+
+
+def test_adaptive_counts_samples_not_steps(plugin_manager):
+    """horizon 10000 with 512-sample rollouts of 4 optimizer steps each: each rollout moves the
+    coefficient by error * 512 / 10000, not error * 4 / 10000."""
+    s = build(plugin_manager, {"name": "adaptive", "init": 0.1, "target": 2.0, "horizon": 10000})
+    assert s(0, {"samples": 0}) == 0.1
+    value = 0.1
+    for rollout, kl in enumerate([3.0, 2.2, 1.0], start=1):
+        got = s(4 * rollout, {"kl": kl, "samples": 512 * rollout})
+        error = min(max(kl / 2.0 - 1, -0.2), 0.2)
+        value *= 1 + error * 512 / 10000
+        assert got == pytest.approx(value, rel=1e-12)
+        if rollout == 1:  # error +0.2: +1.02% in one rollout (counting the 4 steps would give +0.008%)
+            assert got / 0.1 == pytest.approx(1.01024)
+    # the same cumulative count again (an eval rollout, say): no second update
+    assert s(13, {"kl": 100.0, "samples": 512 * 3}) == pytest.approx(value)
+
+
+def test_linear_may_reach_zero_for_ppo_only(plugin_manager):
+    from trl_plus.errors import ComponentError
+
+    s = build(plugin_manager, {"name": "linear", "start": 0.1, "end": 0.0, "steps": 2})
+    with pytest.raises(ComponentError, match="returned 0.0 at step 2; it must be finite and > 0"):
+        s(2, {})  # DPO's beta (the default check)
+    s.allow_zero = True  # what PPOTrainer sets: kl_coef 0 is no KL penalty
+    assert s(2, {}) == 0.0
+    with pytest.raises(RecipeError, match="not both 0"):
+        build(plugin_manager, {"name": "linear", "start": 0, "end": 0, "steps": 2})

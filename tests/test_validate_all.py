@@ -100,7 +100,7 @@ def test_max_steps_minus_one_means_epochs(tmp_path):
     [
         ("gradient_accumulation_steps", 0, [">= 1"]),
         ("num_train_epochs", 0, ["> 0"]),
-        ("beta", 0, ["> 0"]),
+        ("beta", -0.1, [">= 0"]),  # PPO's beta may be 0 (no KL penalty), never negative
         ("vf_coef", -1, ["PPOConfig rejected", "vf_coef"]),  # the config's own check, under its field
     ],
 )
@@ -109,6 +109,12 @@ def test_trainer_value_ranges_name_the_key(tmp_path, capsys, key, value, words):
     assert main(["validate", path]) == 2
     err = capsys.readouterr().err
     assert f"error: ppo.{key}:" in err and all(w in err for w in words), err
+
+
+def test_ppo_beta_zero_is_valid_dpo_beta_zero_is_not(tmp_path, capsys):
+    assert main(["validate", write(tmp_path, ppo_recipe(beta=0.0))]) == 0
+    assert main(["validate", "tiny-dpo", "--set", "dpo.beta=0"]) == 2
+    assert "error: dpo.beta: must be a number > 0" in capsys.readouterr().err
 
 
 def _reward_files(folder, tag: str) -> None:

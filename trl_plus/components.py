@@ -133,7 +133,9 @@ class RewardMix:
 
 
 class CheckedSchedule:
-    """A KL schedule whose every value is checked: finite and > 0."""
+    """A KL schedule whose every value is checked: finite and > 0 (or >= 0 where ``allow_zero``)."""
+
+    allow_zero = False  # PPO sets it: kl_coef 0 is no KL penalty; DPO's beta must stay > 0
 
     def __init__(self, label: str, fn: Any):
         self.label, self.fn = label, fn
@@ -143,8 +145,9 @@ class CheckedSchedule:
             value = float(self.fn(step, stats))
         except Exception as exc:
             raise ComponentError(f"KL schedule {self.label!r} raised at step {step}: {exc!r}") from exc
-        if not math.isfinite(value) or value <= 0:
-            raise ComponentError(f"KL schedule {self.label!r} returned {value} at step {step}; it must be finite and > 0")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not self.allow_zero):
+            bound = ">= 0" if self.allow_zero else "> 0"
+            raise ComponentError(f"KL schedule {self.label!r} returned {value} at step {step}; it must be finite and {bound}")
         return value
 
 

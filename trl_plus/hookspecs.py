@@ -44,9 +44,19 @@ def trl_plus_register_reward_sources(register: Any) -> None:
 def trl_plus_register_kl_schedules(register: Any) -> None:
     """Add KL schedules (the KL strength over training: PPO's ``kl_coef``, DPO's ``beta``).
 
-    A schedule is ``schedule(step: int, stats: Mapping[str, float]) -> float``. ``stats``
-    holds the measured ``kl`` and whatever else the trainer logged last; a schedule may
-    keep state (the adaptive controller does). It must return a finite value > 0.
+    A schedule is ``schedule(step: int, stats: Mapping[str, float]) -> float``. ``step`` is
+    the optimizer step; ``stats`` holds what the trainer measured last (keys are only ever
+    added, never removed or renamed):
+
+    - ``kl``: the measured KL (PPO: mean per-sequence KL to the reference over the last
+      rollout; DPO: an offline proxy), absent before the first measurement;
+    - ``samples`` (PPO): the cumulative number of samples (episodes, completions) in all
+      rollouts so far, summed over processes; 0 before the first rollout. Horizons in
+      samples (the adaptive controller's) count in it;
+    - PPO also passes ``kl_per_token`` and ``reward``; DPO its ``logratio/*`` means.
+
+    A schedule may keep state (the adaptive controller does). It must return a finite
+    value > 0 (PPO also takes 0: no KL penalty at that rollout).
 
     Called once, when the KL-schedule registry is first built.
 

@@ -347,6 +347,8 @@ _RANGES = (
      "a number of optimizer steps > 0, or -1 (the default: train for num_train_epochs)"),
     (("weight_decay", "max_grad_norm", "warmup_steps"), lambda v: v >= 0, "a number >= 0"),
 )
+# PPO's beta (its KL coefficient) may be 0: no KL penalty and no reference model, as in RLOO.
+_PPO_RANGES = ((("beta",), lambda v: v >= 0, "a number >= 0 (0: no KL penalty, no reference model)"),)
 # "vf_coef must be >= 0, got -1": a config's own message that starts with its field
 _FIELD_MESSAGE = re.compile(r"^`?(?P<field>[a-z_][a-z0-9_]*)`? (must|should|is|has|cannot|can't)\b")
 
@@ -370,7 +372,7 @@ def _check_trainer_section(spec: RecipeModel, problems: Problems) -> None:
             problems.add(where, "set the output folder with --output-dir, not in the recipe")
         elif (expected := _simple_types(hints.get(key))) and not _type_ok(value, expected):
             problems.add(where, f"expected {' or '.join(sorted({t.__name__ for t in expected}))}, got {value!r}")
-        elif (message := _out_of_range(key, value)) is not None:
+        elif (message := _out_of_range(key, value, section)) is not None:
             problems.add(where, message)
         else:
             continue
@@ -387,12 +389,12 @@ def _check_trainer_section(spec: RecipeModel, problems: Problems) -> None:
         problems.add(key, f"{cls.__name__} rejected the section: {exc}")
 
 
-def _out_of_range(key: str, value) -> str | None:
+def _out_of_range(key: str, value, section: str = "dpo") -> str | None:
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    for keys, ok, allowed in _RANGES:
-        if key in keys and not ok(value):
-            return f"must be {allowed}, got {value!r}"
+    for keys, ok, allowed in (_PPO_RANGES if section == "ppo" else ()) + _RANGES:
+        if key in keys:  # the first range naming the key decides
+            return None if ok(value) else f"must be {allowed}, got {value!r}"
     return None
 
 

@@ -16,8 +16,10 @@ class AdaptiveKLController:
         error = clip(kl / target - 1, -0.2, 0.2)
         value = value * (1 + error * n / horizon)
 
-    where ``n`` is the number of steps since the previous call. Without a measured KL
-    (the first call) the value is left unchanged.
+    where ``n`` is the number of samples (episodes) trained on since the previous call, read
+    from the cumulative ``stats["samples"]`` that PPO passes, so ``horizon`` is in samples as
+    in the original method. A trainer that passes no ``samples`` (DPO) gets ``n`` in steps.
+    Without a measured KL (the first call) the value is left unchanged.
     """
 
     def __init__(self, init: float = 0.05, target: float = 6.0, horizon: int = 10000):
@@ -25,16 +27,18 @@ class AdaptiveKLController:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise RecipeError(f"must be a number > 0, got {value!r}", key)
         self.value, self.target, self.horizon = float(init), float(target), float(horizon)
-        self._last_step: int | None = None
+        self._last_count: float | None = None  # samples (or steps) at the previous call
 
     def __call__(self, step, stats):
-        kl = stats.get("kl") if stats else None
-        if kl is not None and math.isfinite(kl) and self._last_step is not None and step > self._last_step:
-            n = step - self._last_step
+        stats = stats or {}
+        count = stats.get("samples", step)
+        kl = stats.get("kl")
+        if kl is not None and math.isfinite(kl) and self._last_count is not None and count > self._last_count:
+            n = count - self._last_count
             error = min(max(kl / self.target - 1.0, -0.2), 0.2)
             self.value *= 1.0 + error * n / self.horizon
-        if self._last_step is None or step > self._last_step:
-            self._last_step = step
+        if self._last_count is None or count > self._last_count:
+            self._last_count = count
         return self.value
 
 

@@ -9,11 +9,14 @@ from trl_plus.errors import RecipeError
 
 
 class Linear:
-    """From ``start`` at step 0 to ``end`` at step ``steps`` in a straight line, then ``end``."""
+    """From ``start`` at step 0 to ``end`` at step ``steps`` in a straight line, then ``end``.
+
+    ``start`` or ``end`` may be 0 (PPO: no KL penalty there; DPO refuses a beta of 0 when it comes).
+    """
 
     def __init__(self, start: float, end: float, steps: int):
-        if not (start > 0 and end > 0):
-            raise RecipeError(f"start and end must be > 0, got start={start!r}, end={end!r}")
+        if not (start >= 0 and end >= 0 and start + end > 0):
+            raise RecipeError(f"start and end must be >= 0 and not both 0, got start={start!r}, end={end!r}")
         if not (isinstance(steps, int) and steps > 0):
             raise RecipeError(f"steps must be a positive integer, got {steps!r}")
         self.start, self.end, self.steps = float(start), float(end), steps

@@ -18,11 +18,15 @@ class PPOConfig(RLOOConfig):
     Fields RLOO already has keep their RLOO meaning and name:
 
     - ``beta``: the KL coefficient in the per-token reward (``kl_coef`` in the logs) when
-      no KL schedule is given; a schedule replaces it at every rollout. Must be > 0.
+      no KL schedule is given; a schedule replaces it at every rollout. 0 (as in RLOO) turns
+      the KL penalty and the reference model off; a KL schedule needs beta > 0 (a reference).
     - ``epsilon`` / ``epsilon_high``: the policy ratio clip range.
     - ``num_iterations``: PPO epochs over each rollout batch (``num_ppo_epochs`` sets it).
     - ``steps_per_generation``: micro-batches per rollout batch (``num_mini_batches`` sets it).
     - ``normalize_advantages``: advantage whitening (on by default here).
+    - ``disable_dropout``: on by default here (RLOO's default is off): the rollout's log-probs
+      and values must be computed by the same function the update differentiates, or the
+      first ratio is not 1.
 
     Parameters of the critic (value function):
 
@@ -48,6 +52,13 @@ class PPOConfig(RLOOConfig):
     normalize_advantages: bool = field(
         default=True,
         metadata={"help": "Whiten the GAE advantages over each rollout batch (mean 0, std 1 over completion tokens)."},
+    )
+    disable_dropout: bool = field(
+        default=True,
+        metadata={
+            "help": "Turn dropout off in the policy, reference and critic, so the rollout's log-probs and values "
+            "match what the update computes (the first PPO ratio is 1)."
+        },
     )
     num_ppo_epochs: int | None = field(
         default=None,
@@ -119,10 +130,8 @@ class PPOConfig(RLOOConfig):
             self.steps_per_generation = self.num_mini_batches * self.gradient_accumulation_steps
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
-        if not self.beta > 0:
-            raise ValueError(
-                f"beta (the initial KL coefficient) must be > 0, got {self.beta}: PPO needs the reference model"
-            )
+        if not self.beta >= 0:
+            raise ValueError(f"beta (the KL coefficient) must be >= 0, got {self.beta}")
         for name in ("gamma", "lam"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

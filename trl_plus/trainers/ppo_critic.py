@@ -1,13 +1,21 @@
-"""The PPO critic: a one-label sequence-classification model read per token.
+"""The PPO critic: a backbone's last hidden state through a linear value head, read per token.
 
 The critic has its own backbone (so the policy stays a plain, ``from_pretrained``-loadable
-causal LM that vLLM can sync) and its value head is the classification model's score
-head applied to every position's hidden state, not just the last one.
+causal LM that vLLM can sync). From the policy (``critic_init: policy``) it is a fresh copy
+of the policy's backbone (``base_model_prefix``, e.g. ``LlamaModel`` inside
+``LlamaForCausalLM``), built from the class already loaded, so any causal LM works,
+remote code included, whether or not transformers has a sequence-classification class
+for it; a policy without a separate backbone is copied whole and read through its last
+hidden state. From a path (``critic_init: reward`` or a model path) it is the backbone and
+score head of a one-label sequence-classification model.
+
+Saved as ``critic/``: the backbone's ``save_pretrained`` output plus ``value_head.safetensors``.
 """
 
 from __future__ import annotations
 
-import copy
+from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -15,6 +23,7 @@ from torch import nn
 from ..errors import RecipeError
 
 HEAD_NAMES = ("score", "classifier")
+VALUE_HEAD = "value_head.safetensors"
 
 
 def value_head_of(model) -> nn.Linear:
@@ -28,33 +37,71 @@ def value_head_of(model) -> nn.Linear:
     )
 
 
-def backbone_of(model) -> nn.Module:
+def backbone_of(model) -> nn.Module | None:
     prefix = getattr(model, "base_model_prefix", "")
     backbone = getattr(model, prefix, None) if prefix else None
-    if backbone is None:
-        raise RecipeError(f"cannot find the backbone of critic {type(model).__name__} (base_model_prefix {prefix!r})")
-    return backbone
+    return backbone if isinstance(backbone, nn.Module) else None
 
 
 class ValueModel(nn.Module):
-    """Per-token values ``[B, T]`` of a sequence-classification model.
+    """Per-token values ``[B, T]``: ``head(backbone(ids).last_hidden_state)``.
 
-    This wrapper (not the classification model) is what the accelerator prepares, so that
-    under DDP the critic's forward runs through the distributed wrapper and its gradients
-    synchronise. Its only submodule is the classification model, saved as-is.
+    This module is what the accelerator prepares, so that under DDP the critic's forward
+    runs through the distributed wrapper and its gradients synchronise. ``whole_model``
+    marks a backbone that is a whole causal LM (read through ``hidden_states[-1]``).
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Linear, whole_model: bool = False):
         super().__init__()
-        self.model = model
-        value_head_of(model)  # fail at construction, not at the first rollout
-        backbone_of(model)
+        self.backbone, self.head, self.whole_model = backbone, head, whole_model
+
+    @classmethod
+    def from_classifier(cls, model: nn.Module) -> ValueModel:
+        """The backbone and score head of a (one-label) sequence-classification model."""
+        if isinstance(model, ValueModel):
+            return model
+        head = value_head_of(model)
+        backbone = backbone_of(model)
+        if backbone is None:
+            raise RecipeError(f"cannot find the backbone of critic {type(model).__name__}", "ppo.critic_init")
+        if head.out_features != 1:
+            raise RecipeError(f"the critic's score head has {head.out_features} outputs; a critic needs 1", "ppo.critic_init")
+        return cls(backbone, head)
+
+    @property
+    def config(self):
+        return self.backbone.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.head.weight.dtype
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = backbone_of(self.model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        head = value_head_of(self.model)
-        return head(hidden.to(head.weight.dtype)).squeeze(-1)
+        extra = {"output_hidden_states": True} if self.whole_model else {}
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
+        if self.whole_model:
+            hidden = out.hidden_states[-1]
+        else:
+            hidden = out.last_hidden_state if getattr(out, "last_hidden_state", None) is not None else out[0]
+        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+
+    def save_pretrained(self, folder) -> None:
+        from safetensors.torch import save_file
+
+        self.backbone.save_pretrained(folder)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, str(Path(folder) / VALUE_HEAD))
+
+    def load_saved(self, folder) -> None:
+        """Restore weights saved by :meth:`save_pretrained` (on resume)."""
+        folder = Path(folder)
+        if not (folder / VALUE_HEAD).is_file():
+            raise RecipeError(f"{folder} has no {VALUE_HEAD}: it is not a critic this version of trl-plus saved")
+        saved = type(self.backbone).from_pretrained(str(folder), dtype=self.dtype)
+        self.backbone.load_state_dict(saved.state_dict())
+        self.head.load_state_dict(_saved_head(folder / VALUE_HEAD, self.dtype).state_dict())
 
 
 def _plain_state_dict(module: nn.Module) -> dict:
@@ -67,46 +114,144 @@ def _plain_state_dict(module: nn.Module) -> dict:
     return state
 
 
-def critic_from_policy(policy: nn.Module, pad_token_id: int | None = None) -> nn.Module:
-    """A one-label classification model with the policy's backbone weights and a zero value head."""
-    from transformers import AutoModelForSequenceClassification
-
+def critic_from_policy(policy: nn.Module, pad_token_id: int | None = None) -> ValueModel:
+    """A copy of the policy's backbone (without adapters) and a zero value head."""
     base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
-    config = copy.deepcopy(base.config)
-    config.num_labels = 1
+    if getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False):
+        raise RecipeError(
+            "critic_init 'policy' cannot copy a quantized policy's backbone; set critic_init to a model path",
+            "ppo.critic_init",
+        )
+    source = backbone_of(base)
+    whole = source is None or not hasattr(type(source), "_from_config")
+    if whole:
+        source = base
+    if not hasattr(type(source), "_from_config"):
+        raise RecipeError(
+            f"cannot build a critic from {type(base).__name__} (not a transformers model); pass critic=",
+            "ppo.critic_init",
+        )
+    import copy
+
+    config = copy.deepcopy(source.config)
     if pad_token_id is not None:
         config.pad_token_id = pad_token_id
-    try:
-        critic = AutoModelForSequenceClassification.from_config(config, dtype=base.dtype)
-    except ValueError as exc:
-        raise RecipeError(
-            f"no sequence-classification model for {type(base).__name__}: {exc}; set critic_init to a model path",
-            "ppo.critic_init",
-        ) from None
-    missing, unexpected = backbone_of(critic).load_state_dict(_plain_state_dict(backbone_of(base)), strict=False)
+    backbone = type(source)._from_config(config, dtype=source.dtype)
+    missing, _ = backbone.load_state_dict(_plain_state_dict(source), strict=False)
     if missing:
         raise RecipeError(f"the policy's backbone does not fit the critic: missing {missing[:5]}", "ppo.critic_init")
-    head = value_head_of(critic)
+    hidden = config.get_text_config().hidden_size
+    head = nn.Linear(hidden, 1, dtype=source.dtype)
     with torch.no_grad():
         head.weight.zero_()
-        if head.bias is not None:
-            head.bias.zero_()
-    return critic
+        head.bias.zero_()
+    return ValueModel(backbone, head, whole_model=whole)
 
 
-def load_critic(name_or_path: str, init_kwargs: dict | None = None, hooks=None) -> nn.Module:
-    """A critic from a path or hub id (through the ``load_model`` decision hook when given)."""
+def load_critic(name_or_path: str, init_kwargs: dict | None = None, hooks=None) -> ValueModel:
+    """A critic from a path or hub id: a critic folder that PPO saved (its backbone through
+    ``AutoModel``, its value head), or a one-label sequence-classification model (through the
+    ``load_model`` decision hook when given)."""
     from ..tiny import resolve
 
     kwargs = dict(init_kwargs or {})
-    if hooks is not None:
-        return hooks.load_model(name_or_path, "critic", kwargs)
-    from transformers import AutoModelForSequenceClassification
-
+    saved_head = Path(str(name_or_path)) / VALUE_HEAD
     try:
-        return AutoModelForSequenceClassification.from_pretrained(resolve(name_or_path), num_labels=1, **kwargs)
-    except OSError as exc:
+        if saved_head.is_file():
+            from transformers import AutoModel
+
+            backbone = AutoModel.from_pretrained(str(name_or_path), **kwargs)
+            return ValueModel(backbone, _saved_head(saved_head, backbone.dtype))
+        if hooks is not None:
+            return ValueModel.from_classifier(hooks.load_model(name_or_path, "critic", kwargs))
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(resolve(name_or_path), num_labels=1, **kwargs)
+    except (OSError, ValueError) as exc:
         raise RecipeError(f"cannot load critic {name_or_path!r}: {exc}", "ppo.critic_init") from None
+    return ValueModel.from_classifier(model)
+
+
+def _saved_head(path: Path, dtype: torch.dtype) -> nn.Linear:
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    head = nn.Linear(state["weight"].size(1), 1, bias="bias" in state, dtype=dtype)
+    head.load_state_dict(state)
+    return head
+
+
+class PPOCriticMixin:
+    """How ``PPOTrainer`` builds, attaches and calls its critic (mixed in before ``trl.RLOOTrainer``)."""
+
+    def _build_critic(self, critic, args, model, tokenizer, rewards):
+        pad_id = tokenizer.pad_token_id if tokenizer is not None else None
+        if critic is not None and not isinstance(critic, str):
+            return ValueModel.from_classifier(critic)
+        init = critic or args.critic_init
+        if init == "policy":
+            return None if isinstance(model, str) else critic_from_policy(model, pad_id)
+        if init == "reward":
+            path = reward_model_of(rewards)
+            if path is None:
+                raise RecipeError(
+                    "critic_init 'reward' needs a 'reward_model' reward source with a model path in rewards=; "
+                    "or pass critic= (a model or path)",
+                    "ppo.critic_init",
+                )
+            init = path
+        kwargs = dict(args.model_init_kwargs or {})
+        kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+        return load_critic(init, kwargs, hooks=self.hooks)
+
+    def _attach_critic(self, critic: ValueModel | None) -> None:
+        """Check the critic against the policy's tokenizer, then prepare it (after RLOO's ``__init__``)."""
+        if critic is None:  # the policy was given by name: RLOO loaded it
+            critic = critic_from_policy(self.model, self._tokenizer.pad_token_id)
+        critic_vocab = getattr(critic.config.get_text_config(), "vocab_size", None)
+        if critic_vocab is not None and critic_vocab < len(self._tokenizer):
+            raise RecipeError(
+                f"the critic's vocabulary ({critic_vocab} tokens) is smaller than the policy tokenizer's "
+                f"({len(self._tokenizer)}): the critic reads the policy's token ids, so it must share its tokenizer",
+                "ppo.critic_init",
+            )
+        critic.config.pad_token_id = self._tokenizer.pad_token_id
+        if self.args.disable_dropout:
+            from trl.trainer.utils import disable_dropout_in_model
+
+            disable_dropout_in_model(critic)
+        self.critic = critic
+        self.critic.train()
+        if self.args.gradient_checkpointing:  # as the Trainer does for the policy
+            self.critic.gradient_checkpointing_enable(self.args.gradient_checkpointing_kwargs)
+        # Prepared (DDP-wrapped under several processes): always call the critic through this.
+        self.critic_module = self.accelerator.prepare_model(self.critic)
+
+    def _values(self, inputs, batch_size: int | None = None) -> torch.Tensor:
+        """The critic's value of each completion token's state (the position that predicts it),
+        in chunks of ``batch_size`` rows as RLOO runs the policy and the reference."""
+        prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        batch_size = batch_size or input_ids.size(0)
+        chunks = []
+        with self.accelerator.autocast():
+            for start in range(0, input_ids.size(0), batch_size):
+                rows = slice(start, start + batch_size)
+                chunks.append(self.critic_module(input_ids[rows], attention_mask[rows]))
+        start = prompt_ids.size(1) - 1
+        return torch.cat(chunks)[:, start : start + completion_ids.size(1)].float()
+
+    def _rollout_values(self, inputs, mode: str) -> torch.Tensor:
+        from trl.models.utils import disable_gradient_checkpointing
+
+        args = self.args
+        batch_size = args.per_device_train_batch_size if mode == "train" else args.per_device_eval_batch_size
+        backbone = self.critic.backbone
+        checkpointing = getattr(backbone, "is_gradient_checkpointing", False)
+        off = disable_gradient_checkpointing(backbone, args.gradient_checkpointing_kwargs) if checkpointing else nullcontext()
+        with torch.no_grad(), off:
+            return self._values(inputs, batch_size)
 
 
 def reward_model_of(specs) -> str | None:

@@ -56,17 +56,23 @@ def masked_whiten(
     return out * mask
 
 
+# k3 grows like exp(log p_ref - log p): one token the policy has made unlikely can dominate the
+# batch's reward whitening; each token's k3 is clamped to this (k1 is a log-ratio, never clamped).
+K3_MAX = 10.0
+
+
 def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
     """Per-token estimate of KL(policy || reference) from log-probs of the sampled tokens.
 
     ``k1`` is the log-ratio (unbiased, can be negative per token); ``k3`` is
-    ``(r - 1) - log r`` with ``r = p_ref / p`` (unbiased, always >= 0, lower variance).
+    ``(r - 1) - log r`` with ``r = p_ref / p`` (unbiased, always >= 0, lower variance),
+    clamped to at most ``K3_MAX`` per token.
     """
     log_ratio = logprobs - ref_logprobs
     if estimator == "k1":
         return log_ratio
     if estimator == "k3":
-        return torch.expm1(-log_ratio) + log_ratio
+        return (torch.expm1(-log_ratio) + log_ratio).clamp(max=K3_MAX)
     raise ValueError(f"unknown KL estimator {estimator!r}; choose 'k1' or 'k3'")
 
 
