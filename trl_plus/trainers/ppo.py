@@ -29,7 +29,7 @@ from accelerate.utils import gather, gather_object
 from transformers import TrainerCallback
 
 from ..errors import DataError, RecipeError
-from . import ppo_math
+from . import peft_support, ppo_math
 from .common import FILTER_REPORT, check_text_columns, hooks_for, save_run, tokenizer_of, write_filter_report
 from .ppo_config import PPOConfig
 from .ppo_critic import ValueModel, critic_from_policy, load_critic, reward_model_of
@@ -141,7 +141,8 @@ class PPOTrainer(trl.RLOOTrainer):
         if not isinstance(model, str):
             _ensure_reference_loadable(model, args, peft_config)
 
-        critic_model = self._build_critic(critic, args, model, tokenizer, rewards)
+        shared_critic = peft_support.wants_shared_critic(critic, args.critic_init, model, peft_config)
+        critic_model = None if shared_critic else self._build_critic(critic, args, model, tokenizer, rewards)
 
         super().__init__(
             model,
@@ -156,7 +157,9 @@ class PPOTrainer(trl.RLOOTrainer):
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
-        if critic_model is None:  # the policy was given by name: RLOO loaded it
+        if shared_critic:  # LoRA: a value head on the policy's own base, no second backbone
+            critic_model = peft_support.SharedBaseCritic(self.model, self._tokenizer.pad_token_id)
+        elif critic_model is None:  # the policy was given by name: RLOO loaded it
             critic_model = critic_from_policy(self.model, self._tokenizer.pad_token_id)
         critic_vocab = getattr(critic_model.config.get_text_config(), "vocab_size", None)
         if critic_vocab is not None and critic_vocab < len(self._tokenizer):
@@ -173,7 +176,7 @@ class PPOTrainer(trl.RLOOTrainer):
         self.critic = critic_model
         self.critic.train()
         # Prepared (DDP-wrapped under several processes): always call the critic through this.
-        self.critic_module = self.accelerator.prepare_model(ValueModel(self.critic))
+        self.critic_module = self.accelerator.prepare_model(self.critic if shared_critic else ValueModel(self.critic))
         self.add_callback(_ZeroCriticGrads(self))
         if self.kl_schedule is not None:
             self._apply_schedule()
@@ -519,10 +522,13 @@ class PPOTrainer(trl.RLOOTrainer):
         path = Path(resume_from_checkpoint) / CRITIC_DIR
         if not path.is_dir():
             raise RecipeError(f"checkpoint {resume_from_checkpoint} has no {CRITIC_DIR}/ folder: cannot restore the critic")
-        from transformers import AutoModelForSequenceClassification
+        if isinstance(self.critic, peft_support.SharedBaseCritic):
+            self.critic.load_saved(path)
+        else:
+            from transformers import AutoModelForSequenceClassification
 
-        saved = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=self.critic.dtype)
-        self.critic.load_state_dict(saved.state_dict())
+            saved = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=self.critic.dtype)
+            self.critic.load_state_dict(saved.state_dict())
         state_file = Path(resume_from_checkpoint) / PPO_STATE
         if state_file.is_file():
             state = json.loads(state_file.read_text())
@@ -601,7 +607,8 @@ def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoin
     if not recipe.rewards:
         raise RecipeError("trainer 'ppo' needs at least one reward source", "rewards")
     model = load_model(recipe.model, hooks, "policy")
-    peft = peft_config(recipe.model)
+    peft = peft_config(recipe.peft)
+    peft_support.check_targets(model, peft)
     args = build_trainer_config(recipe.spec, output_dir)
     rewards = [r.model_dump() for r in recipe.rewards]
     critic = None
