@@ -275,3 +275,25 @@ def test_pipeline_finds_adapter_checkpoints(ppo_run):
         assert checkpoints_of(out) == [(2, out / "checkpoint-2"), (4, out / "checkpoint-4")]
     finally:
         (out / "done.json").unlink()
+
+
+@pytest.mark.slow
+def test_reduced_pipeline_trains_and_evaluates_adapters(tmp_path, tiny_model_path, tiny_reward_model_path, monkeypatch):
+    from test_pipeline_user import SMALL_ARGS, _user_recipe
+
+    lora = {"r": 8, "target_modules": ["q_proj", "v_proj"]}
+    recipe = _user_recipe(tmp_path, str(tiny_model_path), str(tiny_reward_model_path), seeds=[0],
+                          ppo_gt={"kl_coefs": [0.05], "peft": lora, "args": SMALL_ARGS},
+                          dpo={"betas": [0.1], "peft": lora, "args": {"max_steps": 4, "per_device_train_batch_size": 8}})
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", str(recipe), "--out", "run", "--no-progress"]) == 0
+    out = tmp_path / "run"
+    for run in ("dpo/beta0.1-seed0", "ppo_gt/kl_coef0.05-seed0"):
+        for folder in (out / run, out / run / "checkpoint-2"):
+            assert (folder / "adapter_config.json").exists() and not (folder / "model.safetensors").exists()
+        assert json.loads((out / run / "adapter_config.json").read_text())["base_model_name_or_path"] == str(out / "sft")
+    points = {p["id"]: p for p in json.loads((out / "eval" / "summary" / "points.json").read_text())}
+    for run in ("dpo/beta0.1-seed0", "ppo_gt/kl_coef0.05-seed0"):
+        for step in (2, 4):
+            assert points[f"{run}/step-{step}"]["gold"] is not None and points[f"{run}/step-{step}"]["kl"] is not None
+    assert (out / "report" / "report.md").exists()
