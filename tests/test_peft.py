@@ -88,7 +88,7 @@ def test_peft_section_errors_name_the_key(peft, key, message):
 
 
 def test_peft_under_model_points_to_the_section(capsys):
-    with pytest.raises(RecipeError, match="top-level `peft:` section") as err:
+    with pytest.raises(RecipeError, match="top-level peft section") as err:
         validate_dict({**_dpo_raw(), "model": {"name_or_path": "tiny:causal-lm", "peft": {"r": 4}}})
     assert err.value.key == "model.peft"
     assert main(["validate", "tiny-dpo", "--set", "peft.rr=4"]) == 2

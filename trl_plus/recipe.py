@@ -61,7 +61,7 @@ class ModelSection(_Strict):
     @classmethod
     def _peft_moved(cls, value):
         if value is not None:
-            raise PydanticCustomError("moved", "LoRA settings are a top-level `peft:` section, not under model")
+            raise PydanticCustomError("moved", "LoRA settings go in a top-level peft section, not under model")
         return value
 
 
