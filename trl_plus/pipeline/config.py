@@ -184,7 +184,7 @@ def parse(recipe) -> PipelineConfig:
         report = ReportSection.model_validate(raw.get("report") or {})
     except ValidationError as exc:
         raise _error(exc, "report") from None
-    if raw.get("peft"):
+    if raw.get("peft") is not None:
         raise RecipeError("a comparison trains several policies: give LoRA settings per stage, "
                           "as stages.dpo.peft, stages.ppo.peft or stages.ppo_gt.peft", "peft")
     if not (stages.ppo or stages.ppo_gt or stages.dpo):

@@ -35,7 +35,8 @@ KIND = "shared-base-value-head"
 
 def check_targets(model, config, where: str = "peft.target_modules") -> None:
     """Raise :class:`RecipeError` naming ``where`` when ``config.target_modules`` (a
-    ``peft.LoraConfig``) matches no module of ``model``, before PEFT wraps it."""
+    ``peft.LoraConfig``) names a module ``model`` lacks, or its output layer, or is left
+    to PEFT's defaults for an architecture PEFT has none for; before PEFT wraps it."""
     if config is None:
         return
     names = [name for name, _ in model.named_modules() if name]
