@@ -200,6 +200,28 @@ def test_ppo_lora_critic_adds_only_a_value_head(ppo_run):
     assert all(math.isfinite(v) for v in _losses(trainer, "loss/value"))
 
 
+def test_ppo_lora_value_head_reads_the_base_and_trains_alone(ppo_run):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from trl_plus.tiny import resolve
+
+    trainer, _, _ = ppo_run
+    ids, mask = torch.tensor([[1, 5, 9, 12, 7]]), torch.ones(1, 5, dtype=torch.long)
+    trainer.model.zero_grad(set_to_none=True)
+    trainer.critic.zero_grad(set_to_none=True)
+    values = trainer.critic(ids, mask)
+    values.sum().backward()
+    assert trainer.critic.score.weight.grad is not None
+    assert all(p.grad is None for p in trainer.model.parameters())  # no gradient into base or adapters
+    trainer.critic.zero_grad(set_to_none=True)
+    fresh = AutoModelForCausalLM.from_pretrained(resolve("tiny:causal-lm")).eval()
+    with torch.no_grad():
+        hidden = fresh.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        expected = trainer.critic.score(hidden).squeeze(-1)
+    assert torch.allclose(values.detach(), expected, atol=1e-5)  # the base with its adapters off
+
+
 def test_ppo_lora_checkpoint_is_the_adapter_and_the_value_head(ppo_run):
     _, out, _ = ppo_run
     for folder in (out, out / "checkpoint-2"):
