@@ -114,8 +114,10 @@ def _ppo_recipe(ctx, run: PolicyRun) -> dict:
 
 
 def _with_peft(recipe: dict, section) -> dict:
-    if section.peft is not None:
-        recipe["peft"] = section.peft.model_dump(exclude_defaults=True)
+    """The run's recipe with the stage's LoRA settings (``stages.<method>.peft``), if any."""
+    peft = getattr(section, "peft", None)  # a stage section built by hand may lack the key
+    if peft is not None:
+        recipe["peft"] = peft.model_dump(exclude_defaults=True)
     return recipe
 
 
