@@ -300,7 +300,7 @@ def test_peft_uses_adapter_disabled_reference(tmp_path, tiny_model_path):
     assert all(math.isfinite(k) for k in logged(trainer, "kl"))
     trainer.save_model()
     out = Path(trainer.args.output_dir)
-    assert (out / "adapter_config.json").exists() and (out / "critic" / "config.json").exists()
+    assert (out / "adapter_config.json").exists() and (out / "critic" / "value_head.safetensors").exists()
 
 
 def test_checkpoint_saves_and_restores_the_critic(tmp_path, tiny_model_path):

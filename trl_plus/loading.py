@@ -44,15 +44,24 @@ def load_model(section, hooks, role: str = "policy", name: str | None = None):
         raise RecipeError(f"cannot load model {name!r} for role {role!r}: {exc}", "model.name_or_path") from None
 
 
-def peft_config(section):
-    if not section.peft:
-        return None
+def lora_config(section):
+    """The ``peft.LoraConfig`` of a ``peft:`` section (a ``PeftSection`` or a mapping); raises
+    LoraConfig's own ``ValueError``/``TypeError``."""
     from peft import LoraConfig
 
+    values = section.model_dump() if hasattr(section, "model_dump") else dict(section)
+    values.setdefault("task_type", "CAUSAL_LM")
+    return LoraConfig(**values)
+
+
+def peft_config(section, where: str = "peft"):
+    """The ``peft.LoraConfig`` of a recipe's ``peft:`` section, or None without one."""
+    if not section:
+        return None
     try:
-        return LoraConfig(**{"task_type": "CAUSAL_LM", **section.peft})
-    except TypeError as exc:
-        raise RecipeError(f"not a LoraConfig: {exc}", "model.peft") from None
+        return lora_config(section)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"peft.LoraConfig rejected the section: {exc}", where) from None
 
 
 def load_split(split, hooks, where: str):

@@ -1,7 +1,7 @@
 """Recipes: YAML files for alignment runs, validated completely before anything heavy.
 
 Keys: ``trainer``, ``model``, ``data``, one section per trainer named after it (``dpo``,
-``ppo``: any field of that trainer's config), ``rewards``, ``kl``, ``filters``,
+``ppo``: any field of that trainer's config), ``peft`` (LoRA), ``rewards``, ``kl``, ``filters``,
 ``rollout_filters``, ``eval``, ``report``. Errors name the key path (``dpo.beta``), show
 the value and list what is allowed.
 
@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import RecipeError, RecipeProblems, TrlPlusError
 
@@ -55,7 +56,50 @@ class ModelSection(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
     ref_model: str | None = None
-    peft: dict[str, Any] | None = None
+    peft: Any = Field(None, exclude=True)
+
+    @field_validator("peft")
+    @classmethod
+    def _peft_moved(cls, value):
+        if value is not None:
+            raise PydanticCustomError("moved", "LoRA settings go in a top-level peft section, not under model")
+        return value
+
+
+class PeftSection(_Strict):
+    """LoRA adapters on the policy (fields of ``peft.LoraConfig``). The policy then trains only
+    the adapters; the reference is the same model with its adapters switched off."""
+
+    r: int = Field(8, gt=0)
+    lora_alpha: float = Field(16, gt=0)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    # None: PEFT's default modules for the architecture; a list of module names, a regex
+    # matched against full module names, or "all-linear".
+    target_modules: list[str] | str | None = None
+    modules_to_save: list[str] | None = None
+    bias: Literal["none", "all", "lora_only"] = "none"
+    use_rslora: bool = False
+    use_dora: bool = False
+    task_type: Literal["CAUSAL_LM"] = "CAUSAL_LM"
+
+    @field_validator("target_modules", "modules_to_save")
+    @classmethod
+    def _names(cls, value):
+        if isinstance(value, list) and (not value or not all(isinstance(v, str) and v for v in value)):
+            raise PydanticCustomError("module_names", "expected a non-empty list of module names")
+        if isinstance(value, str) and not value:
+            raise PydanticCustomError("module_names", "expected module names, a regex of module names or 'all-linear'")
+        return value
+
+    @model_validator(mode="after")
+    def _lora_accepts(self):
+        from .loading import lora_config
+
+        try:
+            lora_config(self)  # LoraConfig's own checks, at start-up
+        except (TypeError, ValueError) as exc:
+            raise PydanticCustomError("lora", "peft.LoraConfig rejected the section: {reason}", {"reason": str(exc)}) from None
+        return self
 
 
 class DataSplit(_Strict):
@@ -93,6 +137,7 @@ class RecipeModel(_Strict):
     ppo: dict[str, Any] = {}
     rewards: list[RewardSpec] = []
     kl: ComponentSpec | None = None
+    peft: PeftSection | None = None
     filters: list[ComponentSpec] = []
     rollout_filters: list[ComponentSpec] = []
     eval: dict[str, Any] = {}

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import RecipeError
+from ..recipe import PeftSection
 
 
 class _Strict(BaseModel):
@@ -75,6 +76,7 @@ class RewardStage(_Strict):
 
 class PolicyStage(_Strict):
     args: dict[str, Any] = {}
+    peft: PeftSection | None = None  # LoRA adapters: the run's recipe gets it as its ``peft:`` section
 
 
 class PPOStage(PolicyStage):
@@ -198,6 +200,9 @@ def parse(recipe) -> PipelineConfig:
     except ValidationError as exc:
         raise _error(exc, "report") from None
     launcher = _launcher(raw.get("launcher"), recipe.base_dir)
+    if raw.get("peft") is not None:
+        raise RecipeError("a comparison trains several policies: give LoRA settings per stage, "
+                          "as stages.dpo.peft, stages.ppo.peft or stages.ppo_gt.peft", "peft")
     if not (stages.ppo or stages.ppo_gt or stages.dpo):
         raise RecipeError("a comparison needs at least one of ppo, ppo_gt, dpo", "stages")
     if stages.ppo is not None and stages.reward is None:

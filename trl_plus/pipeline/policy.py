@@ -87,8 +87,9 @@ def _dpo_recipe(ctx, run: PolicyRun) -> dict:
     # Reference log-probs depend on neither beta nor seed: every DPO run of the sweep, and
     # every re-run of compare, shares them (the key changes when the SFT model or pairs do).
     args.setdefault("ref_logps_cache", str(ctx.run.path("dpo", "ref_logps")))
-    return {"trainer": "dpo", "model": {"name_or_path": str(ctx.run.path("sft"))},
-            "data": {"train": {"path": str(prefs)}}, "dpo": args}
+    recipe = {"trainer": "dpo", "model": {"name_or_path": str(ctx.run.path("sft"))},
+              "data": {"train": {"path": str(prefs)}}, "dpo": args}
+    return _with_peft(recipe, section)
 
 
 def _ppo_recipe(ctx, run: PolicyRun) -> dict:
@@ -109,6 +110,14 @@ def _ppo_recipe(ctx, run: PolicyRun) -> dict:
         args["beta"] = run.strength
     args.update(seed=run.seed, save_strategy="steps", save_steps=_save_every(args["max_steps"], ctx.config.stages.checkpoints))
     recipe["ppo"] = args
+    return _with_peft(recipe, section)
+
+
+def _with_peft(recipe: dict, section) -> dict:
+    """The run's recipe with the stage's LoRA settings (``stages.<method>.peft``), if any."""
+    peft = getattr(section, "peft", None)  # a stage section built by hand may lack the key
+    if peft is not None:
+        recipe["peft"] = peft.model_dump(exclude_defaults=True)
     return recipe
 
 
@@ -158,14 +167,20 @@ def _tokens_seen(state) -> int | None:
     return int(seen) or None
 
 
+def is_checkpoint(folder: Path) -> bool:
+    """A saved model: full weights (``config.json``) or a LoRA adapter (``adapter_config.json``,
+    loaded on its base model by the evaluation harness)."""
+    return (folder / "config.json").exists() or (folder / "adapter_config.json").exists()
+
+
 def checkpoints_of(folder: Path) -> list[tuple[int, Path]]:
     """(step, folder) of every saved checkpoint of a run, the final model included."""
     found = {}
     for ckpt in folder.glob("checkpoint-*"):
-        if ckpt.name.split("-")[-1].isdigit() and (ckpt / "config.json").exists():
+        if ckpt.name.split("-")[-1].isdigit() and is_checkpoint(ckpt):
             found[int(ckpt.name.split("-")[-1])] = ckpt
     marker = (folder / "done.json")
-    if marker.exists() and (folder / "config.json").exists():
+    if marker.exists() and is_checkpoint(folder):
         import json
 
         step = json.loads(marker.read_text()).get("global_step")

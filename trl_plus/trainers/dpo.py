@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import trl
 from transformers import TrainerCallback
 
+from . import peft_support
 from .common import FILTER_REPORT, check_text_columns, hooks_for, save_run, tokenizer_of, write_filter_report
 
 __all__ = ["DPOTrainer", "DPOConfig", "train_from_recipe"]
@@ -176,9 +177,13 @@ def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoin
     # sharded loading (zero3_init_flag), so the models below load sharded, not whole per rank.
     args = build_trainer_config(recipe.spec, output_dir)
     model = load_model(recipe.model, hooks, "policy")
-    peft = peft_config(recipe.model)
-    # Load the reference ourselves: TRL would re-load it by name, which fails offline.
-    ref_model = None if peft else load_model(recipe.model, hooks, "reference", recipe.model.ref_model)
+    peft = peft_config(recipe.peft)
+    peft_support.check_targets(model, peft)
+    # Load the reference ourselves: TRL would re-load it by name, which fails offline. With
+    # LoRA and no ref_model named, TRL's reference is the policy with its adapters switched off.
+    ref_model = None
+    if not peft or recipe.model.ref_model:
+        ref_model = load_model(recipe.model, hooks, "reference", recipe.model.ref_model)
     trainer = DPOTrainer(
         model,
         ref_model,

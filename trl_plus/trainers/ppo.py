@@ -28,6 +28,7 @@ from accelerate.utils import gather
 
 from ..errors import DataError, RecipeError
 from ..reward_checks import unscored_guard
+from . import peft_support
 from .common import FILTER_REPORT, check_text_columns, hooks_for, save_run, tokenizer_of, write_filter_report
 from .ppo_checkpoint import PPOCheckpointMixin
 from .ppo_config import PPOConfig
@@ -143,7 +144,8 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
         if not isinstance(model, str) and args.beta != 0:
             _ensure_reference_loadable(model, args, peft_config)
 
-        critic_model = self._build_critic(critic, args, model, tokenizer, rewards)
+        shared_critic = peft_support.wants_shared_critic(critic, args.critic_init, model, peft_config)
+        critic_model = None if shared_critic else self._build_critic(critic, args, model, tokenizer, rewards)
 
         super().__init__(
             model,
@@ -160,6 +162,8 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
         )
         refuse_sharded_training(self.args, self)
         refuse_vision_language(processing_class, self)
+        if shared_critic:  # LoRA: a value head on the policy's own base, no second backbone
+            critic_model = peft_support.SharedBaseCritic(self.model, self._tokenizer.pad_token_id)
         self._attach_critic(critic_model)
         self.add_callback(_ZeroCriticGrads(self))
         if self.kl_schedule is not None:
@@ -259,7 +263,8 @@ def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoin
     if not recipe.rewards:
         raise RecipeError("trainer 'ppo' needs at least one reward source", "rewards")
     model = load_model(recipe.model, hooks, "policy")
-    peft = peft_config(recipe.model)
+    peft = peft_config(recipe.peft)
+    peft_support.check_targets(model, peft)
     args = build_trainer_config(recipe.spec, output_dir)
     rewards = [r.model_dump() for r in recipe.rewards]
     critic = None

@@ -222,7 +222,8 @@ class PPOCriticMixin:
             disable_dropout_in_model(critic)
         self.critic = critic
         self.critic.train()
-        if self.args.gradient_checkpointing:  # as the Trainer does for the policy
+        if self.args.gradient_checkpointing and hasattr(self.critic, "gradient_checkpointing_enable"):
+            # as the Trainer does for the policy (a value head on the shared base has no backbone of its own)
             self.critic.gradient_checkpointing_enable(self.args.gradient_checkpointing_kwargs)
         # Prepared (DDP-wrapped under several processes): always call the critic through this.
         self.critic_module = self.accelerator.prepare_model(self.critic)
@@ -247,7 +248,7 @@ class PPOCriticMixin:
 
         args = self.args
         batch_size = args.per_device_train_batch_size if mode == "train" else args.per_device_eval_batch_size
-        backbone = self.critic.backbone
+        backbone = getattr(self.critic, "backbone", None)  # None: a value head on the shared base
         checkpointing = getattr(backbone, "is_gradient_checkpointing", False)
         off = disable_gradient_checkpointing(backbone, args.gradient_checkpointing_kwargs) if checkpointing else nullcontext()
         with torch.no_grad(), off:
