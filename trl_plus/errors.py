@@ -38,3 +38,11 @@ class RewardSourceError(ComponentError):
 
 class DataError(TrlPlusError):
     """A dataset is missing, unreadable, or lacks the columns a stage needs."""
+
+
+class RunFolderError(TrlPlusError):
+    """An output folder holds another run, or ``--resume`` finds no checkpoint to resume from."""
+
+
+class SaveError(TrlPlusError):
+    """A checkpoint or the final model could not be written (a full disk, say); a run failure."""

@@ -161,11 +161,13 @@ class DPOTrainer(trl.DPOTrainer):
             self.hooks.step_end(trainer=self, step=self.state.global_step, metrics=dict(logs))
 
 
-def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoint=None) -> DPOTrainer:
+def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoint=None, overwrite=False) -> DPOTrainer:
     """Build everything a ``trainer: dpo`` recipe describes, train, and save into ``output_dir``."""
+    from .. import checkpointing
     from ..loading import load_model, load_split, load_tokenizer, peft_config, require_columns
     from ..recipe import build_trainer_config
 
+    resume_from_checkpoint = checkpointing.prepare_output_dir(output_dir, resume_from_checkpoint, overwrite)
     hooks = hooks_for(hooks)
     started = time.time()
     tokenizer = load_tokenizer(recipe.model)
@@ -176,7 +178,7 @@ def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoin
     peft = peft_config(recipe.model)
     # Load the reference ourselves: TRL would re-load it by name, which fails offline.
     ref_model = None if peft else load_model(recipe.model, hooks, "reference", recipe.model.ref_model)
-    args = build_trainer_config(recipe.spec, output_dir)
+    args = build_trainer_config(recipe.spec, output_dir, **checkpointing.checkpoint_defaults(recipe))
     trainer = DPOTrainer(
         model,
         ref_model,
@@ -191,6 +193,6 @@ def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoin
         plugin_manager=hooks,
         recipe=recipe,
     )
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    checkpointing.train(trainer, resume_from_checkpoint, recipe)
     save_run(trainer, output_dir, recipe, started)
     return trainer

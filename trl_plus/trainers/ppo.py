@@ -585,11 +585,13 @@ def _ensure_reference_loadable(model, args, peft_config) -> None:
     model.config._name_or_path = folder
 
 
-def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoint=None) -> PPOTrainer:
+def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoint=None, overwrite=False) -> PPOTrainer:
     """Build everything a ``trainer: ppo`` recipe describes, train, and save into ``output_dir``."""
+    from .. import checkpointing
     from ..loading import load_model, load_split, load_tokenizer, model_init_kwargs, peft_config, require_columns
     from ..recipe import build_trainer_config
 
+    resume_from_checkpoint = checkpointing.prepare_output_dir(output_dir, resume_from_checkpoint, overwrite)
     hooks = hooks_for(hooks)
     started = time.time()
     tokenizer = load_tokenizer(recipe.model)
@@ -602,7 +604,7 @@ def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoin
         raise RecipeError("trainer 'ppo' needs at least one reward source", "rewards")
     model = load_model(recipe.model, hooks, "policy")
     peft = peft_config(recipe.model)
-    args = build_trainer_config(recipe.spec, output_dir)
+    args = build_trainer_config(recipe.spec, output_dir, **checkpointing.checkpoint_defaults(recipe))
     rewards = [r.model_dump() for r in recipe.rewards]
     critic = None
     if args.critic_init not in ("policy", "reward"):
@@ -622,6 +624,6 @@ def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoin
         recipe=recipe,
         critic=critic,
     )
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    checkpointing.train(trainer, resume_from_checkpoint, recipe)
     save_run(trainer, output_dir, recipe, started)
     return trainer
