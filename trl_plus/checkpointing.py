@@ -25,8 +25,6 @@ import signal
 import threading
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 from .errors import RunFolderError, SaveError
 
 __all__ = [
@@ -203,8 +201,12 @@ def checkpoint_defaults(recipe) -> dict:
 # -- during a run ----------------------------------------------------------------------------
 
 
-class _Checkpointing(TrainerCallback):
-    """Stops at the next step boundary after a signal, with a checkpoint; caps the default interval."""
+class _Checkpointing:
+    """Stops at the next step boundary after a signal, with a checkpoint; caps the default interval.
+
+    A ``TrainerCallback`` once :func:`_callback` mixes it in (importing transformers only
+    when training, so that this module stays light for the CLI's early checks).
+    """
 
     def __init__(self, trainer, cap_interval: bool):
         self.trainer = trainer
@@ -242,6 +244,12 @@ class _Checkpointing(TrainerCallback):
         self.signum = signum
         log.warning("trl-plus: %s received: saving a checkpoint at the end of this step "
                     "(send it again to stop at once, without one)", signal.Signals(signum).name)
+
+
+def _callback(trainer, cap_interval: bool):
+    from transformers import TrainerCallback
+
+    return type("Checkpointing", (_Checkpointing, TrainerCallback), {})(trainer, cap_interval)
 
 
 def _guard_saves(trainer) -> None:
@@ -296,7 +304,7 @@ def train(trainer, resume_from_checkpoint=None, recipe=None):
         interval is capped at ``DEFAULT_MAX_SAVE_INTERVAL`` steps.
     """
     _guard_saves(trainer)
-    callback = _Checkpointing(trainer, cap_interval=recipe is not None and bool(checkpoint_defaults(recipe)))
+    callback = _callback(trainer, cap_interval=recipe is not None and bool(checkpoint_defaults(recipe)))
     trainer.add_callback(callback)
     trainer.resumed_from = resume_from_checkpoint
     previous = {}

@@ -42,7 +42,7 @@ def run(args) -> int:
     module = importlib.import_module(f"trl_plus.trainers.{recipe.trainer}")
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun / accelerate, say things once
     try:
-        module.train_from_recipe(recipe, output_dir, hooks=hooks, resume_from_checkpoint=resume)
+        module.train_from_recipe(recipe, output_dir, hooks=hooks, resume_from_checkpoint=resume, overwrite=args.overwrite)
     except TrainingInterrupted as exc:
         if main_process:
             print(f"trl-plus: interrupted by {exc.signal_name} at step {exc.step}; "
