@@ -117,8 +117,8 @@ def run_files(folder: str | os.PathLike) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = sorted(p.name + "/" for p in folder.iterdir() if p.is_dir() and checkpoint_step(p) is not None)
-    return found + [name for name in RUN_FILES if (folder / name).exists()]
+    found = sorted((p for p in folder.iterdir() if p.is_dir() and checkpoint_step(p) is not None), key=checkpoint_step)
+    return [p.name + "/" for p in found] + [name for name in RUN_FILES if (folder / name).exists()]
 
 
 # -- before a run ----------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def prepare_output_dir(output_dir: str | os.PathLike, resume=None, overwrite: bo
     if resume:
         return str(_checked_checkpoint(Path(resume)))
     used = run_files(output_dir)
-    if used and not overwrite:
+    if used and not overwrite and _is_main_launch_process():
         shown = ", ".join(used[:5]) + (", ..." if len(used) > 5 else "")
         raise RunFolderError(
             f"--output-dir: {output_dir} already holds a run ({shown}); continue it with --resume, replace it "

@@ -45,8 +45,8 @@ def run(args) -> int:
         module.train_from_recipe(recipe, output_dir, hooks=hooks, resume_from_checkpoint=resume, overwrite=args.overwrite)
     except TrainingInterrupted as exc:
         if main_process:
-            print(f"trl-plus: interrupted by {exc.signal_name} at step {exc.step}; "
-                  f"saved checkpoint {exc.checkpoint}", file=sys.stderr)
+            saved = f"saved checkpoint {exc.checkpoint}" if exc.checkpoint else "no checkpoint could be saved"
+            print(f"trl-plus: interrupted by {exc.signal_name} at step {exc.step}; {saved}", file=sys.stderr)
             print(f"trl-plus: resume with: {resume_command(args, output_dir)}", file=sys.stderr)
         return exc.exit_code
     if main_process:
