@@ -47,7 +47,8 @@ def run(args) -> int:
         if main_process:
             saved = f"saved checkpoint {exc.checkpoint}" if exc.checkpoint else "no checkpoint could be saved"
             print(f"trl-plus: interrupted by {exc.signal_name} at step {exc.step}; {saved}", file=sys.stderr)
-            print(f"trl-plus: resume with: {resume_command(args, output_dir)}", file=sys.stderr)
+            launcher = " (under the same launcher)" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+            print(f"trl-plus: resume with{launcher}: {resume_command(args, output_dir)}", file=sys.stderr)
         return exc.exit_code
     if main_process:
         print(f"saved to {output_dir}")
