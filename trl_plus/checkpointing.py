@@ -29,7 +29,7 @@ from .errors import RunFolderError, SaveError
 
 __all__ = [
     "TrainingInterrupted", "checkpoint_defaults", "complete_checkpoints", "is_checkpoint", "last_checkpoint",
-    "prepare_output_dir", "run_files", "train",
+    "prepare_output_dir", "run_files", "save_failure", "train",
 ]
 
 log = logging.getLogger("trl_plus")
@@ -268,27 +268,24 @@ def _guard_saves(trainer) -> None:
             if alone and folder.exists() and _state_of(folder) is None:
                 shutil.rmtree(folder, ignore_errors=True)
             if isinstance(exc, Exception):
-                raise SaveError(_save_failure(f"could not save checkpoint {folder}", folder.parent, exc)) from exc
+                raise save_failure(f"could not save checkpoint {folder}", folder.parent, exc) from exc
             raise
 
     trainer._save_checkpoint = save_checkpoint
 
 
-def _save_failure(what: str, folder: Path, exc: Exception) -> str:
+def save_failure(what: str, folder: str | os.PathLike, exc: Exception) -> SaveError:
+    """The :class:`SaveError` for a failed write of ``what`` into ``folder``: the error, the
+    free space on a full disk, and the checkpoint a run can still resume from."""
     message = f"{what}: {type(exc).__name__}: {exc}"
-    if getattr(exc, "errno", None) == errno.ENOSPC or "space" in str(exc).lower():
+    if getattr(exc, "errno", None) == errno.ENOSPC or "no space" in str(exc).lower():
         try:
             free = shutil.disk_usage(folder).free / 2**20
             message += f" (free on that disk: {free:.0f} MiB; free space or lower save_total_limit)"
         except OSError:
             pass
     last = last_checkpoint(folder)
-    return message + (f"; the last complete checkpoint is {last}, resume from it with --resume" if last else "")
-
-
-def save_failure(what: str, folder: str | os.PathLike, exc: Exception) -> SaveError:
-    """The :class:`SaveError` for a failed write of ``what`` into ``folder``."""
-    return SaveError(_save_failure(what, Path(folder), exc))
+    return SaveError(message + (f"; the last complete checkpoint is {last}, resume from it with --resume" if last else ""))
 
 
 def train(trainer, resume_from_checkpoint=None, recipe=None):
