@@ -192,13 +192,14 @@ def test_pipeline_launcher_launches_every_run_and_resumes(tmp_path, monkeypatch,
     assert (run / "checkpoint-1").is_dir() and not (run / "done.json").exists()
     args_, merged = _accelerate_args(calls[0])
     assert Path(args_.config_file) == CONFIGS["cpu"] and merged.num_processes == 1
-    assert args_.training_script_args == ["train", str(run / "recipe.yaml"), "--output-dir", str(run)]
+    # a fresh start overwrites the run's own folder (it holds the recipe just written)
+    assert args_.training_script_args == ["train", str(run / "recipe.yaml"), "--output-dir", str(run), "--overwrite"]
 
     capsys.readouterr()
     assert main(args) == 0
     console = capsys.readouterr().out
     assert "sft" in console and "done already: skipped" in console
-    assert calls[1][-1] == "--resume" and len(calls) == 2
+    assert calls[1][-2:] == ["--resume", str(run / "checkpoint-1")] and len(calls) == 2
     marker = json.loads((run / "done.json").read_text())
     assert marker["global_step"] == 2 and marker["tokens"]
     assert len(list((out / "eval" / "dpo" / "beta0.1-seed0").glob("step-*/eval.json"))) == 2

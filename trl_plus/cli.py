@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 a run failed (a component raised at run time); 2 a user error
 (bad recipe, unknown component, missing file), reported in one line without a traceback
-unless ``--debug``.
+unless ``--debug``. A failed save is a run failure (1); 130 / 143: interrupted by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 
-from .errors import ComponentError, TrlPlusError
+from .errors import ComponentError, SaveError, TrlPlusError
 
 # Each command is a module in trl_plus.commands with ``add_parser(subparsers)`` and
 # ``run(args) -> int``.
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TRL_PLUS_DEBUG"] = "1"
     try:
         return int(args.func(args) or 0)
-    except ComponentError as exc:
+    except (ComponentError, SaveError) as exc:
         if args.debug:
             traceback.print_exc()
         print(f"trl-plus: error: {exc}", file=sys.stderr)
@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"trl-plus: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("trl-plus: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # a TrainingInterrupted carries 143 for SIGTERM
+        print(f"trl-plus: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
 
 
 def print_json(obj) -> None:

@@ -55,3 +55,11 @@ class RecipeProblems(RecipeError):
         else:
             lines = "\n".join(f"  {key}: {message}" if key else f"  {message}" for key, message in self.problems)
             super().__init__(f"the recipe has {len(self.problems)} problems:\n{lines}")
+
+
+class RunFolderError(TrlPlusError):
+    """An output folder holds another run, or ``--resume`` finds no checkpoint to resume from."""
+
+
+class SaveError(TrlPlusError):
+    """A checkpoint or the final model could not be written (a full disk, say); a run failure."""

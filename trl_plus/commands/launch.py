@@ -31,6 +31,8 @@ def train_arguments(args, recipe) -> list[str]:
     argv = [name, "--output-dir", str(out)]
     for text in args.overrides:
         argv += ["--set", text]
+    if getattr(args, "overwrite", False):
+        argv.append("--overwrite")
     if args.resume is True:
         argv.append("--resume")
     elif args.resume is not None:

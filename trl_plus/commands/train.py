@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
+import sys
 from pathlib import Path
 
 from . import cli_path
@@ -22,9 +24,12 @@ def add_train_arguments(p) -> None:
     p.add_argument("--output-dir", default=None, help="where to save (default: runs/<recipe name>)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="resume from the last checkpoint in the output dir, or from CHECKPOINT")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train into an output dir that holds another run (its checkpoints are deleted)")
 
 
 def run(args) -> int:
+    from ..checkpointing import TrainingInterrupted, prepare_output_dir
     from ..errors import RecipeError
     from ..manager import Hooks
 
@@ -35,12 +40,28 @@ def run(args) -> int:
         raise RecipeError("this recipe describes a pipeline (stages:); run it with `trl-plus compare`", "trainer")
     resume = args.resume
     if isinstance(resume, str):
-        path = cli_path(resume)
-        if not path.is_dir():
-            raise RecipeError(f"no checkpoint folder {resume!r} (looked in {Path.cwd()})", "--resume")
-        resume = str(path)
+        resume = str(cli_path(resume)) if Path(resume).expanduser().is_dir() else resume
+    # Before any model loads, and before anything is written into the folder.
+    resume = prepare_output_dir(output_dir, resume, args.overwrite)
     module = importlib.import_module(f"trl_plus.trainers.{recipe.trainer}")
-    module.train_from_recipe(recipe, output_dir, hooks=hooks, resume_from_checkpoint=resume)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun / accelerate, say it once
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun / accelerate, say things once
+    try:
+        module.train_from_recipe(recipe, output_dir, hooks=hooks, resume_from_checkpoint=resume, overwrite=args.overwrite)
+    except TrainingInterrupted as exc:
+        if main_process:
+            saved = f"saved checkpoint {exc.checkpoint}" if exc.checkpoint else "no checkpoint could be saved"
+            print(f"trl-plus: interrupted by {exc.signal_name} at step {exc.step}; {saved}", file=sys.stderr)
+            launcher = " (under the same launcher)" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+            print(f"trl-plus: resume with{launcher}: {resume_command(args, output_dir)}", file=sys.stderr)
+        return exc.exit_code
+    if main_process:
         print(f"saved to {output_dir}")
     return 0
+
+
+def resume_command(args, output_dir: str) -> str:
+    """The command line that continues this run from its last checkpoint."""
+    words = ["trl-plus", "train", args.recipe]
+    for override in args.overrides or []:
+        words += ["--set", override]
+    return shlex.join(words + ["--output-dir", output_dir, "--resume"])

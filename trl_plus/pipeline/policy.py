@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkpointing import last_checkpoint
 from ..errors import RecipeError
 from .rundir import fingerprint
 from .stages import read_jsonl, reward_model_spec, write_jsonl
@@ -145,15 +146,17 @@ def run_policy(ctx, run: PolicyRun) -> Path:
     recipe = validate_dict(raw, ctx.hooks, source=None)
     module = _trainer_module(run.method)
     with ctx.run.step(run.rel, fp, keep_partial=True) as (folder, info):
-        # An interrupted run keeps its checkpoints and continues from the last one.
-        resume = any(folder.glob("checkpoint-*")) or None
+        # An interrupted run keeps its checkpoints and continues from the last complete one;
+        # the folder is this step's own (rundir wiped it or kept it), so a fresh start may overwrite it.
+        resume = last_checkpoint(folder)
         if ctx.config.launcher is not None:  # on every GPU: a subprocess per run
             from .runner import train_launched
 
-            state = train_launched(ctx, raw, folder, bool(resume), run.label)
+            state = train_launched(ctx, raw, folder, resume, run.label)
         else:
             with ctx.trainer_bar(run.label):
-                state = module.train_from_recipe(recipe, str(folder), hooks=ctx.hooks, resume_from_checkpoint=resume).state
+                state = module.train_from_recipe(recipe, str(folder), hooks=ctx.hooks, resume_from_checkpoint=resume,
+                                                 overwrite=resume is None).state
         info.update(global_step=state.global_step, tokens=_tokens_seen(state), **run.__dict__)
     return folder
 

@@ -148,12 +148,14 @@ class Context:
 LAUNCH_LOG = "launch.log"  # in a run's folder: the output of its launched processes
 
 
-def train_launched(ctx, raw: dict, folder: Path, resume: bool, label: str):
+def train_launched(ctx, raw: dict, folder: Path, resume: str | None, label: str):
     """Train one run recipe as ``trl-plus train`` under the recipe's ``launcher:`` (every
     GPU, or several CPU processes); returns its trainer state, read back from the folder.
 
     The recipe goes to ``folder/recipe.yaml`` first, so the launched processes read exactly
-    what the pipeline built. Evaluation, and everything else, stays in this process.
+    what the pipeline built (the folder is the run's own: a fresh start overwrites it,
+    ``resume`` names the checkpoint to continue from). Evaluation, and everything else,
+    stays in this process.
     """
     import subprocess
 
@@ -166,7 +168,7 @@ def train_launched(ctx, raw: dict, folder: Path, resume: bool, label: str):
     launcher = ctx.config.launcher
     recipe_file = folder / "recipe.yaml"
     recipe_file.write_text(yaml.safe_dump(raw, sort_keys=False))
-    train_args = [str(recipe_file), "--output-dir", str(folder)] + (["--resume"] if resume else [])
+    train_args = [str(recipe_file), "--output-dir", str(folder)] + (["--resume", str(resume)] if resume else ["--overwrite"])
     cmd = launch_command(train_args, launcher.command, launcher.accelerate_config, launcher.num_processes)
     log_path = folder / LAUNCH_LOG
     _release_gpu_memory()  # what earlier stages cached on GPU 0 is the launched rank 0's

@@ -23,15 +23,27 @@ def write_filter_report(output_dir: str, reports: dict) -> None:
 
 
 def save_run(trainer, output_dir: str, recipe=None, started: float | None = None) -> None:
-    """Save model, tokenizer, trainer state (log history) and the recipe, on the main process."""
-    trainer.save_model(output_dir)
-    trainer.save_state()
-    if trainer.is_world_process_zero():
-        if recipe is not None:
-            (Path(output_dir) / "recipe.yaml").write_text(recipe.to_yaml())
-        if started is not None:
-            info = {"wall_time_s": round(time.time() - started, 3), "global_step": trainer.state.global_step}
-            (Path(output_dir) / "run_info.json").write_text(json.dumps(info, indent=2))
+    """Save model, tokenizer, trainer state (log history) and the recipe, on the main process.
+
+    ``run_info.json`` records the wall time, the final global step and, for a resumed run,
+    the checkpoint and step it continued from. A failed write is a ``SaveError`` naming
+    the folder (the run's checkpoints are left as they were).
+    """
+    from ..checkpointing import save_failure
+
+    try:
+        trainer.save_model(output_dir)
+        trainer.save_state()
+        if trainer.is_world_process_zero():
+            if recipe is not None:
+                (Path(output_dir) / "recipe.yaml").write_text(recipe.to_yaml())
+            if started is not None:
+                info = {"wall_time_s": round(time.time() - started, 3), "global_step": trainer.state.global_step}
+                if getattr(trainer, "resumed_from", None):
+                    info["resumed_from"] = {"checkpoint": str(trainer.resumed_from), "global_step": trainer.start_step}
+                (Path(output_dir) / "run_info.json").write_text(json.dumps(info, indent=2))
+    except Exception as exc:
+        raise save_failure(f"could not save the trained model to {output_dir}", output_dir, exc) from exc
 
 
 def hooks_for(plugin_manager) -> Hooks:

@@ -162,11 +162,13 @@ class DPOTrainer(trl.DPOTrainer):
             self.hooks.step_end(trainer=self, step=self.state.global_step, metrics=dict(logs))
 
 
-def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoint=None) -> DPOTrainer:
+def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoint=None, overwrite=False) -> DPOTrainer:
     """Build everything a ``trainer: dpo`` recipe describes, train, and save into ``output_dir``."""
+    from .. import checkpointing
     from ..loading import load_model, load_split, load_tokenizer, peft_config, require_columns
     from ..recipe import build_trainer_config
 
+    resume_from_checkpoint = checkpointing.prepare_output_dir(output_dir, resume_from_checkpoint, overwrite)
     hooks = hooks_for(hooks)
     started = time.time()
     tokenizer = load_tokenizer(recipe.model)
@@ -175,7 +177,7 @@ def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoin
     evaluation = load_split(recipe.data.eval, hooks, "data.eval")
     # The config first: under accelerate launch with DeepSpeed ZeRO-3 building it turns on
     # sharded loading (zero3_init_flag), so the models below load sharded, not whole per rank.
-    args = build_trainer_config(recipe.spec, output_dir)
+    args = build_trainer_config(recipe.spec, output_dir, **checkpointing.checkpoint_defaults(recipe))
     model = load_model(recipe.model, hooks, "policy")
     peft = peft_config(recipe.peft)
     peft_support.check_targets(model, peft)
@@ -198,6 +200,6 @@ def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoin
         plugin_manager=hooks,
         recipe=recipe,
     )
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    checkpointing.train(trainer, resume_from_checkpoint, recipe)
     save_run(trainer, output_dir, recipe, started)
     return trainer

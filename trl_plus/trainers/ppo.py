@@ -247,11 +247,13 @@ def _to_tensor(values, device) -> torch.Tensor:
     return torch.tensor([math.nan if v is None else float(v) for v in values], dtype=torch.float32, device=device)
 
 
-def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoint=None) -> PPOTrainer:
+def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoint=None, overwrite=False) -> PPOTrainer:
     """Build everything a ``trainer: ppo`` recipe describes, train, and save into ``output_dir``."""
+    from .. import checkpointing
     from ..loading import load_model, load_split, load_tokenizer, model_init_kwargs, peft_config, require_columns
     from ..recipe import build_trainer_config
 
+    resume_from_checkpoint = checkpointing.prepare_output_dir(output_dir, resume_from_checkpoint, overwrite)
     hooks = hooks_for(hooks)
     started = time.time()
     tokenizer = load_tokenizer(recipe.model)
@@ -265,7 +267,7 @@ def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoin
     model = load_model(recipe.model, hooks, "policy")
     peft = peft_config(recipe.peft)
     peft_support.check_targets(model, peft)
-    args = build_trainer_config(recipe.spec, output_dir)
+    args = build_trainer_config(recipe.spec, output_dir, **checkpointing.checkpoint_defaults(recipe))
     rewards = [r.model_dump() for r in recipe.rewards]
     critic = None
     if args.critic_init not in ("policy", "reward"):
@@ -285,6 +287,6 @@ def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoin
         recipe=recipe,
         critic=critic,
     )
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    checkpointing.train(trainer, resume_from_checkpoint, recipe)
     save_run(trainer, output_dir, recipe, started)
     return trainer
