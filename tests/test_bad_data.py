@@ -286,3 +286,30 @@ def test_every_message_form_trains(tmp_path, tiny_model_path, tiny_tokenizer, pl
     if trainer_cls is trl_plus.DPOTrainer:
         report = json.loads((tmp_path / "run" / "filter_report.json").read_text())["train"]
         assert report["rows_out"] == 8 and report["checks"]["invalid_rows"] == 0
+
+
+def test_length_filter_tokenises_only_near_a_bound_and_decides_exactly(tiny_tokenizer):
+    """Rows whose UTF-8 length + 1 is within every bound are not tokenised; the decisions
+    and reasons equal those of counting every row."""
+    from trl_plus.plugins.filters.length import LengthFilter
+
+    class Counting:
+        def __init__(self):
+            self.backend_tokenizer, self.texts = tiny_tokenizer.backend_tokenizer, 0
+
+        def __call__(self, texts, **kw):
+            self.texts += len(texts)
+            return tiny_tokenizer(texts, **kw)
+
+    batch = {k: [r[k] for r in rows(300)] for k in ("prompt", "chosen", "rejected")}
+    batch["chosen"][7] = "é" * 40  # two bytes a character
+    tokenised = []
+    for bounds in (dict(max_prompt_tokens=30, max_completion_tokens=12, max_length=44),
+                   dict(max_prompt_tokens=14, min_completion_tokens=3, max_completion_tokens=3, max_length=16)):
+        screened, exact = LengthFilter(tokenizer=Counting(), **bounds), LengthFilter(tokenizer=Counting(), **bounds)
+        exact._screen = False
+        keep = screened(batch)
+        assert keep == exact(batch) and screened.reasons == exact.reasons and 0 < sum(keep) < 300
+        tokenised.append((screened.tokenizer.texts, exact.tokenizer.texts))
+    assert tokenised[0][0] < 300 < tokenised[0][1] == 900  # loose bounds: most rows never tokenised
+    assert all(n > 0 for n in screened.reasons.values())  # tight bounds: every reason, decided exactly

@@ -371,7 +371,8 @@ def prepare_dataset(dataset, columns, name: str, chain=None, *, options: DataOpt
         dropped = {f["name"]: f["dropped"] for f in entry["filters"]}
         bad = checks["invalid_rows"] + checks["empty_dropped"]
         raise DataError(
-            f"no row of the {name} dataset is left ({rows_in} in; checks dropped {bad}, filters dropped {dropped})"
+            f"the data checks and filters dropped every row of the {name} dataset ({rows_in} in; checks dropped {bad}, "
+            f"filters dropped {dropped})"
             f"{where}"
         )
     return dataset
