@@ -85,8 +85,18 @@ def test_none_and_non_text_values_name_row_and_column():
     broken_chat = [{"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "a"}],
                     "rejected": [{"role": "assistant", "content": "b"}]} for _ in range(4)]
     broken_chat[2]["chosen"] = [{"role": "assistant", "content": None}]
-    with pytest.raises(DataError, match=r"row 2: column 'chosen' is chat messages none of which"):
+    with pytest.raises(DataError, match=r"row 2: column 'chosen' is chat messages with one TRL cannot render"):
         prepare_dataset(Dataset.from_list(broken_chat), ("prompt", "chosen", "rejected"), "train")
+    roles_only = [dict(r, chosen=[{"role": "assistant"}]) for r in chat_rows(3)]
+    with pytest.raises(DataError, match=r"row 0: column 'chosen' is chat messages with one TRL cannot render"):
+        prepare_dataset(Dataset.from_list(roles_only), ("prompt", "chosen", "rejected"), "train")
+    no_messages = chat_rows(3)
+    no_messages[1]["rejected"] = []
+    reports: dict = {}
+    kept = prepare_dataset(Dataset.from_list(no_messages), ("prompt", "chosen", "rejected"), "train",
+                           options=DataOptions(on_error="drop"), reports=reports)
+    assert len(kept) == 2 and reports["train"]["checks"]["invalid_rows"] == 1
+    assert reports["train"]["checks"]["examples"][0]["row"] == 1
 
 
 def test_empty_strings_are_counted_and_dropped_on_request():
@@ -313,3 +323,11 @@ def test_length_filter_tokenises_only_near_a_bound_and_decides_exactly(tiny_toke
         tokenised.append((screened.tokenizer.texts, exact.tokenizer.texts))
     assert tokenised[0][0] < 300 < tokenised[0][1] == 900  # loose bounds: most rows never tokenised
     assert all(n > 0 for n in screened.reasons.values())  # tight bounds: every reason, decided exactly
+
+
+def test_data_options_are_validated_with_their_key(tmp_path, plugin_manager):
+    raw = model_recipe(tmp_path, PREFS, on_error="skip")
+    with pytest.raises(RecipeError, match=r"data.on_error.*'raise' or 'drop'"):
+        validate_dict(raw, plugin_manager)
+    recipe = validate_dict(model_recipe(tmp_path, PREFS, on_error="drop", drop_empty=True), plugin_manager)
+    assert DataOptions.of(recipe) == DataOptions("drop", True) and DataOptions.of(None) == DataOptions("raise", False)

@@ -166,6 +166,7 @@ def _bad_messages(column):
     """Row mask of chat-message rows TRL cannot render: no messages, a message without a
     role, or one with neither ``content`` (text or a list of parts) nor ``tool_calls``."""
     import numpy as np
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     n = len(column)
@@ -180,7 +181,9 @@ def _bad_messages(column):
         if messages.type.get_field_index(name) >= 0:
             has = _present(pc.struct_field(messages, name))
             said = has if said is None else pc.or_(said, has)
-    ok = pc.and_(ok, said) if said is not None else pc.and_(ok, False)
+    if said is None:  # messages with neither field: none can be rendered
+        said = pa.array(np.zeros(len(messages), dtype=bool))
+    ok = pc.and_(ok, said)
     wrong = np.logical_not(pc.fill_null(ok, False).to_numpy(zero_copy_only=False))
     bad[np.unique(parents[wrong])] = True
     return bad[:n]
@@ -233,7 +236,8 @@ def _describe(value) -> str:
     if value is None:
         return "None"
     if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-        return f"chat messages none of which TRL can render ({json.dumps(value, default=str)[:160]})"
+        return (f"chat messages with one TRL cannot render, a message needs a role and content or tool_calls "
+                f"({json.dumps(value, default=str)[:160]})")
     return f"{value!r} ({type(value).__name__})"
 
 
@@ -363,11 +367,11 @@ def prepare_dataset(dataset, columns, name: str, chain=None, *, options: DataOpt
         if output_dir is not None and reports is not None:
             from accelerate import PartialState
 
-            from .trainers.common import write_filter_report
+            from .trainers.common import FILTER_REPORT, write_filter_report
 
             if PartialState().is_main_process:
                 write_filter_report(output_dir, reports)
-            where = f"; see {Path(output_dir, 'filter_report.json').resolve()}"
+            where = f"; see {Path(output_dir, FILTER_REPORT).resolve()}"
         dropped = {f["name"]: f["dropped"] for f in entry["filters"]}
         bad = checks["invalid_rows"] + checks["empty_dropped"]
         raise DataError(

@@ -85,7 +85,7 @@ def load_split(split, hooks, where: str, on_error: str = "raise"):
     loaded = None
     try:
         dataset = hooks.load_dataset(spec)
-    except DataError as exc:
+    except DataError:
         if not data_checks.is_json_lines(path):
             raise
         problem = data_checks.read_jsonl_problem(path)
