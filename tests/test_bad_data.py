@@ -151,7 +151,8 @@ def model_recipe(tmp_path, data: Path, **data_options) -> dict:
         "data": {"train": {"path": str(data)}, **data_options},
         "dpo": {"per_device_train_batch_size": 8, "max_steps": 2, "max_length": 64, "learning_rate": 1e-3,
                 "save_strategy": "no", "logging_steps": 1, "report_to": "none", "disable_tqdm": True},
-        "filters": [{"name": "length", "max_length": 20}],
+        # Keeps rows 0, 50, 100, ... (prompts end in their index): TRL tokenises 100 rows, not 9,900.
+        "filters": [{"name": "regex", "column": "prompt", "pattern": " (0|[0-9]*[05]0)$"}],
     }
 
 
@@ -182,9 +183,8 @@ def test_one_percent_bad_rows_strict_stops_and_drop_trains(tmp_path, plugin_mana
     report = json.loads((out / "filter_report.json").read_text())["train"]
     assert report["checks"]["malformed_lines"] == 50 and report["checks"]["invalid_rows"] == 50
     assert report["checks"]["malformed_examples"][0]["line"] == 101
-    length = report["filters"][0]
-    assert report["rows_in"] == 9_950 and length["rows_in"] == 9_900 and 0 < report["rows_out"] == 9_900 - length["dropped"]
-    assert length["reasons"]["over_max_length"] == length["dropped"]
+    regex = report["filters"][0]
+    assert report["rows_in"] == 9_950 and regex["rows_in"] == 9_900 and report["rows_out"] == 9_900 - regex["dropped"] == 100
 
 
 def test_rows_over_max_length_are_counted_by_the_length_filter(tiny_tokenizer, plugin_manager):
