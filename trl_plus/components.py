@@ -167,6 +167,12 @@ def _short(row: Mapping[str, Any], limit: int = 200) -> dict:
     return out
 
 
+def _reasons(fn) -> dict:
+    """A filter's own breakdown of its drops (a ``reasons`` dict of counts), if it keeps one."""
+    reasons = getattr(fn, "reasons", None)
+    return {"reasons": dict(reasons)} if isinstance(reasons, dict) else {}
+
+
 class FilterChain:
     """Filters applied in order, counting what each one drops (for the filter report)."""
 
@@ -218,19 +224,28 @@ class FilterChain:
         return [j in kept for j in range(n)]
 
     def apply_to_dataset(self, dataset, batch_size: int = 1000):
-        """The rows of a ``datasets.Dataset`` that every filter keeps."""
-        keep_idx = []
-        for start in range(0, len(dataset), batch_size):
-            batch = dataset[start : start + batch_size]
-            keep_idx += [start + j for j, k in enumerate(self.mask(batch)) if k]
-        return dataset.select(keep_idx) if len(keep_idx) < len(dataset) else dataset
+        """The rows of a ``datasets.Dataset`` that every filter keeps.
+
+        One pass of ``Dataset.filter(batched=True)`` in this process (filters may keep
+        state across batches, as dedup does), never read back from a cache: the counts
+        must come from this run."""
+        if not self.filters or len(dataset) == 0:
+            return dataset
+        from datasets.fingerprint import generate_random_fingerprint
+
+        kept = dataset.filter(
+            self.mask, batched=True, batch_size=batch_size, load_from_cache_file=False, keep_in_memory=True,
+            new_fingerprint=generate_random_fingerprint(),
+        )
+        return kept if len(kept) < len(dataset) else dataset
 
     def report(self) -> dict:
         return {
             "rows_in": self.rows_in,
             "rows_out": self.rows_out,
             "filters": [
-                {"name": c.name, "rows_in": c.rows_in, "dropped": c.dropped, "examples": c.examples} for c in self.counts
+                {"name": c.name, "rows_in": c.rows_in, "dropped": c.dropped, **_reasons(fn), "examples": c.examples}
+                for c, (_, fn) in zip(self.counts, self.filters)
             ],
         }
 

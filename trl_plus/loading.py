@@ -21,6 +21,10 @@ def model_init_kwargs(section) -> dict:
     return kwargs
 
 
+# What a saved tokenizer leaves in its folder (any one of them).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
+
+
 def load_tokenizer(section):
     from transformers import AutoTokenizer
 
@@ -29,8 +33,15 @@ def load_tokenizer(section):
         tokenizer = AutoTokenizer.from_pretrained(
             name, revision=section.revision, trust_remote_code=section.trust_remote_code
         )
-    except OSError as exc:
-        raise RecipeError(f"cannot load tokenizer {name!r}: {exc}", "model.tokenizer" if section.tokenizer else "model.name_or_path") from None
+    except (OSError, ValueError, TypeError) as exc:
+        key = "model.tokenizer" if section.tokenizer else "model.name_or_path"
+        folder = Path(name)
+        if folder.is_dir() and not any((folder / f).exists() for f in TOKENIZER_FILES):
+            hint = "" if section.tokenizer else "; save the tokenizer there too, or name one with model.tokenizer"
+            raise RecipeError(
+                f"the folder {name!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}){hint}", key
+            ) from None
+        raise RecipeError(f"cannot load tokenizer {name!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}", key) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -64,18 +75,52 @@ def peft_config(section, where: str = "peft"):
         raise RecipeError(f"peft.LoraConfig rejected the section: {exc}", where) from None
 
 
-def load_split(split, hooks, where: str):
+def load_split(split, hooks, where: str, on_error: str = "raise"):
+    """One data split, loaded through the dataset hook, columns renamed, rows capped.
+
+    A local file that is empty, or a JSON Lines file with a malformed line, is a
+    :class:`DataError` naming the file (and the line and its parse error); with
+    ``on_error="drop"`` the malformed lines are dropped instead, and counted in the
+    filter report of the trainer that prepares the split.
+    """
     if split is None:
         return None
+    from . import data_checks
+
     spec = split.model_dump()
-    dataset = hooks.load_dataset(spec)
+    path = Path(spec["path"])
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(f"{where}.path: the file {str(path)!r} is empty (no rows)")
+    loaded = None
+    try:
+        dataset = hooks.load_dataset(spec)
+    except DataError:
+        if not data_checks.is_json_lines(path):
+            raise
+        problem = data_checks.read_jsonl_problem(path)
+        if problem is None:
+            raise
+        line, what = problem
+        if line == 0:
+            raise DataError(f"{where}.path: the file {str(path)!r} is empty (no rows)") from None
+        if on_error != "drop":
+            raise DataError(
+                f"{where}.path: {path}, line {line}: {what}; fix the line, or set data.on_error: drop "
+                "to drop malformed lines"
+            ) from None
+        dataset, loaded = data_checks.load_jsonl_dropping(path, lambda good: hooks.load_dataset({**spec, "path": good}))
     if split.columns:
         missing = [c for c in split.columns if c not in dataset.column_names]
         if missing:
-            raise DataError(f"{where}.columns: no column {missing} in {dataset.column_names}")
+            raise DataError(
+                f"{where}.columns: the dataset has no column {', '.join(repr(m) for m in missing)} to rename "
+                f"(columns: {', '.join(dataset.column_names)})"
+            )
         dataset = dataset.rename_columns(split.columns)
     if split.max_rows is not None and split.max_rows < len(dataset):
         dataset = dataset.select(range(split.max_rows))
+    if loaded is not None:
+        data_checks.remember_load_report(dataset, loaded)
     return dataset
 
 

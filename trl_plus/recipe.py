@@ -114,6 +114,8 @@ class DataSplit(_Strict):
 class DataSection(_Strict):
     train: DataSplit
     eval: DataSplit | None = None
+    on_error: Literal["raise", "drop"] = "raise"  # bad rows and malformed lines: stop at the first, or drop and count
+    drop_empty: bool = False  # drop rows whose text columns are empty (always counted in the filter report)
 
 
 class ComponentSpec(BaseModel):

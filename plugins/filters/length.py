@@ -8,14 +8,58 @@ from trl_plus.errors import RecipeError
 from ._text import as_text, completion_columns
 
 
+class _Lengths:
+    """Token counts of one batch column, tokenising only the rows a bound needs.
+
+    With a fast tokenizer that has no normaliser (byte-level BPE, most modern LLMs), a
+    text never has more tokens than its UTF-8 bytes + 1 (a byte is at most one token; a
+    prefix space at most one more), so ``n`` starts as that upper bound and a row is
+    tokenised only when its bound could break one; other tokenizers count every row.
+    """
+
+    def __init__(self, tokenizer, column, screen: bool):
+        import numpy as np
+
+        self.tokenizer, self.texts = tokenizer, [as_text(v) for v in column]
+        if screen:
+            self.n = np.fromiter((len(t.encode("utf-8")) + 1 for t in self.texts), dtype=np.int64, count=len(self.texts))
+            self.exact = np.zeros(len(self.texts), dtype=bool)
+        else:
+            self.n = self._count(self.texts)
+            self.exact = np.ones(len(self.texts), dtype=bool)
+
+    def _count(self, texts):
+        import numpy as np
+
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        return np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(texts))
+
+    def refine(self, rows):
+        """Exact counts for ``rows`` (a mask): the ones whose upper bound breaks a limit."""
+        import numpy as np
+
+        need = np.flatnonzero(rows & ~self.exact)
+        if len(need):
+            self.n[need] = self._count([self.texts[i] for i in need])
+            self.exact[need] = True
+        return self.n
+
+
 class LengthFilter:
-    """Keep rows whose prompt and completions (chosen, rejected or completion) are in bounds."""
+    """Keep rows whose prompt and completions (chosen, rejected or completion) are in bounds.
+
+    ``max_length`` bounds prompt + completion (each completion column): set it to the
+    trainer's ``max_length`` to drop, and count, the rows TRL would otherwise truncate.
+    Lengths are of the text alone (a chat template adds its own tokens). ``reasons`` counts
+    why rows were dropped (a row may have several reasons).
+    """
 
     def __init__(
         self,
         max_prompt_tokens: int | None = None,
         min_completion_tokens: int = 0,
         max_completion_tokens: int | None = None,
+        max_length: int | None = None,
         tokenizer=None,
     ):
         if tokenizer is None:
@@ -26,22 +70,40 @@ class LengthFilter:
             min_completion_tokens,
             max_completion_tokens,
         )
-
-    def _lengths(self, column):
-        return [len(ids) for ids in self.tokenizer([as_text(v) for v in column], add_special_tokens=False)["input_ids"]]
+        self.max_length = max_length
+        self.reasons = {"prompt_too_long": 0, "completion_too_short": 0, "completion_too_long": 0, "over_max_length": 0}
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._screen = backend is not None and backend.normalizer is None
 
     def __call__(self, batch):
+        import numpy as np
+
         n = len(next(iter(batch.values())))
-        keep = [True] * n
-        if self.max_prompt is not None and "prompt" in batch:
-            keep = [k and length <= self.max_prompt for k, length in zip(keep, self._lengths(batch["prompt"]))]
+        keep = np.ones(n, dtype=bool)
+        prompt = None
+        if (self.max_prompt is not None or self.max_length is not None) and "prompt" in batch:
+            prompt = _Lengths(self.tokenizer, batch["prompt"], self._screen)
+            if self.max_prompt is not None:
+                keep &= self._count("prompt_too_long", prompt.refine(prompt.n > self.max_prompt) > self.max_prompt)
         for column in completion_columns(batch):
-            lengths = self._lengths(batch[column])
-            keep = [
-                k and length >= self.min_completion and (self.max_completion is None or length <= self.max_completion)
-                for k, length in zip(keep, lengths)
-            ]
-        return keep
+            lengths = _Lengths(self.tokenizer, batch[column], self._screen)
+            if self.min_completion > 0:
+                short = lengths.refine(lengths.n >= self.min_completion) < self.min_completion
+                keep &= self._count("completion_too_short", short)
+            if self.max_completion is not None:
+                long = lengths.refine(lengths.n > self.max_completion) > self.max_completion
+                keep &= self._count("completion_too_long", long)
+            if self.max_length is not None:
+                total = lengths.n + (prompt.n if prompt is not None else 0)
+                if prompt is not None:
+                    prompt.refine(total > self.max_length)
+                total = lengths.refine(total > self.max_length) + (prompt.n if prompt is not None else 0)
+                keep &= self._count("over_max_length", total > self.max_length)
+        return keep.tolist()
+
+    def _count(self, reason: str, dropped):
+        self.reasons[reason] += int(dropped.sum())
+        return ~dropped
 
 
 @trl_plus.hookimpl

@@ -50,31 +50,13 @@ def hooks_for(plugin_manager) -> Hooks:
     return Hooks.of(plugin_manager)
 
 
-def _is_text(value) -> bool:
-    if isinstance(value, str):
-        return True
-    # a conversation: a list of {"role": ..., "content": ...} messages
-    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "content" in m for m in value)
-
-
 def check_text_columns(dataset, columns: tuple[str, ...], name: str) -> None:
-    """Every row's text columns hold text (or chat messages): a bad row is named, by index,
-    before TRL's tokenisation fails on it somewhere deep inside."""
+    """Every row's text columns hold text (or chat messages in any form TRL renders): the
+    first bad row is named, by index and column, before TRL's tokenisation fails on it
+    somewhere deep inside. Checked in Arrow batches (see :mod:`trl_plus.data_checks`)."""
     from datasets import Dataset
 
-    from ..errors import DataError
+    from ..data_checks import check_rows
 
-    if not isinstance(dataset, Dataset) or "input_ids" in dataset.column_names:
-        return
-    bad = []  # (row, column) of the first bad value of each column
-    for column in columns:
-        if column in dataset.column_names:
-            i = next((i for i, value in enumerate(dataset[column]) if not _is_text(value)), None)
-            if i is not None:
-                bad.append((i, column))
-    if bad:
-        i, column = min(bad)
-        raise DataError(
-            f"{name} dataset row {i}: column {column!r} is {dataset[i][column]!r}; expected text or a list of "
-            f"chat messages (row: {str(dataset[i])[:200]})"
-        )
+    if isinstance(dataset, Dataset) and "input_ids" not in dataset.column_names:
+        check_rows(dataset, columns, name)

@@ -11,7 +11,7 @@ import trl
 from transformers import TrainerCallback
 
 from . import peft_support
-from .common import FILTER_REPORT, check_text_columns, hooks_for, save_run, tokenizer_of, write_filter_report
+from .common import hooks_for, save_run, tokenizer_of, write_filter_report
 
 __all__ = ["DPOTrainer", "DPOConfig", "train_from_recipe"]
 
@@ -64,12 +64,12 @@ class DPOTrainer(trl.DPOTrainer):
         self.hooks = hooks_for(plugin_manager)
         self._filter_specs = list(filters or [])
         self._filter_reports: dict = {}
+        self.recipe = recipe  # before the parent's __init__: dataset preparation reads its data options
         self._kl_stats: dict = {}
         components = self.hooks.components()
         self.kl_schedule = components.kl_schedule(kl)
         self.reward_mix = components.reward_mix(rewards)
         super().__init__(*args, **kwargs)
-        self.recipe = recipe
         if self.kl_schedule is not None:
             self._apply_schedule(0)
             self.add_callback(_BetaSchedule(self))
@@ -117,21 +117,14 @@ class DPOTrainer(trl.DPOTrainer):
 
     # -- data ----------------------------------------------------------------------------
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        from datasets import Dataset
+        from ..data_checks import DataOptions, prepare_dataset
 
-        already_tokenized = "input_ids" in (getattr(dataset, "column_names", None) or [])
-        if isinstance(dataset, Dataset) and not already_tokenized:
-            check_text_columns(dataset, ("prompt", "chosen", "rejected"), dataset_name)
-            chain = self.hooks.components(tokenizer=tokenizer_of(processing_class)).filter_chain(self._filter_specs)
-            dataset = chain.apply_to_dataset(dataset)
-            self._filter_reports[dataset_name] = chain.report()
-            if len(dataset) == 0:
-                from ..errors import DataError
-
-                raise DataError(
-                    f"the filters dropped every row of the {dataset_name} dataset; see {FILTER_REPORT}: "
-                    f"{chain.report()['filters']}"
-                )
+        chain = self.hooks.components(tokenizer=tokenizer_of(processing_class)).filter_chain(self._filter_specs)
+        dataset = prepare_dataset(
+            dataset, ("prompt", "chosen", "rejected"), dataset_name, chain, options=DataOptions.of(self.recipe),
+            processing_class=processing_class, reports=self._filter_reports,
+            output_dir=args.output_dir,
+        )
         return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
     # -- beta schedule -------------------------------------------------------------------
@@ -172,9 +165,9 @@ def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoin
     hooks = hooks_for(hooks)
     started = time.time()
     tokenizer = load_tokenizer(recipe.model)
-    train = load_split(recipe.data.train, hooks, "data.train")
+    train = load_split(recipe.data.train, hooks, "data.train", recipe.data.on_error)
     require_columns(train, ["chosen", "rejected"], "data.train")
-    evaluation = load_split(recipe.data.eval, hooks, "data.eval")
+    evaluation = load_split(recipe.data.eval, hooks, "data.eval", recipe.data.on_error)
     # The config first: under accelerate launch with DeepSpeed ZeRO-3 building it turns on
     # sharded loading (zero3_init_flag), so the models below load sharded, not whole per rank.
     args = build_trainer_config(recipe.spec, output_dir, **checkpointing.checkpoint_defaults(recipe))

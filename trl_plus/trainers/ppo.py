@@ -26,10 +26,11 @@ import torch
 import trl
 from accelerate.utils import gather
 
-from ..errors import DataError, RecipeError
+from ..data_checks import DataOptions, prepare_dataset
+from ..errors import RecipeError
 from ..reward_checks import unscored_guard
 from . import peft_support
-from .common import FILTER_REPORT, check_text_columns, hooks_for, save_run, tokenizer_of, write_filter_report
+from .common import hooks_for, save_run, tokenizer_of, write_filter_report
 from .ppo_checkpoint import PPOCheckpointMixin
 from .ppo_config import PPOConfig
 from .ppo_critic import PPOCriticMixin, load_critic
@@ -130,8 +131,10 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
             reward_funcs = [_RewardMixFunc()]
         self._rollout_chain = components.filter_chain(rollout_filters, "rollout_filters")
         self._filter_reports: dict = {}
-        check_text_columns(train_dataset, ("prompt",), "train")
-        train_dataset = self._filter_dataset(components, filters, train_dataset, "train")
+        train_dataset = prepare_dataset(
+            train_dataset, ("prompt",), "train", components.filter_chain(filters), options=DataOptions.of(recipe),
+            processing_class=processing_class, reports=self._filter_reports, output_dir=args.output_dir,
+        )
         self._rollout_dropped = 0
         self._rollout_unscored = 0
         # What the KL schedule is given: the last rollout's measurements, and the cumulative sample count.
@@ -171,21 +174,6 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
         if self.is_world_process_zero():
             self._write_filter_report()
         self.hooks.trainer_created(trainer=self, recipe=recipe)
-
-    # -- construction helpers --------------------------------------------------------------
-    def _filter_dataset(self, components, specs, dataset, name):
-        from datasets import Dataset
-
-        if not specs or not isinstance(dataset, Dataset):
-            return dataset
-        chain = components.filter_chain(specs)
-        dataset = chain.apply_to_dataset(dataset)
-        self._filter_reports[name] = chain.report()
-        if len(dataset) == 0:
-            raise DataError(
-                f"the filters dropped every row of the {name} dataset; see {FILTER_REPORT}: {chain.report()['filters']}"
-            )
-        return dataset
 
     # -- KL schedule -------------------------------------------------------------------------
     def _apply_schedule(self) -> None:
@@ -257,9 +245,9 @@ def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoin
     hooks = hooks_for(hooks)
     started = time.time()
     tokenizer = load_tokenizer(recipe.model)
-    train = load_split(recipe.data.train, hooks, "data.train")
+    train = load_split(recipe.data.train, hooks, "data.train", recipe.data.on_error)
     require_columns(train, ["prompt"], "data.train")
-    evaluation = load_split(recipe.data.eval, hooks, "data.eval")
+    evaluation = load_split(recipe.data.eval, hooks, "data.eval", recipe.data.on_error)
     if evaluation is not None:
         require_columns(evaluation, ["prompt"], "data.eval")
     if not recipe.rewards:

@@ -1,0 +1,382 @@
+"""Checks on training data that name the bad row, file line or setting, and scale.
+
+Two places: :func:`read_jsonl_problem` and :func:`load_jsonl_dropping` look into a JSON
+Lines file that ``datasets`` could not load (the line and the parse error, or the good
+lines only under ``data.on_error: drop``); :func:`prepare_dataset` runs, in the trainers,
+before tokenisation: the text columns checked in Arrow batches (nulls, values that are
+not text or chat messages, empty strings), then the data filters, then the filter report.
+
+Row checks never turn a column into Python objects: each batch is a ``pyarrow.Table``
+and the masks are computed with ``pyarrow.compute``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DataError
+
+ON_ERROR = ("raise", "drop")
+CHECK_BATCH = 50_000
+MAX_EXAMPLES = 3
+JSON_LINES = (".jsonl",)
+
+# Reports of what loading dropped (malformed lines), keyed by the loaded dataset's
+# fingerprint, picked up by the trainer that prepares that dataset.
+_LOAD_REPORTS: dict[str, dict] = {}
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """What to do with bad rows: ``on_error`` ``raise`` (stop at the first, naming it) or
+    ``drop`` (drop and count them); ``drop_empty`` drops rows with an empty text column."""
+
+    on_error: str = "raise"
+    drop_empty: bool = False
+
+    @classmethod
+    def of(cls, recipe=None) -> DataOptions:
+        data = getattr(getattr(recipe, "spec", None), "data", None)
+        if data is None:
+            return cls()
+        return cls(getattr(data, "on_error", "raise"), bool(getattr(data, "drop_empty", False)))
+
+
+# -- JSON Lines files ----------------------------------------------------------------------
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
+    """(line number, raw line, problem or None) per non-blank line, streamed: a problem is
+    a parse error or a value that is not a JSON object (a row)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                column = exc.pos + 1 if exc.pos < len(line.rstrip("\r\n")) else "the end of the line"
+                yield number, line, f"not valid JSON ({exc.msg} at column {column})"
+                continue
+            yield number, line, None if isinstance(row, dict) else f"not a JSON object but {_kind(row)}"
+
+
+def is_json_lines(path) -> bool:
+    return isinstance(path, (str, os.PathLike)) and Path(path).suffix in JSON_LINES and Path(path).is_file()
+
+
+def read_jsonl_problem(path) -> tuple[int, str] | None:
+    """The first bad line of a JSON Lines file as (line number, problem); ``(0, ...)``
+    when the file has no rows at all; None when every line is a good row."""
+    rows = 0
+    for number, _, problem in _lines(Path(path)):
+        if problem is not None:
+            return number, problem
+        rows += 1
+    return None if rows else (0, "the file is empty (no rows)")
+
+
+def load_jsonl_dropping(path, load) -> tuple[object, dict]:
+    """Load the good lines of a JSON Lines file with ``load(good_file)``, streaming them
+    through a temporary file; returns (dataset, report) with the count of malformed lines
+    and the first few (line number and problem)."""
+    path = Path(path)
+    dropped, examples, kept = 0, [], 0
+    fd, tmp = tempfile.mkstemp(suffix=".jsonl", prefix="trl-plus-good-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            for number, line, problem in _lines(path):
+                if problem is not None:
+                    dropped += 1
+                    if len(examples) < MAX_EXAMPLES:
+                        examples.append({"line": number, "problem": problem})
+                    continue
+                out.write(line if line.endswith("\n") else line + "\n")
+                kept += 1
+        if not kept:
+            first = examples[0] if examples else None
+            detail = f"; line {first['line']}: {first['problem']}" if first else ""
+            raise DataError(f"{path}: no good row to load (every line is malformed{detail})")
+        dataset = load(tmp)
+    finally:
+        os.unlink(tmp)
+    return dataset, {"file": str(path), "malformed_lines": dropped, "examples": examples}
+
+
+def remember_load_report(dataset, report: dict) -> None:
+    fingerprint = getattr(dataset, "_fingerprint", None)
+    if fingerprint is not None and report.get("malformed_lines"):
+        _LOAD_REPORTS[fingerprint] = report
+
+
+def _load_report_of(dataset) -> dict | None:
+    return _LOAD_REPORTS.pop(getattr(dataset, "_fingerprint", None), None)
+
+
+# -- row checks over Arrow -----------------------------------------------------------------
+
+
+def _text_type(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def is_chat_type(t) -> bool:
+    """An Arrow type of chat messages: a list of structs with a ``role`` field."""
+    import pyarrow as pa
+
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t)):
+        return False
+    value = t.value_type
+    return pa.types.is_struct(value) and value.get_field_index("role") >= 0
+
+
+def _present(array):
+    """Per element: not null and, for a list, not empty."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    present = pc.is_valid(array)
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        present = pc.and_(present, pc.fill_null(pc.greater(pc.list_value_length(array), 0), False))
+    return present
+
+
+def _bad_messages(column):
+    """Row mask of chat-message rows TRL cannot render: no messages, a message without a
+    role, or one with neither ``content`` (text or a list of parts) nor ``tool_calls``."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(column)
+    bad = np.logical_not(_present(column).to_numpy(zero_copy_only=False))
+    messages = pc.list_flatten(column)
+    if len(messages) == 0:
+        return bad
+    parents = pc.list_parent_indices(column).to_numpy()
+    ok = pc.and_(pc.is_valid(messages), pc.is_valid(pc.struct_field(messages, "role")))
+    said = None
+    for name in ("content", "tool_calls"):
+        if messages.type.get_field_index(name) >= 0:
+            has = _present(pc.struct_field(messages, name))
+            said = has if said is None else pc.or_(said, has)
+    if said is None:  # messages with neither field: none can be rendered
+        said = pa.array(np.zeros(len(messages), dtype=bool))
+    ok = pc.and_(ok, said)
+    wrong = np.logical_not(pc.fill_null(ok, False).to_numpy(zero_copy_only=False))
+    bad[np.unique(parents[wrong])] = True
+    return bad[:n]
+
+
+def _message_ok(message) -> bool:
+    return (isinstance(message, dict) and isinstance(message.get("role"), str)
+            and bool(message.get("content") or message.get("tool_calls")))
+
+
+def _json_masks(column):
+    """A column of mixed JSON values (``datasets``' ``Json`` feature, stored as JSON text):
+    text values start with a quote; lists (chat messages) are decoded and checked."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    storage = pa.chunked_array([c.storage for c in chunks], type=column.type.storage_type)
+    head = pc.utf8_slice_codeunits(pc.utf8_ltrim_whitespace(storage), 0, 1)
+    text = pc.fill_null(pc.equal(head, '"'), False).to_numpy(zero_copy_only=False)
+    chat = pc.fill_null(pc.equal(head, "["), False).to_numpy(zero_copy_only=False)
+    invalid = ~(text | chat)
+    for i in np.flatnonzero(chat):
+        messages = json.loads(storage[int(i)].as_py())
+        invalid[i] = not (messages and all(_message_ok(m) for m in messages))
+    empty = text & pc.fill_null(pc.equal(pc.utf8_trim_whitespace(storage), '""'), False).to_numpy(zero_copy_only=False)
+    return invalid, empty
+
+
+def _column_masks(column) -> tuple[object, object, str | None]:
+    """(invalid mask, empty mask, what a non-text column holds) for one batch column."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    n = len(column)
+    if getattr(column.type, "extension_name", None) == "arrow.json":
+        return (*_json_masks(column), None)
+    if _text_type(column.type):
+        invalid = pc.is_null(column).to_numpy(zero_copy_only=False)
+        length = pc.utf8_length(pc.utf8_trim_whitespace(column))
+        empty = pc.fill_null(pc.equal(length, 0), False).to_numpy(zero_copy_only=False)
+        return invalid, empty, None
+    if is_chat_type(column.type):
+        return _bad_messages(column), np.zeros(n, dtype=bool), None
+    return np.ones(n, dtype=bool), np.zeros(n, dtype=bool), str(column.type)
+
+
+def _describe(value) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+        return (f"chat messages with one TRL cannot render, a message needs a role and content or tool_calls "
+                f"({json.dumps(value, default=str)[:160]})")
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _short_row(row: dict, limit: int = 200) -> dict:
+    out = {}
+    for key, value in row.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        out[key] = text if len(text) <= limit else text[:limit] + "..."
+    return out
+
+
+def check_rows(dataset, columns, name: str, options: DataOptions = DataOptions()):
+    """Check ``columns`` of every row, in Arrow batches; returns (dataset, report).
+
+    A null, a value that is neither text nor chat messages, or a conversation TRL cannot
+    render is an invalid row: with ``on_error="raise"`` the first one is a
+    :class:`DataError` naming its index and column, with ``"drop"`` they are dropped and
+    counted. Empty (or whitespace-only) strings are counted per column, and dropped with
+    ``drop_empty``.
+    """
+    import numpy as np
+
+    columns = [c for c in columns if c in dataset.column_names]
+    report = {"invalid_rows": 0, "empty": {c: 0 for c in columns}, "empty_dropped": 0, "examples": []}
+    if not columns or len(dataset) == 0:
+        return dataset, report
+    drop = np.zeros(len(dataset), dtype=bool)
+    start = 0
+    for batch in dataset.select_columns(columns).with_format("arrow").iter(batch_size=CHECK_BATCH):
+        n = batch.num_rows
+        invalid = np.zeros(n, dtype=bool)
+        first: tuple[int, str, str | None] | None = None
+        for column in columns:
+            bad, empty, held = _column_masks(batch.column(column))
+            report["empty"][column] += int(np.count_nonzero(empty & ~bad))
+            if options.drop_empty:
+                drop[start : start + n] |= empty
+            if bad.any():
+                i = int(np.argmax(bad))
+                if first is None or i < first[0]:
+                    first = (i, column, held)
+                invalid |= bad
+        if first is not None and options.on_error == "raise":
+            i, column, held = first
+            row = dataset[start + i]
+            what = f"holds {held} values" if held else f"is {_describe(row[column])}"
+            raise DataError(
+                f"{name} dataset row {start + i}: column {column!r} {what}; expected text or a list of chat messages "
+                f"(row: {str(_short_row(row))[:300]}); fix the row, or set data.on_error: drop to drop such rows"
+            )
+        for i in np.flatnonzero(invalid)[: MAX_EXAMPLES - len(report["examples"])]:
+            report["examples"].append({"row": start + int(i), **_short_row(dataset[start + int(i)])})
+        report["invalid_rows"] += int(np.count_nonzero(invalid))
+        drop[start : start + n] |= invalid
+        start += n
+    if options.drop_empty:
+        report["empty_dropped"] = int(np.count_nonzero(drop)) - report["invalid_rows"]
+    if drop.any():
+        dataset = dataset.select(np.flatnonzero(~drop))
+    return dataset, report
+
+
+# -- chat templates ------------------------------------------------------------------------
+
+
+def conversational_column(dataset, columns) -> str | None:
+    """The first of ``columns`` that holds chat messages, or None."""
+    schema = dataset.data.schema
+    for column in columns:
+        if column in dataset.column_names and is_chat_type(schema.field(column).type):
+            return column
+    return None
+
+
+def check_chat_template(dataset, columns, processing_class, name: str) -> None:
+    """Chat messages need a chat template: say so at start-up, not at the first step."""
+    if processing_class is None:
+        return
+    column = conversational_column(dataset, columns)
+    if column is None:
+        return
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    if getattr(processing_class, "chat_template", None) or getattr(tokenizer, "chat_template", None):
+        return
+    raise DataError(
+        f"the {name} dataset is conversational (column {column!r} holds chat messages), but the tokenizer "
+        f"({type(tokenizer).__name__}, {getattr(tokenizer, 'name_or_path', '') or 'in memory'}) has no chat "
+        "template: set tokenizer.chat_template, or use a tokenizer that has one (model.tokenizer in a recipe)"
+    )
+
+
+# -- everything before tokenisation ----------------------------------------------------------
+
+
+def prepare_dataset(dataset, columns, name: str, chain=None, *, options: DataOptions = DataOptions(),
+                    processing_class=None, reports: dict | None = None, output_dir: str | None = None):
+    """Check, filter and report one dataset split before TRL tokenises it.
+
+    ``reports[name]`` gets the split's entry of ``filter_report.json``: ``rows_in``,
+    ``rows_out``, ``checks`` (malformed lines dropped at loading, invalid rows, empty
+    strings) and ``filters`` (what each filter dropped). When nothing is left, the report
+    is written to ``output_dir`` first and the error says where.
+    """
+    from datasets import Dataset
+
+    if not isinstance(dataset, Dataset) or "input_ids" in dataset.column_names:
+        return dataset
+    if options.on_error not in ON_ERROR:
+        raise DataError(f"data.on_error must be one of {', '.join(ON_ERROR)}, got {options.on_error!r}")
+    loaded = _load_report_of(dataset)
+    rows_in = len(dataset)
+    check_chat_template(dataset, columns, processing_class, name)
+    dataset, checks = check_rows(dataset, columns, name, options)
+    checks = {"on_error": options.on_error, "drop_empty": options.drop_empty,
+              "malformed_lines": loaded["malformed_lines"] if loaded else 0, **checks}
+    if loaded:
+        checks["malformed_examples"] = loaded["examples"]
+    entry = {"rows_in": rows_in, "rows_out": len(dataset), "checks": checks, "filters": []}
+    if chain:
+        dataset = chain.apply_to_dataset(dataset)
+        entry["rows_out"] = len(dataset)
+        entry["filters"] = chain.report()["filters"]
+    if reports is not None:
+        reports[name] = entry
+    if len(dataset) == 0:
+        where = ""
+        if output_dir is not None and reports is not None:
+            from accelerate import PartialState
+
+            from .trainers.common import FILTER_REPORT, write_filter_report
+
+            if PartialState().is_main_process:
+                write_filter_report(output_dir, reports)
+            where = f"; see {Path(output_dir, FILTER_REPORT).resolve()}"
+        dropped = {f["name"]: f["dropped"] for f in entry["filters"]}
+        bad = checks["invalid_rows"] + checks["empty_dropped"]
+        raise DataError(
+            f"the data checks and filters dropped every row of the {name} dataset ({rows_in} in; checks dropped {bad}, "
+            f"filters dropped {dropped})"
+            f"{where}"
+        )
+    return dataset
