@@ -121,3 +121,25 @@ def test_a_bad_row_is_named_before_tokenisation(tmp_path, tiny_model_path, tiny_
             args=config(tmp_path, "badrow"), train_dataset=Dataset.from_list(rows), processing_class=tiny_tokenizer,
             plugin_manager=plugin_manager,
         )
+
+
+def test_resume_continues_the_beta_schedule(tmp_path, one_thread):
+    """An adaptive beta is saved with each checkpoint and continues on resume, not from init."""
+    import math
+
+    from trl_plus.cli import main
+
+    out = tmp_path / "run"
+    common = ["--set", "kl={name: adaptive, init: 0.1, target: 0.01, horizon: 1}", "--set", "dpo.logging_steps=1",
+              "--set", "dpo.save_steps=6", "--set", "dpo.disable_tqdm=true"]
+    assert main(["train", "tiny-dpo", "--output-dir", str(out), "--set", "dpo.max_steps=6"] + common) == 0
+    saved = json.loads((out / "checkpoint-6" / "dpo_state.json").read_text())
+    assert saved["schedule"]["value"] == pytest.approx(saved["beta"]) and saved["beta"] != pytest.approx(0.1)
+
+    resumed = tmp_path / "resumed"
+    assert main(["train", "tiny-dpo", "--output-dir", str(resumed), "--resume", str(out / "checkpoint-6"),
+                 "--set", "dpo.max_steps=8"] + common) == 0
+    history = json.loads((resumed / "trainer_state.json").read_text())["log_history"]
+    after = [row["beta"] for row in history if row.get("step", 0) > 6 and "beta" in row]
+    # one adaptive step (at most x1.2 or x0.8) from where the run left off, far from init
+    assert after and abs(math.log(after[0] / saved["beta"])) <= math.log(1.25) < abs(math.log(after[0] / 0.1))

@@ -22,6 +22,26 @@ def write_filter_report(output_dir: str, reports: dict) -> None:
     path.write_text(json.dumps(reports, indent=2))
 
 
+def schedule_state(schedule) -> dict | None:
+    """A KL schedule's plain attributes (the adaptive controller's value and the count it
+    last adapted at), if all are JSON values: what a checkpoint keeps so a resumed run
+    continues the schedule rather than restarting it."""
+    fn = getattr(schedule, "fn", None)
+    attrs = getattr(fn, "__dict__", None)
+    if not attrs:
+        return None
+    try:
+        return json.loads(json.dumps(attrs, allow_nan=False))
+    except (TypeError, ValueError):
+        return None
+
+
+def restore_schedule(schedule, state: dict | None) -> None:
+    """Put back what :func:`schedule_state` saved (nothing when either is missing)."""
+    if state and schedule is not None:
+        vars(schedule.fn).update(state)
+
+
 def save_run(trainer, output_dir: str, recipe=None, started: float | None = None) -> None:
     """Save model, tokenizer, trainer state (log history) and the recipe, on the main process.
 

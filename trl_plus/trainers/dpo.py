@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trl
 from transformers import TrainerCallback
 
 from . import peft_support
-from .common import hooks_for, save_run, tokenizer_of, write_filter_report
+from .common import hooks_for, restore_schedule, save_run, schedule_state, tokenizer_of, write_filter_report
 
 __all__ = ["DPOTrainer", "DPOConfig", "train_from_recipe"]
+
+DPO_STATE = "dpo_state.json"  # beta and the KL schedule's state in a checkpoint, for resuming
 
 
 @dataclass
@@ -143,10 +147,28 @@ class DPOTrainer(trl.DPOTrainer):
     def _apply_schedule(self, step: int) -> None:
         self.beta = self.kl_schedule(step, self._measured_stats())
 
+    # -- saving and resuming: beta and the schedule's state ------------------------------------
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        if self.kl_schedule is not None and self.args.should_save:
+            state = {"beta": float(self.beta), "kl_stats": self._kl_stats, "schedule": schedule_state(self.kl_schedule)}
+            Path(output_dir or self.args.output_dir, DPO_STATE).write_text(json.dumps(state, indent=2))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = Path(resume_from_checkpoint) / DPO_STATE
+        if self.kl_schedule is not None and path.is_file():
+            state = json.loads(path.read_text())
+            self.beta = float(state["beta"])
+            self._kl_stats = dict(state.get("kl_stats") or {})
+            restore_schedule(self.kl_schedule, state.get("schedule"))
+
     # -- logging -------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         training = self.model.training and not any(k.startswith("eval_") for k in logs)
         if training:
+            if self.kl_schedule is not None:
+                self._measured_stats()  # TRL's log empties the metrics: read them while they are there
             logs["beta"] = float(self.beta)
             if "kl" in self._kl_stats:
                 logs["kl_proxy"] = self._kl_stats["kl"]

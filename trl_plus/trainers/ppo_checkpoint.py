@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import RecipeError
+from .common import restore_schedule, schedule_state
 
 CRITIC_DIR = "critic"
 PPO_STATE = "ppo_state.json"  # kl_coef and the KL schedule's state, for resuming
@@ -20,7 +21,7 @@ class PPOCheckpointMixin:
         output_dir = output_dir or self.args.output_dir
         if self.args.should_save:
             self.critic.save_pretrained(os.path.join(output_dir, CRITIC_DIR))
-            state = {"kl_coef": self.kl_coef, "kl_stats": self._kl_stats, "schedule": _schedule_state(self.kl_schedule)}
+            state = {"kl_coef": self.kl_coef, "kl_stats": self._kl_stats, "schedule": schedule_state(self.kl_schedule)}
             Path(output_dir, PPO_STATE).write_text(json.dumps(state, indent=2))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
@@ -35,18 +36,4 @@ class PPOCheckpointMixin:
             self.kl_coef = float(state["kl_coef"])
             self.beta = self.kl_coef or self.args.beta
             self._kl_stats = dict(state.get("kl_stats") or {})
-            if state.get("schedule") and self.kl_schedule is not None:
-                # Plain attributes of a stateful schedule (the adaptive controller's value and last step).
-                vars(self.kl_schedule.fn).update(state["schedule"])
-
-
-def _schedule_state(schedule) -> dict | None:
-    """A schedule's plain attributes, if all are JSON values (so a resumed run continues it)."""
-    fn = getattr(schedule, "fn", None)
-    attrs = getattr(fn, "__dict__", None)
-    if not attrs:
-        return None
-    try:
-        return json.loads(json.dumps(attrs, allow_nan=False))
-    except (TypeError, ValueError):
-        return None
+            restore_schedule(self.kl_schedule, state.get("schedule"))
