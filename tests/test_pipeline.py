@@ -64,6 +64,17 @@ def test_pipeline_config_errors_name_the_key(override, key, capsys):
     assert f"error: {key}:" in capsys.readouterr().err
 
 
+def test_pipeline_recipe_lists_every_problem_at_once(capsys):
+    mistakes = ["stages.dpo.betaz=[0.1]", "report.colour=red", "stages.ppo.args.bta=0.1", "stages.seeds=[0,0]",
+                "stages.sft.args.learning_rate=-1"]
+    args = ["validate", "quickstart"] + [a for m in mistakes for a in ("--set", m)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "5 problems" in err, err
+    for key in ("stages.dpo.betaz", "report.colour", "stages.ppo.args.bta", "stages.seeds", "stages.sft.args.learning_rate"):
+        assert f"  {key}:" in err, (key, err)
+
+
 def test_quickstart_recipe_is_valid_and_runs_two_seeds_per_method():
     cfg = parse(load_recipe("quickstart"))
     assert len(cfg.stages.seeds) >= 2

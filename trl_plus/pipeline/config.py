@@ -152,13 +152,17 @@ class PipelineConfig:
         return [m for m in ("ppo", "ppo_gt", "dpo") if getattr(self.stages, m) is not None]
 
 
-def _error(exc: ValidationError, prefix: str) -> RecipeError:
-    err = exc.errors()[0]
-    key = ".".join([prefix] + [str(p) for p in err["loc"]])
-    if err["type"] == "extra_forbidden":
-        return RecipeError(f"unknown key {str(err['loc'][-1])!r}", key)
-    message = err["msg"].removeprefix("Value error, ")
-    return RecipeError(message if "got" in message else f"{message} (got {err.get('input')!r})", key)
+def _errors(exc: ValidationError, prefix: str) -> list[RecipeError]:
+    """Every error pydantic found in a section, each under its key."""
+    out = []
+    for err in exc.errors():
+        key = ".".join([prefix] + [str(p) for p in err["loc"]])
+        if err["type"] == "extra_forbidden":
+            out.append(RecipeError(f"unknown key {str(err['loc'][-1])!r}", key))
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        out.append(RecipeError(message if "got" in message else f"{message} (got {err.get('input')!r})", key))
+    return out
 
 
 _ARG_CONFIGS = {
@@ -172,7 +176,9 @@ _ARG_CONFIGS = {
 _RESERVED = {"output_dir", "seed", "save_steps", "save_strategy", "beta", "kl_coef"}
 
 
-def _check_args(stage: str, args: dict) -> None:
+def _check_args(stage: str, args: dict, problems) -> None:
+    from ..recipe import _out_of_range
+
     module, name = _ARG_CONFIGS[stage]
     try:
         cls = getattr(importlib.import_module(module), name)
@@ -182,52 +188,71 @@ def _check_args(stage: str, args: dict) -> None:
     for key in args:
         where = f"stages.{stage}.args.{key}"
         if key in _RESERVED:
-            raise RecipeError("set by the pipeline (seeds, checkpoints, betas/kl_coefs keys); remove it", where)
-        if key not in fields:
+            problems.add(where, "set by the pipeline (seeds, checkpoints, betas/kl_coefs keys); remove it")
+        elif key not in fields:
             hint = difflib.get_close_matches(key, sorted(fields), n=1)
-            raise RecipeError(f"unknown {name} field {key!r}." + (f" Did you mean: {hint[0]}?" if hint else ""), where)
+            problems.add(where, f"unknown {name} field {key!r}." + (f" Did you mean: {hint[0]}?" if hint else ""))
+        elif (message := _out_of_range(key, args[key], "ppo" if stage.startswith("ppo") else stage)) is not None:
+            problems.add(where, message)  # the value ranges a trainer recipe is held to
 
 
 def parse(recipe) -> PipelineConfig:
-    """The pipeline config of a validated recipe; raises ``RecipeError`` naming the key."""
+    """The pipeline config of a validated recipe. Every problem is found before any is
+    raised: one error (``RecipeProblems`` when there are several) lists them all, each
+    under its key."""
+    from ..recipe import Problems
+
     raw = recipe.raw
+    problems = Problems()
+    stages = report = launcher = None
     try:
         stages = Stages.model_validate(raw.get("stages") or {})
     except ValidationError as exc:
-        raise _error(exc, "stages") from None
+        for err in _errors(exc, "stages"):
+            problems.add_error(None, err)
     try:
         report = ReportSection.model_validate(raw.get("report") or {})
     except ValidationError as exc:
-        raise _error(exc, "report") from None
-    launcher = _launcher(raw.get("launcher"), recipe.base_dir)
+        for err in _errors(exc, "report"):
+            problems.add_error(None, err)
+    with problems.check("launcher"):
+        launcher = _launcher(raw.get("launcher"), recipe.base_dir)
     if raw.get("peft") is not None:
-        raise RecipeError("a comparison trains several policies: give LoRA settings per stage, "
-                          "as stages.dpo.peft, stages.ppo.peft or stages.ppo_gt.peft", "peft")
+        problems.add("peft", "a comparison trains several policies: give LoRA settings per stage, "
+                             "as stages.dpo.peft, stages.ppo.peft or stages.ppo_gt.peft")
+    if stages is not None:
+        _check_stages(stages, raw, problems)
+    # each stage's trainer args, read from the recipe as written (so also when another key of stages is wrong)
+    for name, section in (raw.get("stages") or {}).items() if isinstance(raw.get("stages"), dict) else ():
+        if name in _ARG_CONFIGS and isinstance(section, dict) and isinstance(section.get("args"), dict):
+            _check_args(name, section["args"], problems)
+    if not recipe.spec.rewards:
+        problems.add("rewards", "the pipeline labels pairs and judges every checkpoint with the gold reward: list it "
+                                "under rewards")
+    problems.raise_if_any()
+    return PipelineConfig(stages, report, [r.model_dump() for r in recipe.spec.rewards], launcher)
+
+
+def _check_stages(stages: Stages, raw: dict, problems) -> None:
+    """What a valid ``stages:`` section must also hold, across its stages."""
     if not (stages.ppo or stages.ppo_gt or stages.dpo):
-        raise RecipeError("a comparison needs at least one of ppo, ppo_gt, dpo", "stages")
+        problems.add("stages", "a comparison needs at least one of ppo, ppo_gt, dpo")
     if stages.ppo is not None and stages.reward is None:
-        raise RecipeError("ppo optimises the learned reward model: add a 'reward' stage (or use ppo_gt)", "stages.ppo")
+        problems.add("stages.ppo", "ppo optimises the learned reward model: add a 'reward' stage (or use ppo_gt)")
     for name in ("ppo", "ppo_gt"):
         section = getattr(stages, name)
         if section is not None and section.kl_coefs and section.kl_targets:
-            raise RecipeError("give kl_coefs or kl_targets, not both", f"stages.{name}")
+            problems.add(f"stages.{name}", "give kl_coefs or kl_targets, not both")
     if stages.corpus is None and stages.sft.base is None:
-        raise RecipeError("name a base model (stages.sft.base) or generate the review corpus (stages.corpus)", "stages.sft.base")
+        problems.add("stages.sft.base", "name a base model (stages.sft.base) or generate the review corpus "
+                                        "(stages.corpus)")
     if stages.corpus is None and stages.pairs.dataset is None and stages.pairs.prompts is None:
-        raise RecipeError("without the generated corpus, give a preference dataset, or prompts to sample the pairs "
-                          "from (stages.pairs.prompts)", "stages.pairs.dataset")
+        problems.add("stages.pairs.dataset", "without the generated corpus, give a preference dataset, or prompts to "
+                                             "sample the pairs from (stages.pairs.prompts)")
     if stages.pairs.dataset is not None and stages.pairs.prompts is not None:
-        raise RecipeError("give a preference dataset or prompts to sample pairs from, not both", "stages.pairs")
+        problems.add("stages.pairs", "give a preference dataset or prompts to sample pairs from, not both")
     if stages.corpus is None and not (raw.get("eval") or {}).get("prompts"):
-        raise RecipeError("without the generated corpus, name the held-out eval prompts", "eval.prompts")
-    for name in ("sft", "reward", "ppo", "ppo_gt", "dpo"):
-        section = getattr(stages, name)
-        if section is not None:
-            _check_args(name, section.args)
-    gold = [r.model_dump() for r in recipe.spec.rewards]
-    if not gold:
-        raise RecipeError("the pipeline labels pairs and judges every checkpoint with the gold reward: list it under rewards", "rewards")
-    return PipelineConfig(stages, report, gold, launcher)
+        problems.add("eval.prompts", "without the generated corpus, name the held-out eval prompts")
 
 
 def _launcher(raw, base_dir) -> LauncherSection | None:
@@ -238,7 +263,9 @@ def _launcher(raw, base_dir) -> LauncherSection | None:
     try:
         section = LauncherSection.model_validate(raw)
     except ValidationError as exc:
-        raise _error(exc, "launcher") from None
+        from ..errors import RecipeProblems
+
+        raise RecipeProblems([(e.key, str(e).removeprefix(f"{e.key}: ")) for e in _errors(exc, "launcher")]) from None
     if section.command == "torchrun":
         if section.accelerate_config is not None:
             raise RecipeError("torchrun takes no accelerate config; use command: accelerate", "launcher.accelerate_config")
