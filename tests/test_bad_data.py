@@ -303,13 +303,22 @@ def test_length_filter_tokenises_only_near_a_bound_and_decides_exactly(tiny_toke
     and reasons equal those of counting every row."""
     from trl_plus.plugins.filters.length import LengthFilter
 
+    class CountingBackend:  # the fast tokenizer's backend, counting the texts it encodes
+        def __init__(self):
+            self.inner, self.texts = tiny_tokenizer.backend_tokenizer, 0
+            self.normalizer = self.inner.normalizer
+
+        def encode_batch_fast(self, texts, **kw):
+            self.texts += len(texts)
+            return self.inner.encode_batch_fast(texts, **kw)
+
     class Counting:
         def __init__(self):
-            self.backend_tokenizer, self.texts = tiny_tokenizer.backend_tokenizer, 0
+            self.backend_tokenizer = CountingBackend()
 
-        def __call__(self, texts, **kw):
-            self.texts += len(texts)
-            return tiny_tokenizer(texts, **kw)
+        @property
+        def texts(self):
+            return self.backend_tokenizer.texts
 
     batch = {k: [r[k] for r in rows(300)] for k in ("prompt", "chosen", "rejected")}
     batch["chosen"][7] = "é" * 40  # two bytes a character

@@ -57,6 +57,15 @@ def test_length_bounds(plugin_manager, tiny_tokenizer):
     assert c.mask(batch()) == expected and expected[4] is False
 
 
+def test_length_counts_are_the_tokenizers_own(tiny_tokenizer):
+    from trl_plus.plugins.filters.length import _Lengths
+
+    texts = ["", "a", " the film was great", "ünïcödé and emoji 🎬 " * 5, "x" * 300]
+    counts = _Lengths(tiny_tokenizer, texts, screen=False).n
+    assert list(counts) == [len(tiny_tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert counts[-1] > counts[2] > 0
+
+
 def test_length_needs_a_tokenizer(plugin_manager):
     with pytest.raises(RecipeError, match="tokenizer"):
         chain(plugin_manager, [{"name": "length", "max_prompt_tokens": 3}])

@@ -29,9 +29,19 @@ class _Lengths:
             self.exact = np.ones(len(self.texts), dtype=bool)
 
     def _count(self, texts):
+        """Token counts of ``texts``: a fast tokenizer's Rust backend encodes the batch
+        (in parallel, without building offsets or Python lists of ids), the same ids the
+        tokenizer's own call gives; another tokenizer is called as it is."""
         import numpy as np
 
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        if not texts:
+            return np.zeros(0, dtype=np.int64)
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            encode = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
+            encodings = encode(list(texts), add_special_tokens=False)
+            return np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(texts))
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(texts))
 
     def refine(self, rows):
