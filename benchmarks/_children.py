@@ -1,5 +1,6 @@
 """What the benchmarks that run each measurement in its own subprocess share: running a
-child and reading its result line, the process's own memory figures, the toy reward."""
+child and reading its result line, the process's own memory figures, the toy reward, a
+larger stand-in model."""
 
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ def letter_share(prompts, completions, **columns):
     from trl_plus.recipes.toy_rewards import char_share
 
     return char_share(prompts, completions, chars="e")
+
+
+def save_stand_in(path: str, hidden_size: int, layers: int, **config_kwargs) -> None:
+    """A larger stand-in of the tiny model (the same tokenizer), saved to ``path``."""
+    from trl_plus.tiny import save_tiny
+
+    save_tiny(path, hidden_size=hidden_size, num_layers=layers, num_heads=max(4, hidden_size // 64), **config_kwargs)
 
 
 def run_child(script: str | Path, argv: list[str]) -> dict:

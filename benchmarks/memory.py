@@ -35,11 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _children import MIB, RESULT, letter_share, run_child, status_kib  # noqa: E402
-
-
-
-
+from _children import MIB, RESULT, letter_share, run_child, save_stand_in, status_kib  # noqa: E402
 
 
 def _tensor_bytes(tensors) -> int:
@@ -138,18 +134,6 @@ def child(kind: str, model_path: str, steps: int, batch_size: int) -> dict:
     return info
 
 
-def build_model(path: str, hidden_size: int, layers: int) -> None:
-    """A larger stand-in of the tiny model (same tokenizer), saved to ``path``."""
-    from trl_plus.tiny import build_model as build, build_tokenizer
-
-    tokenizer = build_tokenizer()
-    model = build("causal-lm", tokenizer, hidden_size=hidden_size, num_layers=layers, num_heads=max(4, hidden_size // 64))
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-
-
-
-
 def mib(value: float) -> str:
     return f"{value / MIB:.1f} MiB"
 
@@ -182,7 +166,7 @@ def main(argv=None) -> int:
     parser.add_argument("--build", help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
     if opts.build:
-        build_model(opts.build, opts.hidden_size, opts.layers)
+        save_stand_in(opts.build, opts.hidden_size, opts.layers)
         return 0
     if opts.child:
         print(RESULT + json.dumps(child(opts.child, opts.model, opts.steps, opts.batch_size)))

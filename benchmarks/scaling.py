@@ -31,13 +31,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _children import MIB, RESULT, letter_share, run_child, status_kib  # noqa: E402
+from _children import MIB, RESULT, letter_share, run_child, save_stand_in, status_kib  # noqa: E402
 DPO_LENGTHS, DPO_BATCHES = (64, 128, 256), (8, 16, 32)
 PPO_LENGTHS, PPO_BATCHES = (16, 32, 64), (8, 16, 32)
-
-
-
-
 
 
 def _words(n: int, offset: int) -> str:
@@ -98,18 +94,6 @@ def child(kind: str, model_path: str, steps: int, batch: int, length: int, threa
             "peak_rss": status_kib("VmHWM") * 1024}
 
 
-
-
-def build_model(path: str, hidden_size: int, layers: int) -> None:
-    from trl_plus.tiny import build_model as build, build_tokenizer
-
-    tokenizer = build_tokenizer()
-    model = build("causal-lm", tokenizer, hidden_size=hidden_size, num_layers=layers,
-                  num_heads=max(4, hidden_size // 64), max_len=512)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-
-
 def table(kind: str, label: str, rows: list[dict]) -> tuple[float, float, float]:
     """Print one trainer's rows; returns the (tokens, time, memory) growth from the
     smallest configuration to the largest."""
@@ -147,7 +131,7 @@ def main(argv=None) -> int:
     parser.add_argument("--build", help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
     if opts.build:
-        build_model(opts.build, opts.hidden_size, opts.layers)
+        save_stand_in(opts.build, opts.hidden_size, opts.layers, max_len=512)
         return 0
     if opts.child:
         print(RESULT + json.dumps(child(opts.child, opts.model, opts.steps, opts.batch, opts.length, opts.threads)))

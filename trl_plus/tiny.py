@@ -91,11 +91,13 @@ def build_model(kind: str, tokenizer, seed: int = 0, **config_kwargs):
     return model
 
 
-def save_tiny(path: str | Path, kind: str = "causal-lm", seed: int = 0, corpus: Iterable[str] | None = None) -> Path:
-    """Build a tiny model and its tokenizer and save both to ``path`` (loadable by path)."""
+def save_tiny(path: str | Path, kind: str = "causal-lm", seed: int = 0, corpus: Iterable[str] | None = None,
+              **config_kwargs) -> Path:
+    """Build a tiny model and its tokenizer and save both to ``path`` (loadable by path);
+    ``config_kwargs`` (``hidden_size``, ``num_layers``, ...) go to :func:`model_config`."""
     path = Path(path)
     tokenizer = build_tokenizer(corpus)
-    model = build_model(kind, tokenizer, seed=seed)
+    model = build_model(kind, tokenizer, seed=seed, **config_kwargs)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
