@@ -37,13 +37,10 @@ log = logging.getLogger("trl_plus")
 TRAINER_STATE = "trainer_state.json"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # What a finished or started run leaves in its output folder (a model, its state, our reports).
-RUN_FILES = (
-    TRAINER_STATE, "run_info.json", "recipe.yaml", "filter_report.json", "ppo_state.json",
-    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
-    "adapter_model.safetensors", "adapter_model.bin", "done.json",
-)
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
            "adapter_model.safetensors", "adapter_model.bin")
+RUN_FILES = (TRAINER_STATE, "run_info.json", "recipe.yaml", "filter_report.json", "ppo_state.json", *WEIGHTS,
+             "done.json")
 # Used where a recipe sets none of these: a checkpoint every 10% of the run, at most
 # DEFAULT_MAX_SAVE_INTERVAL steps apart, the last two kept.
 SAVE_KEYS = ("save_strategy", "save_steps", "save_total_limit")
@@ -97,13 +94,17 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
     return path.is_dir() and _has_weights(path) and _has_rng_state(path) and _state_of(path) is not None
 
 
-def complete_checkpoints(folder: str | os.PathLike) -> list[Path]:
-    """The complete ``checkpoint-N`` folders in ``folder``, oldest first."""
+def _checkpoint_dirs(folder: str | os.PathLike) -> list[Path]:
+    """Every ``checkpoint-N`` folder in ``folder``, complete or not, oldest first."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if checkpoint_step(p) is not None and is_checkpoint(p)]
-    return sorted(found, key=checkpoint_step)
+    return sorted((p for p in folder.iterdir() if p.is_dir() and checkpoint_step(p) is not None), key=checkpoint_step)
+
+
+def complete_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """The complete ``checkpoint-N`` folders in ``folder``, oldest first."""
+    return [p for p in _checkpoint_dirs(folder) if is_checkpoint(p)]
 
 
 def last_checkpoint(folder: str | os.PathLike) -> str | None:
@@ -115,10 +116,7 @@ def last_checkpoint(folder: str | os.PathLike) -> str | None:
 def run_files(folder: str | os.PathLike) -> list[str]:
     """What in ``folder`` shows that a run already used it (empty for a fresh folder)."""
     folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = sorted((p for p in folder.iterdir() if p.is_dir() and checkpoint_step(p) is not None), key=checkpoint_step)
-    return [p.name + "/" for p in found] + [name for name in RUN_FILES if (folder / name).exists()]
+    return [p.name + "/" for p in _checkpoint_dirs(folder)] + [name for name in RUN_FILES if (folder / name).exists()]
 
 
 # -- before a run ----------------------------------------------------------------------------
@@ -160,16 +158,15 @@ def prepare_output_dir(output_dir: str | os.PathLike, resume=None, overwrite: bo
             "with --overwrite (in Python: resume_from_checkpoint=True or overwrite=True), or choose another folder"
         )
     if used and _is_main_launch_process():
-        for old in output_dir.iterdir():
-            if old.is_dir() and checkpoint_step(old) is not None:
-                shutil.rmtree(old)
+        for old in _checkpoint_dirs(output_dir):
+            shutil.rmtree(old)
     return None
 
 
 def _why_none(folder: Path) -> str:
     if not folder.is_dir():
         return " (the folder does not exist)"
-    partial = sorted((p.name for p in folder.iterdir() if p.is_dir() and checkpoint_step(p) is not None), key=checkpoint_step)
+    partial = [p.name for p in _checkpoint_dirs(folder)]
     if partial:
         return f" (only incomplete or non-resumable ones: {', '.join(partial)})"
     return " (no checkpoint-N folder)"
