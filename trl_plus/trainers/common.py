@@ -68,15 +68,3 @@ def save_run(trainer, output_dir: str, recipe=None, started: float | None = None
 
 def hooks_for(plugin_manager) -> Hooks:
     return Hooks.of(plugin_manager)
-
-
-def check_text_columns(dataset, columns: tuple[str, ...], name: str) -> None:
-    """Every row's text columns hold text (or chat messages in any form TRL renders): the
-    first bad row is named, by index and column, before TRL's tokenisation fails on it
-    somewhere deep inside. Checked in Arrow batches (see :mod:`trl_plus.data_checks`)."""
-    from datasets import Dataset
-
-    from ..data_checks import check_rows
-
-    if isinstance(dataset, Dataset) and "input_ids" not in dataset.column_names:
-        check_rows(dataset, columns, name)
