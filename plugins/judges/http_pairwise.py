@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 
 import trl_plus
-from trl_plus.errors import ComponentError, RecipeError
-from trl_plus.plugins.rewards.http_client import BadAnswer, HttpClient, shape_of
+from trl_plus.errors import ComponentError
+from trl_plus.plugins.rewards.http_client import BadAnswer, HttpClient, checked_number, shape_of
 
 LABELS = {"a": 1.0, "b": 0.0, "tie": 0.5}
 
@@ -63,8 +63,7 @@ class HttpPairwiseJudge:
         batch_size: int = 16,
         swap: bool = True,
     ):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise RecipeError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        checked_number(batch_size, "batch_size", 1, integer=True)
         self.client = HttpClient(
             url, what="HTTP judge", timeout=timeout, retries=retries, backoff=backoff, max_wait=max_wait,
             token_env=token_env, error=ComponentError,

@@ -8,8 +8,8 @@ from the environment variable ``token_env`` and never appears in errors or logs.
 from __future__ import annotations
 
 import trl_plus
-from trl_plus.errors import RecipeError, RewardSourceError
-from trl_plus.plugins.rewards.http_client import BadAnswer, HttpClient, shape_of
+from trl_plus.errors import RewardSourceError
+from trl_plus.plugins.rewards.http_client import BadAnswer, HttpClient, checked_number, shape_of
 
 
 class HttpSource:
@@ -33,8 +33,7 @@ class HttpSource:
         token_env: str | None = None,
         batch_size: int = 64,
     ):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise RecipeError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        checked_number(batch_size, "batch_size", 1, integer=True)
         self.client = HttpClient(
             url, what="HTTP reward source", timeout=timeout, retries=retries, backoff=backoff,
             max_wait=max_wait, token_env=token_env, error=RewardSourceError,

@@ -71,7 +71,9 @@ def read_token(token_env: str | None) -> str | None:
     return token
 
 
-def _number(value, name: str, minimum: float, integer: bool = False, above: bool = False):
+def checked_number(value, name: str, minimum: float, integer: bool = False, above: bool = False):
+    """``value`` if it is a finite number (an integer with ``integer``) >= ``minimum`` (> with
+    ``above``); a RecipeError naming ``name`` otherwise."""
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type or not math.isfinite(value) or value < minimum or (above and value == minimum):
         kind = "an integer" if integer else "a number"
@@ -154,10 +156,10 @@ class HttpClient:
         self.url = check_url(url)
         self.shown = redact_url(url)
         self.what = what
-        self.timeout = float(_number(timeout, "timeout", 0, above=True))
-        self.retries = _number(retries, "retries", 0, integer=True)
-        self.backoff = float(_number(backoff, "backoff", 0))
-        self.max_wait = float(_number(max_wait, "max_wait", 0))
+        self.timeout = float(checked_number(timeout, "timeout", 0, above=True))
+        self.retries = checked_number(retries, "retries", 0, integer=True)
+        self.backoff = float(checked_number(backoff, "backoff", 0))
+        self.max_wait = float(checked_number(max_wait, "max_wait", 0))
         self.token_env = token_env
         self._token = read_token(token_env)  # checked now, not at the first batch
         # ``user:password@`` is sent as Basic auth, unless a bearer token is given: then it wins.
