@@ -152,16 +152,16 @@ class PipelineConfig:
         return [m for m in ("ppo", "ppo_gt", "dpo") if getattr(self.stages, m) is not None]
 
 
-def _errors(exc: ValidationError, prefix: str) -> list[RecipeError]:
-    """Every error pydantic found in a section, each under its key."""
+def _problems(exc: ValidationError, prefix: str) -> list[tuple[str, str]]:
+    """(key, message) for every error pydantic found in a section."""
     out = []
     for err in exc.errors():
         key = ".".join([prefix] + [str(p) for p in err["loc"]])
         if err["type"] == "extra_forbidden":
-            out.append(RecipeError(f"unknown key {str(err['loc'][-1])!r}", key))
+            out.append((key, f"unknown key {str(err['loc'][-1])!r}"))
             continue
         message = err["msg"].removeprefix("Value error, ")
-        out.append(RecipeError(message if "got" in message else f"{message} (got {err.get('input')!r})", key))
+        out.append((key, message if "got" in message else f"{message} (got {err.get('input')!r})"))
     return out
 
 
@@ -208,13 +208,13 @@ def parse(recipe) -> PipelineConfig:
     try:
         stages = Stages.model_validate(raw.get("stages") or {})
     except ValidationError as exc:
-        for err in _errors(exc, "stages"):
-            problems.add_error(None, err)
+        for key, message in _problems(exc, "stages"):
+            problems.add(key, message)
     try:
         report = ReportSection.model_validate(raw.get("report") or {})
     except ValidationError as exc:
-        for err in _errors(exc, "report"):
-            problems.add_error(None, err)
+        for key, message in _problems(exc, "report"):
+            problems.add(key, message)
     with problems.check("launcher"):
         launcher = _launcher(raw.get("launcher"), recipe.base_dir)
     if raw.get("peft") is not None:
@@ -265,7 +265,7 @@ def _launcher(raw, base_dir) -> LauncherSection | None:
     except ValidationError as exc:
         from ..errors import RecipeProblems
 
-        raise RecipeProblems([(e.key, str(e).removeprefix(f"{e.key}: ")) for e in _errors(exc, "launcher")]) from None
+        raise RecipeProblems(_problems(exc, "launcher")) from None
     if section.command == "torchrun":
         if section.accelerate_config is not None:
             raise RecipeError("torchrun takes no accelerate config; use command: accelerate", "launcher.accelerate_config")
