@@ -9,7 +9,6 @@ built here: the training itself is ``trl_plus.commands.train`` on every rank.
 from __future__ import annotations
 
 import difflib
-import shlex
 import sys
 from importlib import resources
 from pathlib import Path
@@ -92,6 +91,3 @@ def launch_command(
         raise RecipeError(f"unknown launcher {launcher!r}; choose one of {', '.join(LAUNCHERS)}", "launcher")
     return cmd + ["-m", "trl_plus", "train", *train_args]
 
-
-def shell_line(cmd: list[str]) -> str:
-    return " ".join(shlex.quote(part) for part in cmd)

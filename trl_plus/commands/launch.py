@@ -3,6 +3,7 @@ through ``accelerate launch`` (a shipped config by name, or your own file)."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def train_arguments(args, recipe) -> list[str]:
 
 def run(args) -> int:
     from ..errors import RecipeError
-    from ..launching import check_accelerate_config, find_accelerate_config, launch_command, shell_line
+    from ..launching import check_accelerate_config, find_accelerate_config, launch_command
     from ..manager import Hooks
     from ..recipe import load_recipe
 
@@ -57,7 +58,7 @@ def run(args) -> int:
                           "and put the accelerate config in its launcher: section", "trainer")
     cmd = launch_command(train_arguments(args, recipe), "accelerate", config, args.num_processes)
     if args.dry_run:
-        print(shell_line(cmd))
+        print(shlex.join(cmd))
         return 0
     code = subprocess.run(cmd).returncode
     if code:
