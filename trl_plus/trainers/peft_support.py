@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from ..errors import RecipeError
+from .ppo_critic import VALUE_HEAD, backbone_of
 
-VALUE_HEAD_WEIGHTS = "value_head.safetensors"
 VALUE_HEAD_CONFIG = "value_head.json"
 KIND = "shared-base-value-head"
 
@@ -106,9 +106,9 @@ def wants_shared_critic(critic, critic_init: str, model, peft_config) -> bool:
 
 
 def _backbone(model) -> nn.Module:
-    prefix = getattr(model, "base_model_prefix", "")
-    backbone = getattr(model, prefix, None) if prefix else None
+    backbone = backbone_of(model)
     if backbone is None:
+        prefix = getattr(model, "base_model_prefix", "")
         raise RecipeError(
             f"cannot find the backbone of {type(model).__name__} (base_model_prefix {prefix!r}) for the value head; "
             "set ppo.critic_init to a sequence-classification model instead",
@@ -161,7 +161,7 @@ class SharedBaseCritic(nn.Module):
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({"score.weight": self.score.weight.detach().contiguous().cpu()}, str(folder / VALUE_HEAD_WEIGHTS))
+        save_file({"score.weight": self.score.weight.detach().contiguous().cpu()}, str(folder / VALUE_HEAD))
         info = {"kind": KIND, "hidden_size": self.score.in_features, "base": self.config._name_or_path}
         (folder / VALUE_HEAD_CONFIG).write_text(json.dumps(info, indent=2))
 
@@ -169,10 +169,10 @@ class SharedBaseCritic(nn.Module):
         """Restore the head saved by :meth:`save_pretrained` (on resume)."""
         from safetensors.torch import load_file
 
-        path = Path(folder) / VALUE_HEAD_WEIGHTS
+        path = Path(folder) / VALUE_HEAD
         if not path.is_file():
             raise RecipeError(
-                f"{folder} holds no {VALUE_HEAD_WEIGHTS}: the checkpoint's critic is not a value head on the shared "
+                f"{folder} holds no {VALUE_HEAD}: the checkpoint's critic is not a value head on the shared "
                 "base (was it trained without peft:, or with another critic_init?)"
             )
         weight = load_file(str(path))["score.weight"]
