@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import shutil
 import tempfile
@@ -58,28 +59,26 @@ def materialise_offline_pack(target: str | Path) -> Path:
     return target
 
 
-_MANAGERS: dict[bool, Any] = {}  # lm-eval task indexes, built once per process
-_PACK: dict[str, str] = {}  # the offline pack's materialised folder, made once per process
+@functools.lru_cache(maxsize=None)
+def _pack_dir() -> str:
+    """The offline pack materialised into a folder that lives as long as the process
+    (lm-eval reads a task's YAML file when the task is loaded, not when it is indexed)."""
+    workdir = tempfile.mkdtemp(prefix="trl-plus-lm-eval-")
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    return str(materialise_offline_pack(workdir))
 
 
+@functools.lru_cache(maxsize=None)
 def task_manager(shipped_only: bool = False):
     """lm-eval's task index with the offline pack included, built once per process.
 
     Indexing lm-eval's own task tree takes seconds (more than scoring a tiny model), so an
     eval stage that runs lm-eval on many checkpoints pays for it once, and not at all
-    when every task is from the shipped pack (``shipped_only``: the pack alone is
-    indexed). The pack is materialised into a folder that lives as long as the process
-    (lm-eval reads a task's YAML file when the task is loaded, not when it is indexed).
+    when every task is from the shipped pack (``shipped_only``: the pack alone is indexed).
     """
     from lm_eval.tasks import TaskManager
 
-    if shipped_only not in _MANAGERS:
-        if "pack" not in _PACK:
-            workdir = tempfile.mkdtemp(prefix="trl-plus-lm-eval-")
-            atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-            _PACK["pack"] = str(materialise_offline_pack(workdir))
-        _MANAGERS[shipped_only] = TaskManager(include_path=_PACK["pack"], include_defaults=not shipped_only)
-    return _MANAGERS[shipped_only]
+    return TaskManager(include_path=_pack_dir(), include_defaults=not shipped_only)
 
 
 @contextlib.contextmanager
