@@ -3,11 +3,14 @@
 On a generated preference dataset (``--rows``, default 200,000; prompts and completions cut
 from the review corpus of ``trl_plus.pipeline.corpus``) and the tiny offline tokenizer:
 
-- ours: ``trl_plus.data_checks.prepare_dataset`` as the DPO trainer runs it before
-  tokenisation: the row checks of prompt/chosen/rejected (Arrow batches) and the filters of
-  the shipped ``tiny-dpo`` recipe (distinct_pair, dedup, length; ``--filters text`` for the
-  two that do not tokenise, ``--filters none`` for the checks alone), a fresh filter chain
-  each repeat;
+- ours: what ``trl_plus.DPOTrainer`` runs around TRL's preparation, a fresh filter chain
+  each repeat: before it, ``trl_plus.data_checks.prepare_dataset`` (the row checks of
+  prompt/chosen/rejected over Arrow batches, and the text filters of the shipped
+  ``tiny-dpo`` recipe, distinct_pair and dedup); after it,
+  ``trl_plus.data_checks.filter_token_ids`` (the length filter, on the lengths of TRL's
+  token ids). ``--filters text`` leaves out the length filter, ``--filters none`` runs
+  the checks alone. TRL's tokenisation of all rows, which the token stage reads, is done
+  once beforehand and not timed (it is TRL's work, which the trainer does anyway);
 - TRL: ``trl.DPOTrainer._prepare_dataset`` (prompt handling, EOS, the tokenize map, the
   truncation filter), one epoch's tokenisation, on the first ``--tokenize-rows`` rows
   (default 20,000: 200,000 take minutes per repeat on a shared 2-core machine), its time
@@ -26,6 +29,7 @@ import os
 import random
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -84,7 +88,7 @@ def main(argv=None) -> None:
     import trl
     from transformers import AutoTokenizer
 
-    from trl_plus.data_checks import prepare_dataset
+    from trl_plus.data_checks import filter_token_ids, prepare_dataset
     from trl_plus.manager import Hooks, get_plugin_manager
     from trl_plus.tiny import ensure_tiny
 
@@ -97,11 +101,25 @@ def main(argv=None) -> None:
     specs = FILTERS[args.filters]
     config = trl.DPOConfig(output_dir=tempfile.mkdtemp(), max_length=128, bf16=False, report_to="none")
     shim = _TrlShim(tokenizer)
+    columns = ("prompt", "chosen", "rejected")
+    token_columns = {"prompt": "prompt_ids", "chosen": "chosen_ids", "rejected": "rejected_ids"}
+
+    def text_stage():
+        chain = hooks.components(tokenizer=tokenizer).filter_chain(specs)
+        chain.defer_to_token_ids()
+        reports: dict = {}
+        return chain, reports, prepare_dataset(data, columns, "train", chain, reports=reports)
+
+    # TRL's tokenisation of what the text stage keeps: the token stage's input (untimed).
+    started = time.perf_counter()
+    chain, _, tokenised = text_stage()
+    if chain.deferred:
+        tokenised = trl.DPOTrainer._prepare_dataset(shim, tokenised, tokenizer, config, "train")
+    trl_all_s = time.perf_counter() - started
 
     def ours():
-        chain = hooks.components(tokenizer=tokenizer).filter_chain(specs)
-        reports: dict = {}
-        kept = prepare_dataset(data, ("prompt", "chosen", "rejected"), "train", chain, reports=reports)
+        chain, reports, _ = text_stage()
+        kept = filter_token_ids(tokenised, "train", chain, token_columns, text_columns=columns, reports=reports)
         return len(kept), reports["train"]
 
     def theirs():
@@ -119,7 +137,7 @@ def main(argv=None) -> None:
           f"empty {report['checks']['empty']}")
     print(f"ours (checks + filters, {len(data)} rows): {result['ours_s']:.2f} s (median of {result['repeats']})")
     print(f"TRL _prepare_dataset ({len(subset)} rows): {result['theirs_s']:.2f} s -> {trl_epoch:.1f} s for {len(data)} rows "
-          f"(x{scale:g}, linear)")
+          f"(x{scale:g}, linear); once over all {len(tokenised)} rows kept by the text stage, untimed above: {trl_all_s:.1f} s")
     print(f"share of one epoch's TRL tokenisation: {share:.4f} (median of per-repeat shares, IQR {low:.4f}-{high:.4f})")
 
 

@@ -363,20 +363,46 @@ def prepare_dataset(dataset, columns, name: str, chain=None, *, options: DataOpt
     if reports is not None:
         reports[name] = entry
     if len(dataset) == 0:
-        where = ""
-        if output_dir is not None and reports is not None:
-            from accelerate import PartialState
-
-            from .trainers.common import FILTER_REPORT, write_filter_report
-
-            if PartialState().is_main_process:
-                write_filter_report(output_dir, reports)
-            where = f"; see {Path(output_dir, FILTER_REPORT).resolve()}"
-        dropped = {f["name"]: f["dropped"] for f in entry["filters"]}
-        bad = checks["invalid_rows"] + checks["empty_dropped"]
-        raise DataError(
-            f"the data checks and filters dropped every row of the {name} dataset ({rows_in} in; checks dropped {bad}, "
-            f"filters dropped {dropped})"
-            f"{where}"
-        )
+        _nothing_left(name, entry, reports, output_dir)
     return dataset
+
+
+def filter_token_ids(dataset, name: str, chain, columns, *, text_columns=(), reports: dict | None = None,
+                     output_dir: str | None = None):
+    """The token-id stage of one split, after TRL has tokenised it: the filters the chain
+    deferred (``FilterChain.defer_to_token_ids``) judge each row by TRL's token counts.
+    ``reports[name]`` (from :func:`prepare_dataset`) is brought up to date: the filters'
+    drops, ``rows_out``, and ``dropped_by_trl`` for rows TRL's own preparation dropped."""
+    entry = (reports or {}).get(name)
+    if entry is None or not chain.deferred:  # the text stage did not run (not a Dataset, or pre-tokenised)
+        return dataset
+    if len(dataset) < entry["rows_out"]:
+        entry["dropped_by_trl"] = entry["rows_out"] - len(dataset)
+    dataset = chain.apply_to_token_ids(dataset, columns, text_columns)
+    entry["rows_out"] = len(dataset)
+    entry["filters"] = chain.report()["filters"]
+    if len(dataset) == 0:
+        _nothing_left(name, entry, reports, output_dir)
+    return dataset
+
+
+def _nothing_left(name: str, entry: dict, reports: dict | None, output_dir: str | None):
+    """Every row of a split is gone: write the filter report first, then say where."""
+    where = ""
+    if output_dir is not None and reports is not None:
+        from accelerate import PartialState
+
+        from .trainers.common import FILTER_REPORT, write_filter_report
+
+        if PartialState().is_main_process:
+            write_filter_report(output_dir, reports)
+        where = f"; see {Path(output_dir, FILTER_REPORT).resolve()}"
+    dropped = {f["name"]: f["dropped"] for f in entry["filters"]}
+    checks = entry["checks"]
+    bad = checks["invalid_rows"] + checks["empty_dropped"]
+    by_trl = f", TRL's preparation dropped {entry['dropped_by_trl']}" if entry.get("dropped_by_trl") else ""
+    raise DataError(
+        f"the data checks and filters dropped every row of the {name} dataset ({entry['rows_in']} in; checks dropped "
+        f"{bad}, filters dropped {dropped}{by_trl})"
+        f"{where}"
+    )

@@ -60,8 +60,14 @@ class LengthFilter:
 
     ``max_length`` bounds prompt + completion (each completion column): set it to the
     trainer's ``max_length`` to drop, and count, the rows TRL would otherwise truncate.
-    Lengths are of the text alone (a chat template adds its own tokens). ``reasons`` counts
-    why rows were dropped (a row may have several reasons).
+    ``reasons`` counts why rows were dropped (a row may have several reasons).
+
+    What is counted depends on where the filter runs. In ``trl_plus.DPOTrainer`` it runs
+    after TRL has tokenised the data (:meth:`filter_token_lengths`) and counts TRL's own
+    token ids: the prompt's, and each completion's with the EOS TRL appends and any chat
+    template tokens, so ``max_length`` drops exactly the rows TRL would truncate, and the
+    data is tokenised once. Elsewhere (PPO's prompts, a chain applied to text) it counts
+    the tokens of the text alone.
     """
 
     def __init__(
@@ -110,6 +116,28 @@ class LengthFilter:
                 total = lengths.refine(total > self.max_length) + (prompt.n if prompt is not None else 0)
                 keep &= self._count("over_max_length", total > self.max_length)
         return keep.tolist()
+
+    def filter_token_lengths(self, lengths):
+        """Keep/drop per row from token counts: ``lengths`` maps ``prompt`` and each
+        completion column to a numpy array of per-row lengths (TRL's token ids)."""
+        import numpy as np
+
+        prompt = lengths.get("prompt")
+        n = len(next(iter(lengths.values())))
+        keep = np.ones(n, dtype=bool)
+        if self.max_prompt is not None and prompt is not None:
+            keep &= self._count("prompt_too_long", prompt > self.max_prompt)
+        for column, counts in lengths.items():
+            if column == "prompt":
+                continue
+            if self.min_completion > 0:
+                keep &= self._count("completion_too_short", counts < self.min_completion)
+            if self.max_completion is not None:
+                keep &= self._count("completion_too_long", counts > self.max_completion)
+            if self.max_length is not None:
+                total = counts + (prompt if prompt is not None else 0)
+                keep &= self._count("over_max_length", total > self.max_length)
+        return keep
 
     def _count(self, reason: str, dropped):
         self.reasons[reason] += int(dropped.sum())

@@ -18,6 +18,8 @@ from .common import hooks_for, restore_schedule, save_run, schedule_state, token
 __all__ = ["DPOTrainer", "DPOConfig", "train_from_recipe"]
 
 DPO_STATE = "dpo_state.json"  # beta and the KL schedule's state in a checkpoint, for resuming
+_TEXT_COLUMNS = ("prompt", "chosen", "rejected")
+_TOKEN_COLUMNS = {"prompt": "prompt_ids", "chosen": "chosen_ids", "rejected": "rejected_ids"}  # TRL's tokenised rows
 
 
 @dataclass
@@ -49,7 +51,9 @@ class DPOTrainer(trl.DPOTrainer):
         logged as ``beta``. Its ``stats["kl"]`` is an offline proxy: the mean absolute
         log-ratio to the reference of the chosen and rejected completions.
     :param filters: data-filter specs or instances, run on the preference data before
-        tokenisation; ``filter_report.json`` in the output dir says what each dropped.
+        tokenisation, except those that judge rows by token counts (``length``), which run
+        on TRL's token ids after it tokenises; ``filter_report.json`` in the output dir says
+        what each dropped.
     :param plugin_manager: a pluggy manager or ``trl_plus.Hooks``; a fresh default one
         if None.
     :param recipe: the recipe the run came from, passed to the lifecycle hooks.
@@ -121,15 +125,22 @@ class DPOTrainer(trl.DPOTrainer):
 
     # -- data ----------------------------------------------------------------------------
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        from ..data_checks import DataOptions, prepare_dataset
+        """The row checks and the text filters, TRL's own preparation (which tokenises),
+        then the filters that judge rows by token counts (the length filter), on TRL's ids."""
+        from ..data_checks import DataOptions, filter_token_ids, prepare_dataset
 
         chain = self.hooks.components(tokenizer=tokenizer_of(processing_class)).filter_chain(self._filter_specs)
+        chain.defer_to_token_ids()
         dataset = prepare_dataset(
-            dataset, ("prompt", "chosen", "rejected"), dataset_name, chain, options=DataOptions.of(self.recipe),
+            dataset, _TEXT_COLUMNS, dataset_name, chain, options=DataOptions.of(self.recipe),
             processing_class=processing_class, reports=self._filter_reports,
             output_dir=args.output_dir,
         )
-        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        return filter_token_ids(
+            dataset, dataset_name, chain, _TOKEN_COLUMNS, text_columns=_TEXT_COLUMNS, reports=self._filter_reports,
+            output_dir=args.output_dir,
+        )
 
     # -- beta schedule -------------------------------------------------------------------
     def _measured_stats(self) -> dict:
