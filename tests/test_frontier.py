@@ -283,6 +283,18 @@ def test_no_common_kl_range_is_insufficient():
     assert "no common KL range" in r["text"]
 
 
+def test_frontiers_of_the_sft_point_alone_say_so():
+    # Every trained checkpoint below SFT's reward: each seed's frontier is SFT alone (KL 0).
+    pts = [point("sft", None, 0.0, 0.5, id="sft")]
+    for s in (0, 1):
+        pts += [point("ppo", s, 0.3, 0.2, id=f"p{s}"), point("dpo", s, 0.4, 0.1, id=f"d{s}")]
+    r = compare_frontiers(pts, "ppo", "dpo")
+    assert r["status"] == "insufficient" and r["kl_range"] is None
+    assert r["frontier_points"]["ppo"] == {0: ["sft"], 1: ["sft"]}
+    assert "frontier is the single point sft at KL 0.00" in r["reason"]
+    assert "none of its other checkpoints improves on it" in r["text"]
+
+
 # --- 6. missing KL and failed scores ----------------------------------------------------------
 
 

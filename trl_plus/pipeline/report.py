@@ -192,16 +192,14 @@ def _power_text(power: dict | None) -> str | None:
 
 
 def _win_rows(points: list[dict], frontier_ids: set[str]) -> list[dict]:
-    """Win-rate rows: every checkpoint on a seed's frontier (the checkpoints the win-rate
-    comparison uses), else each run's last."""
+    """Win-rate rows: every trained checkpoint on a seed's frontier (the checkpoints the
+    win-rate comparison uses), else (no frontier, or frontiers of the SFT point alone) each
+    run's last."""
+    judged = [p for p in points
+              if p["method"] != "sft" and p.get("win_rate") and p["win_rate"].get("win_rate") is not None]
+    chosen = [p for p in judged if p["id"] in frontier_ids] or [p for p in judged if p.get("final")]
     rows = []
-    for p in points:
-        if p["method"] == "sft" or not p.get("win_rate") or p.get("win_rate", {}).get("win_rate") is None:
-            continue
-        if frontier_ids and p["id"] not in frontier_ids:
-            continue
-        if not frontier_ids and not p.get("final"):
-            continue
+    for p in chosen:
         w = p["win_rate"]
         kl = "n/a" if p.get("kl") is None else f"{p['kl']:.2f}"
         rows.append({"label": f"{NAMES.get(p['method'], p['method'])} {p['strength_key']}={p['strength']:g} "
