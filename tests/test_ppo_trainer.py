@@ -356,3 +356,26 @@ def test_tiny_ppo_recipe_through_the_cli(tmp_path):
     ):
         assert key in first, key
     assert json.loads((out / "filter_report.json").read_text())["rollouts"]["filters"][0]["name"] == "reward_range"
+
+
+def test_resume_continues_reward_normalisation_and_rollout_filter_counts(tmp_path, tiny_model_path):
+    rewards = [{"name": "python", "function": f"{Path(__file__)}:letter_share", "normalize": True}]
+    filters = [{"name": "reward_range", "min": 0.0}]
+    first = make_trainer(tmp_path, tiny_model_path, steps=4, rewards=rewards, rollout_filters=filters,
+                         save_strategy="steps", save_steps=4)
+    first.train()
+    norm = first.reward_mix.sources[0].norm
+    count = first._rollout_chain.counts[0]
+    assert norm.n == 4 * 16 and 0 < count.dropped < count.rows_in and first._rollout_dropped == count.dropped
+    saved = json.loads((Path(first.args.output_dir) / "checkpoint-4" / "ppo_state.json").read_text())
+    assert saved["reward_norms"]["python"]["n"] == norm.n and saved["rollouts"]["dropped"] == count.dropped
+
+    resumed = make_trainer(tmp_path, tiny_model_path, steps=6, rewards=rewards, rollout_filters=filters)
+    resumed.train(resume_from_checkpoint=str(Path(first.args.output_dir) / "checkpoint-4"))
+    after = resumed.reward_mix.sources[0].norm
+    assert after.n == norm.n + 2 * 16  # continued from the checkpoint's statistics, not from zero
+    again = resumed._rollout_chain.counts[0]
+    assert again.rows_in == count.rows_in + 2 * 16 and again.dropped >= count.dropped
+    totals = [row["rollouts/dropped_total"] for row in resumed.state.log_history
+              if "rollouts/dropped_total" in row and row["step"] > 4]
+    assert totals and min(totals) >= count.dropped
