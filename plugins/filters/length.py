@@ -92,30 +92,30 @@ class LengthFilter:
         self._screen = backend is not None and backend.normalizer is None
 
     def __call__(self, batch):
-        import numpy as np
-
-        n = len(next(iter(batch.values())))
-        keep = np.ones(n, dtype=bool)
+        """Keep/drop per row of a text batch: the token counts each bound needs (exact
+        where an upper bound could break it, see :class:`_Lengths`), judged by
+        :meth:`filter_token_lengths`."""
         prompt = None
         if (self.max_prompt is not None or self.max_length is not None) and "prompt" in batch:
             prompt = _Lengths(self.tokenizer, batch["prompt"], self._screen)
             if self.max_prompt is not None:
-                keep &= self._count("prompt_too_long", prompt.refine(prompt.n > self.max_prompt) > self.max_prompt)
+                prompt.refine(prompt.n > self.max_prompt)
+        completions = {}
         for column in completion_columns(batch):
             lengths = _Lengths(self.tokenizer, batch[column], self._screen)
             if self.min_completion > 0:
-                short = lengths.refine(lengths.n >= self.min_completion) < self.min_completion
-                keep &= self._count("completion_too_short", short)
+                lengths.refine(lengths.n >= self.min_completion)
             if self.max_completion is not None:
-                long = lengths.refine(lengths.n > self.max_completion) > self.max_completion
-                keep &= self._count("completion_too_long", long)
+                lengths.refine(lengths.n > self.max_completion)
             if self.max_length is not None:
-                total = lengths.n + (prompt.n if prompt is not None else 0)
                 if prompt is not None:
-                    prompt.refine(total > self.max_length)
-                total = lengths.refine(total > self.max_length) + (prompt.n if prompt is not None else 0)
-                keep &= self._count("over_max_length", total > self.max_length)
-        return keep.tolist()
+                    prompt.refine(lengths.n + prompt.n > self.max_length)
+                lengths.refine(lengths.n + (prompt.n if prompt is not None else 0) > self.max_length)
+            completions[column] = lengths.n
+        counts = ({"prompt": prompt.n} if prompt is not None else {}) | completions
+        if not counts:  # no bound applies to these columns
+            return [True] * len(next(iter(batch.values())))
+        return self.filter_token_lengths(counts).tolist()
 
     def filter_token_lengths(self, lengths):
         """Keep/drop per row from token counts: ``lengths`` maps ``prompt`` and each
