@@ -428,18 +428,14 @@ def compare_frontiers(
         m_lo, f_lo = max(every, key=lambda mf: mf[1].start)
         m_hi, f_hi = min(every, key=lambda mf: mf[1].reach)
         lo, hi = f_lo.start, f_hi.reach
-        if hi <= lo and f_hi.reach <= f_hi.start:  # a frontier of one point: nothing beat it
-            reasons.append(
-                f"no common KL range: {display[m_hi]} seed {f_hi.seed}'s frontier is the single point"
-                f"{''.join(' ' + str(i) for i in f_hi.idents[:1])} at KL {hi:.2f} (none of its other checkpoints "
-                f"improves on it), so there is no KL interval to average over"
-            )
-            lo = hi = None
-        elif hi <= lo:
-            reasons.append(
-                f"no common KL range: {display[m_hi]} seed {f_hi.seed}'s frontier reaches at most KL "
-                f"{hi:.2f}, while {display[m_lo]} seed {f_lo.seed}'s starts at KL {lo:.2f}"
-            )
+        if hi <= lo:
+            if f_hi.reach <= f_hi.start:  # a frontier of one point: nothing beat it
+                why = (f"frontier is the single point{''.join(' ' + str(i) for i in f_hi.idents[:1])} at KL "
+                       f"{hi:.2f} (none of its other checkpoints improves on it), so there is no KL interval to "
+                       f"average over")
+            else:
+                why = f"frontier reaches at most KL {hi:.2f}, while {display[m_lo]} seed {f_lo.seed}'s starts at KL {lo:.2f}"
+            reasons.append(f"no common KL range: {display[m_hi]} seed {f_hi.seed}'s {why}")
             lo = hi = None
 
     if lo is not None:
