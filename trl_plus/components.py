@@ -53,6 +53,13 @@ class RunningNorm:
     def __call__(self, value: float) -> float:
         return (value - self.mean) / max(self.std, 1e-8)
 
+    def state(self) -> dict:
+        """What a checkpoint keeps, so that a resumed run goes on normalising where it was."""
+        return {"n": self.n, "mean": self.mean, "m2": self.m2}
+
+    def load_state(self, state: Mapping) -> None:
+        self.n, self.mean, self.m2 = int(state["n"]), float(state["mean"]), float(state["m2"])
+
 
 @dataclass
 class RewardScores:
@@ -301,6 +308,17 @@ class FilterChain:
             alive = alive[keep]
         self.rows_out -= len(dataset) - len(alive)
         return dataset if len(alive) == len(dataset) else dataset.select(alive)
+
+    def counts_state(self) -> dict:
+        """The counts a checkpoint keeps (rows in and out, per filter), so a resumed run goes on counting."""
+        return {"rows_in": self.rows_in, "rows_out": self.rows_out,
+                "filters": [{"name": c.name, "rows_in": c.rows_in, "dropped": c.dropped} for c in self.counts]}
+
+    def restore_counts(self, state: Mapping) -> None:
+        self.rows_in, self.rows_out = int(state["rows_in"]), int(state["rows_out"])
+        for count, saved in zip(self.counts, state.get("filters") or []):
+            if count.name == saved.get("name"):  # the same filter in the same place
+                count.rows_in, count.dropped = int(saved["rows_in"]), int(saved["dropped"])
 
     def write_report(self, path: str | Path, **extra) -> None:
         path = Path(path)

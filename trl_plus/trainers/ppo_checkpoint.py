@@ -23,34 +23,26 @@ class PPOCheckpointMixin:
         if self.args.should_save:
             self.critic.save_pretrained(os.path.join(output_dir, CRITIC_DIR))
             state = {"kl_coef": self.kl_coef, "kl_stats": self._kl_stats, "schedule": schedule_state(self.kl_schedule),
-                     "reward_norms": self._norm_state(), "rollouts": self._rollout_state()}
+                     # each normalised reward source's running statistics, by the label it logs under
+                     "reward_norms": {s.label: s.norm.state() for s in self._normalised_sources()},
+                     "rollouts": {"dropped": self._rollout_dropped, **self._rollout_chain.counts_state()}}
             Path(output_dir, PPO_STATE).write_text(json.dumps(state, indent=2))
 
     # Under DDP every rank normalises and filters its own rollouts; the state saved is the
     # main process's, and a resumed run starts every rank from it.
-    def _norm_state(self) -> dict:
-        """Each normalised reward source's running statistics, by the label it logs under."""
+    def _normalised_sources(self) -> list:
         sources = self.reward_mix.sources if self.reward_mix is not None else []
-        return {s.label: {"n": s.norm.n, "mean": s.norm.mean, "m2": s.norm.m2} for s in sources if s.norm is not None}
-
-    def _rollout_state(self) -> dict:
-        chain = self._rollout_chain
-        return {"dropped": self._rollout_dropped, "rows_in": chain.rows_in, "rows_out": chain.rows_out,
-                "filters": [{"name": c.name, "rows_in": c.rows_in, "dropped": c.dropped} for c in chain.counts]}
+        return [s for s in sources if s.norm is not None]
 
     def _restore_counts(self, state: dict) -> None:
-        for source in self.reward_mix.sources if self.reward_mix is not None else []:
-            saved = (state.get("reward_norms") or {}).get(source.label)
-            if source.norm is not None and saved:
-                source.norm.n, source.norm.mean, source.norm.m2 = int(saved["n"]), float(saved["mean"]), float(saved["m2"])
+        norms = state.get("reward_norms") or {}
+        for source in self._normalised_sources():
+            if norms.get(source.label):
+                source.norm.load_state(norms[source.label])
         rollouts = state.get("rollouts")
         if rollouts:
-            chain = self._rollout_chain
             self._rollout_dropped = int(rollouts["dropped"])
-            chain.rows_in, chain.rows_out = int(rollouts["rows_in"]), int(rollouts["rows_out"])
-            for count, saved in zip(chain.counts, rollouts.get("filters") or []):
-                if count.name == saved.get("name"):  # the same filter in the same place
-                    count.rows_in, count.dropped = int(saved["rows_in"]), int(saved["dropped"])
+            self._rollout_chain.restore_counts(rollouts)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
