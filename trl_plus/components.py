@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data_checks import short_row
 from .errors import ComponentError, RecipeError, RecipeProblems, RewardSourceError, UnknownComponentError
 from .reward_checks import REF_ATTRIBUTE, checked_scores, source_name
 
@@ -166,14 +167,6 @@ class _FilterCount:
     examples: list = field(default_factory=list)
 
 
-def _short(row: Mapping[str, Any], limit: int = 200) -> dict:
-    out = {}
-    for k, v in row.items():
-        text = v if isinstance(v, str) else json.dumps(v, default=str)
-        out[k] = text if len(text) <= limit else text[:limit] + "..."
-    return out
-
-
 def _reasons(fn) -> dict:
     """A filter's own breakdown of its drops (a ``reasons`` dict of counts), if it keeps one."""
     reasons = getattr(fn, "reasons", None)
@@ -231,7 +224,7 @@ class FilterChain:
                 if not k:
                     count.dropped += 1
                     if len(count.examples) < self.max_examples:
-                        count.examples.append(_short({key: batch[key][j] for key in batch}))
+                        count.examples.append(short_row({key: batch[key][j] for key in batch}))
             alive = [j for j, k in zip(alive, keep) if k]
         self.rows_out += len(alive)
         kept = set(alive)
@@ -304,7 +297,7 @@ class FilterChain:
             count.dropped += len(dropped)
             for j in dropped[: max(self.max_examples - len(count.examples), 0)]:
                 row = dataset[int(j)]
-                count.examples.append(_short({k: row[k] for k in text_columns if k in row}))
+                count.examples.append(short_row({k: row[k] for k in text_columns if k in row}))
             alive = alive[keep]
         self.rows_out -= len(dataset) - len(alive)
         return dataset if len(alive) == len(dataset) else dataset.select(alive)

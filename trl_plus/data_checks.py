@@ -241,7 +241,8 @@ def _describe(value) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-def _short_row(row: dict, limit: int = 200) -> dict:
+def short_row(row, limit: int = 200) -> dict:
+    """A row for a report or an error: every value as text, each cut at ``limit`` characters."""
     out = {}
     for key, value in row.items():
         text = value if isinstance(value, str) else json.dumps(value, default=str)
@@ -286,10 +287,10 @@ def check_rows(dataset, columns, name: str, options: DataOptions = DataOptions()
             what = f"holds {held} values" if held else f"is {_describe(row[column])}"
             raise DataError(
                 f"{name} dataset row {start + i}: column {column!r} {what}; expected text or a list of chat messages "
-                f"(row: {str(_short_row(row))[:300]}); fix the row, or set data.on_error: drop to drop such rows"
+                f"(row: {str(short_row(row))[:300]}); fix the row, or set data.on_error: drop to drop such rows"
             )
         for i in np.flatnonzero(invalid)[: MAX_EXAMPLES - len(report["examples"])]:
-            report["examples"].append({"row": start + int(i), **_short_row(dataset[start + int(i)])})
+            report["examples"].append({"row": start + int(i), **short_row(dataset[start + int(i)])})
         report["invalid_rows"] += int(np.count_nonzero(invalid))
         drop[start : start + n] |= invalid
         start += n
