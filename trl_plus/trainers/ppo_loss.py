@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from transformers import TrainerCallback
 
 from . import ppo_math
+
+if TYPE_CHECKING:
+    from .ppo import PPOTrainer
 
 
 class _ZeroCriticGrads(TrainerCallback):
