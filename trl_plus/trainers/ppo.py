@@ -217,7 +217,7 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
         training = not any(k.startswith("eval_") for k in logs)
         logs["kl_coef"] = float(self.kl_coef)
         super().log(logs, start_time)
-        if self.is_world_process_zero() and (self._rollout_chain or self._filter_reports):
+        if self.is_world_process_zero() and self._rollout_chain:  # the prompt filters' part was written at start
             self._write_filter_report()
         if training:
             self.hooks.step_end(trainer=self, step=self.state.global_step, metrics=dict(logs))
