@@ -77,11 +77,9 @@ class PPORolloutMixin:
             rewards=rewards_cols,
         )
 
-        keep = ~torch.isnan(score)
-        n_unscored = int(self._reduce_sum((~keep).sum().float()).item())
-        if self._rollout_chain:
-            keep = keep & self._rollout_mask(scored, rewards_cols, device)
-        n_dropped = int(self._reduce_sum((~keep).sum().float()).item())
+        scored_ok = ~torch.isnan(score)
+        keep = (scored_ok & self._rollout_mask(scored, rewards_cols, device)) if self._rollout_chain else scored_ok
+        n_unscored, n_dropped = (int(n) for n in self._reduce_sum(torch.stack([~scored_ok, ~keep]).sum(dim=1).float()))
         if mode == "train":
             self._rollout_unscored += n_unscored
             self._rollout_dropped += n_dropped
