@@ -369,6 +369,7 @@ def test_resume_continues_reward_normalisation_and_rollout_filter_counts(tmp_pat
     assert norm.n == 4 * 16 and 0 < count.dropped < count.rows_in and first._rollout_dropped == count.dropped
     saved = json.loads((Path(first.args.output_dir) / "checkpoint-4" / "ppo_state.json").read_text())
     assert saved["reward_norms"]["python"]["n"] == norm.n and saved["rollouts"]["dropped"] == count.dropped
+    assert saved["rollouts"]["unscored"] == first._rollout_unscored
 
     resumed = make_trainer(tmp_path, tiny_model_path, steps=6, rewards=rewards, rollout_filters=filters)
     resumed.train(resume_from_checkpoint=str(Path(first.args.output_dir) / "checkpoint-4"))
@@ -379,3 +380,8 @@ def test_resume_continues_reward_normalisation_and_rollout_filter_counts(tmp_pat
     totals = [row["rollouts/dropped_total"] for row in resumed.state.log_history
               if "rollouts/dropped_total" in row and row["step"] > 4]
     assert totals and min(totals) >= count.dropped
+    first._rollout_unscored = 5  # as if 5 samples had gone unscored before the checkpoint
+    first.save_model(str(tmp_path / "with-unscored"))
+    again_resumed = make_trainer(tmp_path, tiny_model_path, steps=4, rewards=rewards, rollout_filters=filters)
+    again_resumed._restore_counts(json.loads((tmp_path / "with-unscored" / "ppo_state.json").read_text()))
+    assert again_resumed._rollout_unscored == 5

@@ -25,7 +25,8 @@ class PPOCheckpointMixin:
             state = {"kl_coef": self.kl_coef, "kl_stats": self._kl_stats, "schedule": schedule_state(self.kl_schedule),
                      # each normalised reward source's running statistics, by the label it logs under
                      "reward_norms": {s.label: s.norm.state() for s in self._normalised_sources()},
-                     "rollouts": {"dropped": self._rollout_dropped, **self._rollout_chain.counts_state()}}
+                     "rollouts": {"dropped": self._rollout_dropped, "unscored": self._rollout_unscored,
+                                  **self._rollout_chain.counts_state()}}
             Path(output_dir, PPO_STATE).write_text(json.dumps(state, indent=2))
 
     # Under DDP every rank normalises and filters its own rollouts; the state saved is the
@@ -42,6 +43,7 @@ class PPOCheckpointMixin:
         rollouts = state.get("rollouts")
         if rollouts:
             self._rollout_dropped = int(rollouts["dropped"])
+            self._rollout_unscored = int(rollouts.get("unscored", 0))
             self._rollout_chain.restore_counts(rollouts)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
