@@ -4,7 +4,7 @@ model is loaded. Errors name the key as ``eval.<key>``."""
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,6 +27,7 @@ class GenerationSection(_Strict):
 class KLSection(_Strict):
     enabled: bool = True
     num_samples: int = Field(4, ge=1)
+    estimator: Literal["token", "sample"] = "token"  # eval.kl: per-position exact KL, or each sample's log-ratio
     max_new_tokens: int | None = Field(None, ge=1)  # default: generation.max_new_tokens
     reference: str | None = None  # default: the eval reference checkpoint
 

@@ -266,34 +266,39 @@ def samples_own_distribution(settings: GenerationSettings) -> bool:
     return settings.temperature == 1.0 and settings.top_p == 1.0
 
 
-def _logprob_recorder():
+def _logprob_recorder(keep_distributions: bool = False):
     """A logits processor that keeps the log-probability of each sampled token.
 
     ``generate`` calls it once per new token with the ids so far; the token sampled at the
     previous call is the last of them, so its log-probability is read from the previous
     call's log-softmax (the last token's after ``generate`` returns, by :meth:`finish`).
-    Only that one distribution is held, never the logits of every step.
+    Only that one distribution is held, never the logits of every step, unless
+    ``keep_distributions``: then every step's log-softmax is kept for :meth:`finish`.
     """
     import torch
     from transformers import LogitsProcessor
 
     class Recorder(LogitsProcessor):
         def __init__(self):
-            self.prev, self.steps = None, []
+            self.prev, self.steps, self.distributions = None, [], []
 
         def __call__(self, input_ids, scores):
             if self.prev is not None:
                 self.steps.append(self.prev.gather(1, input_ids[:, -1:]).squeeze(1))
             self.prev = torch.log_softmax(scores.float(), dim=-1)
+            if keep_distributions:
+                self.distributions.append(self.prev)
             return scores
 
-        def finish(self, new_tokens) -> torch.Tensor:
-            """Per-token log-probs of ``new_tokens`` (rows x steps), then reset."""
+        def finish(self, new_tokens):
+            """Per-token log-probs of ``new_tokens`` (rows x steps) and, when kept, every
+            step's log-softmax (rows x steps x vocabulary, else None); then reset."""
             if self.prev is not None:
                 self.steps.append(self.prev.gather(1, new_tokens[:, -1:]).squeeze(1))
             out = torch.stack(self.steps, dim=1) if self.steps else new_tokens.new_zeros(new_tokens.shape, dtype=torch.float)
-            self.prev, self.steps = None, []
-            return out
+            dists = torch.stack(self.distributions, dim=1) if self.distributions else None
+            self.prev, self.steps, self.distributions = None, [], []
+            return out, dists
 
     return Recorder()
 
@@ -305,6 +310,7 @@ def sample_token_ids(
     *,
     progress: bool | str = True,
     logprobs_out: list | None = None,
+    distributions_out: list | None = None,
 ) -> list[list[int]]:
     """Completion token ids (cut after the first EOS), prompt-major:
     ``num_samples`` rows per prompt, in the order of ``prompt_ids``.
@@ -313,6 +319,11 @@ def sample_token_ids(
     log-probability under the model as sampling computed it (no second forward pass);
     only when ``settings`` sample the model's own distribution
     (:func:`samples_own_distribution`), otherwise it is left empty.
+
+    ``distributions_out``: likewise (same condition), a list that receives each
+    completion's next-token log-softmax at every one of its positions, a CPU float tensor
+    of completion length x vocabulary (what the token-level KL needs of the policy; the
+    caller bounds its size, which is rows x max_new_tokens x vocabulary floats).
     """
     import torch
     from tqdm.auto import tqdm
@@ -334,8 +345,11 @@ def sample_token_ids(
     order = sorted(range(len(prompt_ids)), key=lambda i: (-len(prompt_ids[i]), i))
     results: list[list[list[int]] | None] = [None] * len(prompt_ids)
     record = logprobs_out is not None and samples_own_distribution(settings)
-    recorder = _logprob_recorder() if record else None
+    keep = distributions_out is not None and samples_own_distribution(settings)
+    record = record or keep
+    recorder = _logprob_recorder(keep_distributions=keep) if record else None
     sums: list[list[float] | None] = [None] * len(prompt_ids)
+    dists: list[list | None] = [None] * len(prompt_ids)
     torch.manual_seed(settings.seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(settings.seed)
@@ -351,17 +365,24 @@ def sample_token_ids(
                                      logits_processor=LogitsProcessorList([recorder]) if record else None)
             new_t = out[:, ids.shape[1] :]
             new = new_t.tolist()
-            token_lp = recorder.finish(new_t).tolist() if record else None
+            token_lp, step_dists = recorder.finish(new_t) if record else (None, None)
+            token_lp = token_lp.tolist() if record else None
+            step_dists = step_dists.cpu() if step_dists is not None else None
             for j, i in enumerate(chunk):
                 k = slice(j * settings.num_samples, (j + 1) * settings.num_samples)
                 results[i] = [cut_at_eos(r, eos) for r in new[k]]
                 if record:
                     sums[i] = [float(sum(lp[: len(r)])) for lp, r in zip(token_lp[k], results[i])]
+                if keep:
+                    dists[i] = [step_dists[j * settings.num_samples + m, : len(r)]
+                                for m, r in enumerate(results[i])]
             bar.update(len(chunk))
     finally:
         bar.close()
-    if record:
+    if logprobs_out is not None and record:
         logprobs_out.extend(x for per_prompt in sums for x in per_prompt)  # type: ignore[union-attr]
+    if keep:
+        distributions_out.extend(d for per_prompt in dists for d in per_prompt)  # type: ignore[union-attr]
     return [row for per_prompt in results for row in per_prompt]  # type: ignore[union-attr]
 
 
@@ -418,6 +439,9 @@ class Completions:
     seed: int
     model_id: str | None
     logprobs: list[float] | None = None  # each completion's log-prob under the model, when sampling kept it
+    # each completion's next-token log-softmax at its positions, when asked for and sampled
+    # here (never cached: a cache hit leaves it None)
+    distributions: list | None = None
 
 
 def sample_completions(
@@ -432,9 +456,12 @@ def sample_completions(
     progress: bool | str = True,
     derive_seed: bool = True,
     stream: str = DEFAULT_STREAM,
+    keep_distributions: bool = False,
 ) -> Completions:
     """:func:`generate`, keeping the completions' token ids (decoding and re-encoding text
-    does not give them back exactly) and the seed used."""
+    does not give them back exactly) and the seed used; with ``keep_distributions``, also
+    the model's next-token distributions along each completion when they are sampled here
+    from the model's own distribution (see ``distributions_out`` of :func:`sample_token_ids`)."""
     settings = settings or GenerationSettings()
     prompts = list(prompts)
     if model_id is None and isinstance(model_or_path, (str, os.PathLike)):
@@ -454,8 +481,9 @@ def sample_completions(
             return Completions(hit["completions"], hit.get("token_ids"), seed, model_id, hit.get("logprobs"))
     policy = load_policy(model_or_path, tokenizer=tokenizer, hooks=hooks, model_id=model_id)
     logprobs: list[float] = []
+    distributions: list | None = [] if keep_distributions else None
     ids = sample_token_ids(policy, encode_prompts(policy.tokenizer, prompts), used, progress=progress,
-                           logprobs_out=logprobs)
+                           logprobs_out=logprobs, distributions_out=distributions)
     completions = decode(policy.tokenizer, ids)
     if key:
         cache_store(
@@ -464,7 +492,7 @@ def sample_completions(
              "settings": used.to_dict(), "seed": seed, "configured_seed": settings.seed, "stream": stream,
              "completions": completions, "token_ids": ids, **({"logprobs": logprobs} if logprobs else {})},
         )
-    return Completions(completions, ids, seed, model_id, logprobs or None)
+    return Completions(completions, ids, seed, model_id, logprobs or None, distributions or None)
 
 
 def generate(

@@ -20,6 +20,7 @@ from trl_plus.reward_checks import numeric_scores
 
 from .config import EvalSection, validate_eval_section
 from .generation import GenerationSettings, load_policy, sample_completions, sample_seed
+from .kl import distributions_fit
 from .judging import judge_failures, judge_label, normalise_judge_spec, public_spec, run_judge
 from .prompts import load_prompts
 from .stats import mean_with_ci, paired_difference, win_rate_summary
@@ -116,8 +117,13 @@ def evaluate_checkpoint(
     # candidate near its reference does not replay the reference's completions; a
     # reference checkpoint samples from its "reference" stream, so a checkpoint judged
     # against itself is compared with independent samples.
+    # The token KL estimator reuses the policy's next-token distributions along the judged
+    # completions when those are KL samples (below) and the distributions fit in memory.
+    kl_tokens = cfg.kl.max_new_tokens or gen.max_new_tokens
+    keep = (need_kl and cfg.kl.estimator == "token" and kl_tokens == gen.max_new_tokens and policy is not None
+            and distributions_fit(policy.model, policy.tokenizer, len(pset) * gen.num_samples, gen.max_new_tokens))
     drawn = sample_completions(policy or checkpoint, pset.prompts, gen, cache, hooks=hooks,
-                               progress="generating (candidate)" if progress else False)
+                               progress="generating (candidate)" if progress else False, keep_distributions=keep)
     candidate = drawn.texts
     seeds: dict[str, Any] = {"generation": gen.seed, "candidate": drawn.seed, "reference": None, "kl": None}
     n = gen.num_samples
@@ -189,7 +195,6 @@ def evaluate_checkpoint(
     if need_kl:
         from .kl import estimate_kl
 
-        kl_tokens = cfg.kl.max_new_tokens or gen.max_new_tokens
         seeds["kl"] = sample_seed(policy.model_id, gen.seed, "kl")
         # The candidate's completions are already samples of the KL's distribution when
         # generation samples at temperature 1 with no top-p (never any top-k) and the same
@@ -200,12 +205,16 @@ def evaluate_checkpoint(
         reuse = [drawn.token_ids[i * n:(i + 1) * n] for i in range(len(pset))] if reusable else None
         reuse_lp = ([drawn.logprobs[i * n:(i + 1) * n] for i in range(len(pset))]
                     if reusable and drawn.logprobs and len(drawn.logprobs) == len(drawn.token_ids) else None)
+        reuse_d = ([drawn.distributions[i * n:(i + 1) * n] for i in range(len(pset))]
+                   if reusable and drawn.distributions and len(drawn.distributions) == len(drawn.token_ids) else None)
         results["kl"] = estimate_kl(
             policy, ref_policy, pset.prompts, num_samples=cfg.kl.num_samples,
             max_new_tokens=kl_tokens, batch_size=gen.batch_size,
             seed=seeds["kl"], cache_path=cache, progress="sampling for KL" if progress else False,
-            policy_samples=reuse, policy_logprobs=reuse_lp,
+            policy_samples=reuse, policy_logprobs=reuse_lp, estimator=cfg.kl.estimator,
+            policy_distributions=reuse_d,
         )
+        drawn.distributions = None  # as large as the rest of the evaluation's tensors together
         results["kl"]["reference"] = _name(kl_ref)
         del ref_policy
     elif cfg.kl.enabled:

@@ -112,7 +112,7 @@ def test_kl_tops_up_the_judged_samples_from_its_own_stream(two_policies, tmp_pat
     settings = GenerationSettings(max_new_tokens=6, num_samples=2, batch_size=4)
     cache = tmp_path / "generations.jsonl"
     out = evaluate_checkpoint(policy, prompts, reference=reference, out_dir=tmp_path, progress=False,
-                              config={"generation": settings.to_dict(), "kl": {"num_samples": 3}})
+                              config={"generation": settings.to_dict(), "kl": {"num_samples": 3, "estimator": "sample"}})
     kl = out["kl"]
     assert (kl["reused_samples"], kl["num_samples"], kl["samples"]) == (2, 3, 30)
     seeds = out["manifest"]["seeds"]
@@ -156,7 +156,7 @@ def test_sampling_keeps_each_completions_log_prob_so_the_kl_needs_no_policy_forw
     real = kl_module.sequence_logprobs
     monkeypatch.setattr(kl_module, "sequence_logprobs", lambda model, *a, **k: scored.append(model) or real(model, *a, **k))
     out = evaluate_checkpoint(policy, prompts, reference=reference, progress=False,
-                              config={"generation": {"max_new_tokens": 6}, "kl": {"num_samples": 3}})
+                              config={"generation": {"max_new_tokens": 6}, "kl": {"num_samples": 3, "estimator": "sample"}})
     assert out["kl"]["policy_logprobs_from_sampling"] and out["kl"]["reused_samples"] == 1
     assert scored == [reference.model]  # only the reference scores the samples
 

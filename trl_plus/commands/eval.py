@@ -59,6 +59,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, help="generation batch size")
     p.add_argument("--seed", type=int)
     p.add_argument("--kl-samples", type=int, help="policy samples per prompt for the KL estimate")
+    p.add_argument("--kl-estimator", choices=["token", "sample"],
+                   help="KL estimator: token (exact per-position KL summed along each sample; default) or "
+                        "sample (each sample's log-ratio)")
     p.add_argument("--no-kl", action="store_true", help="skip the KL estimate")
     p.add_argument("--recipe", help="take settings from this recipe's eval: section")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -116,6 +119,8 @@ def _section_from_args(args, hooks) -> tuple[dict, object, str | None, Path | No
     kl = dict(section.get("kl") or {})
     if args.kl_samples is not None:
         kl["num_samples"] = args.kl_samples
+    if args.kl_estimator is not None:
+        kl["estimator"] = args.kl_estimator
     if args.no_kl:
         kl["enabled"] = False
     if kl:
@@ -178,7 +183,8 @@ def summary_text(results: dict) -> str:
         )
     kl = results.get("kl")
     if kl:
-        lines.append(f"  KL to reference: {kl['kl']:.3f} ± {kl['stderr']:.3f} (s.e.)")
+        lines.append(f"  KL to reference: {kl['kl']:.3f} ± {kl['stderr']:.3f} (s.e.; {kl.get('estimator', 'sample')} "
+                     f"estimator, {kl['num_samples']} sample(s) per prompt)")
     gold = results.get("gold_reward")
     if gold and gold.get("mean") is not None:
         lines.append(f"  gold reward: {gold['mean']:.3f} {_ci(gold['ci'])}")
