@@ -84,19 +84,21 @@ def task_manager(shipped_only: bool = False):
 @contextlib.contextmanager
 def _no_environment_dump():
     """lm-eval adds a dump of the environment to its results (``pip list`` and more, run as
-    subprocesses: about 2 s a call). trl-plus keeps none of it (the manifest records the
-    versions that matter), so inside :func:`run_lm_eval` it is not collected."""
+    subprocesses: about 2 s a call) and the ``git describe`` of the folder it runs in (which
+    prints "fatal: not a git repository" outside one). trl-plus keeps none of it (the
+    manifest records the versions that matter), so inside :func:`run_lm_eval` neither is
+    collected."""
     import lm_eval.evaluator as evaluator
 
-    original = getattr(evaluator, "add_env_info", None)
-    if original is None:  # another lm-eval layout: leave it alone
-        yield
-        return
-    evaluator.add_env_info = lambda storage: None
+    quiet = {"add_env_info": lambda storage: None, "get_git_commit_hash": lambda: None}
+    originals = {n: getattr(evaluator, n) for n in quiet if hasattr(evaluator, n)}  # others: left alone
+    for name in originals:
+        setattr(evaluator, name, quiet[name])
     try:
         yield
     finally:
-        evaluator.add_env_info = original
+        for name, original in originals.items():
+            setattr(evaluator, name, original)
 
 
 def _check_tokenizer(tokenizer) -> None:

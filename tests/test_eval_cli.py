@@ -90,3 +90,16 @@ def test_cli_eval_from_recipe_section(tmp_path, capsys):
     bad.write_text(recipe.read_text().replace("judges:", "judgez:"))
     assert main(["eval", "tiny:causal-lm", "--recipe", str(bad), "--out", str(tmp_path / "o2")]) == 2
     assert "eval.judgez" in capsys.readouterr().err
+
+
+def test_lm_eval_outside_a_git_folder_prints_nothing_of_git(tiny_model_path, tmp_path, monkeypatch, capfd):
+    """lm-eval runs ``git describe`` in the working folder for a field trl-plus never keeps;
+    outside a git folder that printed "fatal: not a git repository" once per model."""
+    from trl_plus.eval.benchmarks import run_lm_eval
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    out = run_lm_eval(str(tiny_model_path), ["trl_plus_review_word_swap"], batch_size=8, limit=4, device="cpu")
+    assert out["results"]["trl_plus_review_word_swap"]
+    captured = capfd.readouterr()
+    assert "not a git repository" not in captured.err + captured.out
