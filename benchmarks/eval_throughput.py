@@ -10,11 +10,14 @@
    timed interleaved; no torch involved. Target: >= 20x.
 4. Seconds per evaluated checkpoint: one ``evaluate_checkpoint`` of a tiny model on 256
    prompts against a tiny reference, one ``reward_source`` judge, a Python gold reward,
-   KL on, lm-eval off, nothing cached; once with the quickstart's 2 KL samples per prompt
-   and once with the judged completions alone as the KL samples (``--kl-samples 2,1``).
+   KL on, lm-eval off, nothing cached; once for each KL setting of ``--kl``, samples per
+   prompt and estimator: the judged completions alone with the token estimator (the
+   quickstart's, ``1:token``), one more sample (``2:token``) and the quickstart's setting
+   before the token estimator (``2:sample``).
 
     python benchmarks/eval_throughput.py [--pairs 256] [--prompts 128] [--max-new-tokens 32]
         [--lc-prompts 256] [--lc-resamples 1000] [--lc-repeats 7] [--eval-prompts 256]
+        [--kl 1:token,2:token,2:sample]
         [--only judging,generation,lc,evaluate]
 """
 
@@ -122,9 +125,10 @@ def bench_lc_bootstrap(n_prompts: int, n_resamples: int, repeats: int = MIN_REPE
 QUICKSTART_SHAPE = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "max_len": 128}  # recipes/quickstart.yaml
 
 
-def bench_evaluate(n_prompts: int, n_checkpoints: int = 4, kl_samples: int = 2) -> dict:
+def bench_evaluate(n_prompts: int, n_checkpoints: int = 4, kl_samples: int = 1, estimator: str = "token") -> dict:
     """Seconds per evaluated checkpoint in a sweep: the quickstart's model shape and eval
-    settings (24 new tokens at temperature 1, batch 128, KL with ``kl_samples`` per prompt, 2 there),
+    settings (24 new tokens at temperature 1, batch 128, KL with ``kl_samples`` per prompt by
+    ``estimator``, 1 and token there),
     gold reward and a judge on 256 prompts, lm-eval aside. The reference's completions are
     shared by every checkpoint of a sweep (cached after the first, as in the pipeline), so
     one warm-up checkpoint fills them and the next ``n_checkpoints`` are timed, each a
@@ -155,7 +159,7 @@ def bench_evaluate(n_prompts: int, n_checkpoints: int = 4, kl_samples: int = 2) 
         scorer = {"name": "python", "function": f"{root / 'scores.py'}:words"}
         config = {"judges": [{"name": "reward_source", "source": scorer}], "gold": scorer, "tasks": [],
                   "generation": {"max_new_tokens": 24, "temperature": 1.0, "batch_size": 128, "seed": 0},
-                  "kl": {"enabled": True, "num_samples": kl_samples}, "cache": str(root / "generations.jsonl")}
+                  "kl": {"enabled": True, "num_samples": kl_samples, "estimator": estimator}, "cache": str(root / "generations.jsonl")}
         reference = load_policy(str(paths[0]))  # loaded once per stage, as the eval stage does
         times, floors, out = [], [], None
         for i, path in enumerate(paths[1:]):
@@ -169,13 +173,15 @@ def bench_evaluate(n_prompts: int, n_checkpoints: int = 4, kl_samples: int = 2) 
     return {"prompts": n_prompts, "checkpoints": len(times), "seconds": statistics.median(times),
             "range": (min(times), max(times)), "floor": statistics.median(floors),
             "ratio": statistics.median(ratios), "ratio_range": (min(ratios), max(ratios)),
-            "kl_samples": out["kl"]["num_samples"], "kl_reused": out["kl"].get("reused_samples", 0)}
+            "kl_samples": out["kl"]["num_samples"], "kl_reused": out["kl"].get("reused_samples", 0),
+            "estimator": out["kl"]["estimator"]}
 
 
 def _forwards_floor(path, reference_model, texts: list[str], kl_samples: int) -> float:
     """The forwards an evaluated checkpoint cannot do without, in bare transformers: load it,
     sample ``kl_samples`` completions per prompt (the judged one among them), and score
-    them under the reference; seconds."""
+    them under the reference; seconds. (The token estimator takes the policy's next-token
+    distributions from sampling, so neither estimator needs a forward pass of the policy.)"""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -205,9 +211,9 @@ def main() -> None:
     parser.add_argument("--lc-resamples", type=int, default=1000)
     parser.add_argument("--lc-repeats", type=int, default=7)
     parser.add_argument("--eval-prompts", type=int, default=256)
-    parser.add_argument("--kl-samples", default="2,1",
-                        help="KL samples per prompt in the per-checkpoint measurement, one line each (2: the quickstart's; "
-                             "1: the judged completions alone)")
+    parser.add_argument("--kl", default="1:token,2:token,2:sample",
+                        help="KL settings of the per-checkpoint measurement, samples per prompt:estimator, one line "
+                             "each (1:token is the quickstart's: the judged completions alone, token estimator)")
     parser.add_argument("--repeats", type=int, default=MIN_REPEATS, help="interleaved repeats (at least 7)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--only", default="judging,generation,lc,evaluate",
@@ -243,15 +249,17 @@ def main() -> None:
               f"target >= 20x); max |difference| {lc['max_abs_difference']:.1e}")
         summary.append(f"lc bootstrap {lc['ratio']:.1f}x")
     if "evaluate" in only:
-        for kl_samples in (int(k) for k in args.kl_samples.split(",")):
-            e = bench_evaluate(args.eval_prompts, kl_samples=kl_samples)
+        for setting in args.kl.split(","):
+            kl_samples, _, estimator = setting.partition(":")
+            e = bench_evaluate(args.eval_prompts, kl_samples=int(kl_samples), estimator=estimator or "token")
             print(f"seconds per evaluated checkpoint (the quickstart's 128 x 4 model and eval settings, {e['prompts']} "
                   f"prompts, reward_source judge, python gold, KL on, lm-eval off): median {e['seconds']:.2f} s over "
                   f"{e['checkpoints']} checkpoints (range {e['range'][0]:.2f}-{e['range'][1]:.2f} s; target <= 1 s); "
-                  f"KL {e['kl_samples']} samples per prompt, {e['kl_reused']} of them the judged completions; "
+                  f"KL {e['kl_samples']} samples per prompt, {e['kl_reused']} of them the judged completions, "
+                  f"{e['estimator']} estimator; "
                   f"the bare forwards (load, sample, reference scoring) {e['floor']:.2f} s -> harness / forwards "
                   f"{e['ratio']:.2f}x (range {e['ratio_range'][0]:.2f}-{e['ratio_range'][1]:.2f}x)")
-            summary.append(f"{e['seconds']:.2f} s per checkpoint with {kl_samples} KL sample(s) per prompt "
+            summary.append(f"{e['seconds']:.2f} s per checkpoint with KL {kl_samples}:{e['estimator']} "
                            f"({e['ratio']:.2f}x its bare forwards)")
     print("ratios (median over interleaved repeats): " + ", ".join(summary))
 
