@@ -12,8 +12,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from ..errors import DataError
     from ..pipeline import render_report
     from ..pipeline.rundir import read_json
