@@ -55,7 +55,7 @@ def eval_section(recipe, config, cache: str | None = None) -> dict:
         "gold": gold,
         **raw,
         "generation": {"max_new_tokens": 24, "temperature": 1.0, "batch_size": 128, "seed": 0, **(raw.get("generation") or {})},
-        "kl": {"num_samples": 2, **(raw.get("kl") or {})},
+        "kl": {"num_samples": 1, **(raw.get("kl") or {})},
         "cache": cache,
     }
     for key in PIPELINE_EVAL_KEYS:
