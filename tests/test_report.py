@@ -169,3 +169,24 @@ def test_win_rates_fall_back_to_each_runs_last_when_frontiers_hold_sft_alone():
     assert [r["win_rate"] for r in _win_rows(points, {"sft", "d/2"})] == [0.5]
     assert {r["label"] for r in _win_rows(points, {"sft", "d/2"})} == {"DPO beta=0.1 seed 0 (step 2, KL 0.10)"}
     assert len(_win_rows(points, set())) == 1  # no frontier at all: each run's last that was judged
+
+
+def test_report_says_how_the_kl_axis_was_estimated(run_folder):
+    from trl_plus.pipeline import render_report
+
+    # eval.json from before the token estimator names none: it measured the log-ratio
+    out = render_report(run_folder)
+    measure = json.loads((out / "report.json").read_text())["kl_measure"]
+    assert measure["estimators"] == ["sample"] and measure["median_stderr"] == pytest.approx(0.05)
+    trained = [f for f in run_folder.glob("eval/*/*/*/eval.json") if f.parent.name != "val"]
+    for i, f in enumerate(trained):
+        result = json.loads(f.read_text())
+        if result.get("kl"):
+            result["kl"].update(estimator="token", num_samples=1, stderr=0.01 * (1 + i % 3))
+            f.write_text(json.dumps(result))
+    out = render_report(run_folder)
+    measure = json.loads((out / "report.json").read_text())["kl_measure"]
+    assert (measure["estimators"], measure["samples"]) == (["token"], [1])
+    assert measure["checkpoints"] == sum(1 for f in trained if json.loads(f.read_text()).get("kl", {}).get("kl") is not None)
+    sentence = ("by the token estimator from 1 sample per test prompt (median standard error 0.020 nats)")
+    assert sentence in (out / "report.md").read_text() and sentence in (out / "report.html").read_text()

@@ -267,6 +267,9 @@ def collect_points(root: Path) -> list[dict]:
             **point,
             "kl": 0.0 if is_ref else _finite(kl.get("kl")),
             "kl_stderr": kl.get("stderr"),
+            # eval.json written before the token estimator holds the log-ratio's, unnamed
+            "kl_estimator": (kl.get("estimator") or "sample") if kl else None,
+            "kl_samples": kl.get("num_samples"),
             "gold": _mean(per_prompt),
             "gold_ci": gold.get("ci"),
             "gold_stderr": gold.get("stderr"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import math
+import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -135,6 +136,27 @@ def _method_rows(cmp: dict, reference: float | None) -> list[dict]:
         rows.append({"method": method, **iv, "seed_values": values,
                      "gain": None if iv["mean"] is None or reference is None else iv["mean"] - reference})
     return rows
+
+
+def _kl_measure(points: list[dict]) -> dict | None:
+    """How the trained checkpoints' KL was estimated: the estimators and samples per prompt
+    used, and the median standard error, for the line under the frontier."""
+    trained = [p for p in points if p["method"] != "sft" and p.get("kl") is not None]
+    if not trained:
+        return None
+    errors = [p["kl_stderr"] for p in trained if isinstance(p.get("kl_stderr"), (int, float))
+              and math.isfinite(p["kl_stderr"])]
+    estimators = sorted({p.get("kl_estimator") or "sample" for p in trained})
+    samples = sorted({p["kl_samples"] for p in trained if p.get("kl_samples")})
+    median = statistics.median(errors) if errors else None
+    counts = " or ".join(str(k) for k in samples) or "?"
+    text = (f"KL, the x axis, is estimated too: for each of the {len(trained)} trained checkpoints by the "
+            f"{' and '.join(estimators)} estimator from {counts} sample{'' if samples == [1] else 's'} per test prompt"
+            + (f" (median standard error {median:.3f} nats)" if median is not None else "")
+            + ". Its noise can move a checkpoint onto or off a frontier, and with it the verdict when the "
+              "verdict's interval is near 0; eval.kl.num_samples buys a closer estimate.")
+    return {"checkpoints": len(trained), "estimators": estimators, "samples": samples, "median_stderr": median,
+            "text": text}
 
 
 def _comparisons(points: list[dict], methods: list[str], budget: float | None) -> list[dict]:
@@ -437,6 +459,7 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
         "preference_quality": quality,
         "prompts": prompts,
         "excluded": excluded,
+        "kl_measure": _kl_measure(points),
         "points": [{k: v for k, v in p.items() if not k.endswith("per_prompt") and k not in ("lm_eval", "examples")}
                    for p in points],
         "win_rates": _win_rows(points, frontier_ids),
