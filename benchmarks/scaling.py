@@ -11,10 +11,13 @@ around a middle configuration:
 - PPO: ``max_completion_length`` (the tiny model rarely stops early, so completions run to
   it) and ``per_device_train_batch_size`` (rows per rollout, 2 completions per prompt).
 
-    python benchmarks/scaling.py [--steps 12] [--hidden-size 64 --layers 2] [--threads 1]
+    python benchmarks/scaling.py [--steps 6] [--repeats 7] [--hidden-size 64 --layers 2] [--threads 1]
 
-Prints one table per trainer, each row's time and memory also as a multiple of the
-smallest configuration's; the last line sums up how they grow.
+The configurations are interleaved: each of ``--repeats`` rounds runs every configuration
+once, and a configuration's time and memory ratios to the smallest one are taken within
+each round, so a machine that slows down between rounds slows both sides of a ratio
+alike. Prints one table per trainer (medians over rounds, the time ratio's interquartile
+range beside it); the last line sums up how they grow.
 """
 
 from __future__ import annotations
@@ -94,20 +97,30 @@ def child(kind: str, model_path: str, steps: int, batch: int, length: int, threa
             "peak_rss": status_kib("VmHWM") * 1024}
 
 
-def table(kind: str, label: str, rows: list[dict]) -> tuple[float, float, float]:
-    """Print one trainer's rows; returns the (tokens, time, memory) growth from the
-    smallest configuration to the largest."""
-    base = rows[0]
-    base_mem = base["peak_rss"] - base["rss_imported"]
-    print(f"\n{kind.upper()}  | batch | {label} | step s | x | tokens/s (batch x length) | training memory MiB | x |")
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return q[0], q[2]
+
+
+def table(kind: str, label: str, rounds: list[list[dict]]) -> tuple[float, float, tuple, float]:
+    """Print one trainer's rows (``rounds``: per configuration, its result in every round);
+    returns the growth from the smallest configuration to the largest: tokens, median time
+    ratio, its quartiles, median memory ratio."""
+    mem = [[r["peak_rss"] - r["rss_imported"] for r in results] for results in rounds]
+    print(f"\n{kind.upper()}  | batch | {label} | step s | x (IQR) | tokens/s (batch x length) | training memory MiB | x |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        mem = r["peak_rss"] - r["rss_imported"]
-        print(f"| {kind} | {r['batch']} | {r['length']} | {r['step_s']:.3f} | {r['step_s'] / base['step_s']:.2f} | "
-              f"{r['tokens_per_step'] / r['step_s']:,.0f} | {mem / MIB:.1f} | {mem / base_mem:.2f} |")
-    top = max(rows, key=lambda r: r["tokens_per_step"])
-    return (top["tokens_per_step"] / base["tokens_per_step"], top["step_s"] / base["step_s"],
-            (top["peak_rss"] - top["rss_imported"]) / base_mem)
+    out = []
+    for results, m in zip(rounds, mem):
+        r = results[0]
+        t_ratio = [a["step_s"] / b["step_s"] for a, b in zip(results, rounds[0])]
+        m_ratio = [a / b for a, b in zip(m, mem[0])]
+        step = statistics.median(x["step_s"] for x in results)
+        lo, hi = _quartiles(t_ratio)
+        print(f"| {kind} | {r['batch']} | {r['length']} | {step:.3f} | {statistics.median(t_ratio):.2f} ({lo:.2f}-{hi:.2f}) "
+              f"| {r['tokens_per_step'] / step:,.0f} | {statistics.median(m) / MIB:.1f} | {statistics.median(m_ratio):.2f} |")
+        out.append((r["tokens_per_step"], statistics.median(t_ratio), (lo, hi), statistics.median(m_ratio)))
+    top = max(out, key=lambda o: o[0])
+    return top[0] / out[0][0], top[1], top[2], top[3]
 
 
 def configurations(lengths, batches) -> list[tuple[int, int]]:
@@ -119,7 +132,8 @@ def configurations(lengths, batches) -> list[tuple[int, int]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=12, help="optimizer steps per configuration (6 proved too few for stable ratios)")
+    parser.add_argument("--steps", type=int, default=6, help="optimizer steps per configuration and round")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds over every configuration (at least 7)")
     parser.add_argument("--hidden-size", type=int, default=64, help="64 with 2 layers: the shipped tiny model")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
@@ -140,18 +154,25 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model_path = os.path.join(tmp, "model")
         run_child(__file__, ["--build", model_path, "--hidden-size", str(opts.hidden_size), "--layers", str(opts.layers)])
+        if opts.repeats < 7:
+            parser.error("--repeats: at least 7 interleaved rounds")
         print(f"Llama hidden {opts.hidden_size}, {opts.layers} layers, {opts.steps} steps per configuration "
-              f"(median step after the first), {opts.threads} torch thread(s), one subprocess each")
+              f"(median step after the first), {opts.threads} torch thread(s), one subprocess each, "
+              f"{opts.repeats} interleaved rounds")
         plans = {"dpo": ("max_length", DPO_LENGTHS, DPO_BATCHES),
                  "ppo": ("max_completion_length", PPO_LENGTHS, PPO_BATCHES)}
         for kind in opts.only.split(","):
             label, lengths, batches = plans[kind]
-            rows = [run_child(__file__, ["--child", kind, "--model", model_path, "--steps", str(opts.steps), "--batch", str(b),
-                               "--length", str(n), "--threads", str(opts.threads)])
-                    for b, n in configurations(lengths, batches)]
-            n, t, m = table(kind, label, rows)
-            summary.append(f"{kind}: {n:.0f}x the tokens per step costs {t:.2f}x the step time and {m:.2f}x the "
-                           "training memory")
+            configs = configurations(lengths, batches)
+            rounds: list[list[dict]] = [[] for _ in configs]
+            for _ in range(opts.repeats):  # A B C ... A B C ...: every round runs every configuration
+                for i, (b, n) in enumerate(configs):
+                    rounds[i].append(run_child(__file__, ["--child", kind, "--model", model_path, "--steps",
+                                                          str(opts.steps), "--batch", str(b), "--length", str(n),
+                                                          "--threads", str(opts.threads)]))
+            n, t, (lo, hi), m = table(kind, label, rounds)
+            summary.append(f"{kind}: {n:.0f}x the tokens per step costs {t:.2f}x the step time (IQR {lo:.2f}-{hi:.2f}) "
+                           f"and {m:.2f}x the training memory")
     print("\nsummary: " + "; ".join(summary))
     return 0
 
