@@ -202,17 +202,18 @@ def evaluate_checkpoint(
         # is drawn, from the policy's separate "kl" stream.
         reusable = (gen.temperature == 1.0 and gen.top_p == 1.0 and kl_tokens == gen.max_new_tokens
                     and drawn.token_ids is not None)
-        reuse = [drawn.token_ids[i * n:(i + 1) * n] for i in range(len(pset))] if reusable else None
-        reuse_lp = ([drawn.logprobs[i * n:(i + 1) * n] for i in range(len(pset))]
-                    if reusable and drawn.logprobs and len(drawn.logprobs) == len(drawn.token_ids) else None)
-        reuse_d = ([drawn.distributions[i * n:(i + 1) * n] for i in range(len(pset))]
-                   if reusable and drawn.distributions and len(drawn.distributions) == len(drawn.token_ids) else None)
+
+        def per_prompt(values):  # the judged completions' values, one list per prompt
+            if not (reusable and values and len(values) == len(drawn.token_ids)):
+                return None
+            return [values[i * n:(i + 1) * n] for i in range(len(pset))]
+
         results["kl"] = estimate_kl(
             policy, ref_policy, pset.prompts, num_samples=cfg.kl.num_samples,
             max_new_tokens=kl_tokens, batch_size=gen.batch_size,
             seed=seeds["kl"], cache_path=cache, progress="sampling for KL" if progress else False,
-            policy_samples=reuse, policy_logprobs=reuse_lp, estimator=cfg.kl.estimator,
-            policy_distributions=reuse_d,
+            policy_samples=per_prompt(drawn.token_ids), policy_logprobs=per_prompt(drawn.logprobs),
+            estimator=cfg.kl.estimator, policy_distributions=per_prompt(drawn.distributions),
         )
         drawn.distributions = None  # as large as the rest of the evaluation's tensors together
         results["kl"]["reference"] = _name(kl_ref)

@@ -78,6 +78,20 @@ def _padded_batches(prompt_ids, completion_ids, pad_id: int, batch_size: int):
         yield start, ids, mask, target
 
 
+def _per_completion(values, target):
+    """Sum ``values`` (one per completion token, in row order) over each row's completion."""
+    import torch
+
+    rows = torch.nonzero(target[:, 1:])[:, 0].to(values.device)
+    return torch.zeros(target.shape[0], device=values.device).index_add_(0, rows, values).cpu().numpy()
+
+
+def _sampled(logp, ids, target):
+    """Each row's summed log-probability of its own completion tokens under ``logp``."""
+    tokens = ids[:, 1:][target[:, 1:]].to(logp.device)
+    return _per_completion(logp.gather(-1, tokens[:, None])[:, 0], target)
+
+
 def _completion_logprobs(model, ids, mask, target):
     """Log-softmax of the model's next-token logits at every completion position
     (tokens x vocabulary, rows in order), on the model's device."""
@@ -102,16 +116,9 @@ def sequence_logprobs(
     Rows are right-padded (positions then start at 0 for every row, as in generation
     from an unpadded prompt); padding is masked out and never scored.
     """
-    import torch
-
     out = np.zeros(len(completion_ids))
     for start, ids, mask, target in _padded_batches(prompt_ids, completion_ids, pad_id, batch_size):
-        logp = _completion_logprobs(model, ids, mask, target)
-        tokens = ids[:, 1:][target[:, 1:]].to(logp.device)
-        rows = torch.nonzero(target[:, 1:])[:, 0].to(logp.device)
-        picked = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        sums = torch.zeros(ids.shape[0], device=logp.device).index_add_(0, rows, picked)
-        out[start : start + ids.shape[0]] = sums.cpu().numpy()
+        out[start : start + ids.shape[0]] = _sampled(_completion_logprobs(model, ids, mask, target), ids, target)
     return out
 
 
@@ -148,13 +155,9 @@ def token_kl(
                 f"have {logp.shape[-1]} entries and the reference's {logq.shape[-1]} (eval.kl.estimator: sample "
                 "needs only the sampled tokens)"
             )
-        tokens = ids[:, 1:][target[:, 1:]].to(logp.device)
-        rows = torch.nonzero(target[:, 1:])[:, 0].to(logp.device)
-        per_token = (logp.exp() * (logp - logq)).sum(dim=-1)
-        n, end = ids.shape[0], start + ids.shape[0]
-        for out, values in ((kl, per_token), (lp, logp.gather(-1, tokens[:, None])[:, 0]),
-                            (lq, logq.gather(-1, tokens[:, None])[:, 0])):
-            out[start:end] = torch.zeros(n, device=logp.device).index_add_(0, rows, values).cpu().numpy()
+        end = start + ids.shape[0]
+        kl[start:end] = _per_completion((logp.exp() * (logp - logq)).sum(dim=-1), target)
+        lp[start:end], lq[start:end] = _sampled(logp, ids, target), _sampled(logq, ids, target)
     return kl, lp, lq
 
 
@@ -243,11 +246,7 @@ def estimate_kl(
                                          **({"logprobs": drawn_lp} if drawn_lp else {})})
     else:
         drawn_lp = []
-    completions = [
-        list(row)
-        for i in range(len(prompts))
-        for row in (list(given[i]) if given else []) + drawn[i * extra : (i + 1) * extra]
-    ]
+    completions = [list(row) for row in _prompt_major(given, drawn, len(prompts), extra)]
     expanded = [prompt_ids[i // num_samples] for i in range(len(completions))]
     pad = policy.tokenizer.pad_token_id or 0
     given_lp = [list(row)[:num_samples] for row in policy_logprobs] if (given and policy_logprobs) else None
@@ -266,16 +265,13 @@ def estimate_kl(
     elif estimator == "token":
         given_d = [list(row)[:num_samples] for row in policy_distributions] if (given and policy_distributions) else None
         have = (given is None or given_d is not None) and (extra == 0 or bool(drawn_dists))
-        dists = [d for i in range(len(prompts))
-                 for d in (given_d[i] if given_d else []) + (drawn_dists[i * extra:(i + 1) * extra] if extra else [])
-                 ] if have else None
+        dists = _prompt_major(given_d, drawn_dists, len(prompts), extra) if have else None
         per_sample, lp, lq = token_kl(policy.model, reference.model, expanded, completions, pad_id=pad,
                                       batch_size=batch_size, policy_distributions=dists)
         from_sampling = have  # the policy's distributions came from sampling: no policy forward
     else:
         if from_sampling:  # every policy log-prob is known from sampling: no policy forward
-            lp = np.array([x for i in range(len(prompts))
-                           for x in (given_lp[i] if given_lp else []) + (drawn_lp[i * extra:(i + 1) * extra] if extra else [])])
+            lp = np.array(_prompt_major(given_lp, drawn_lp, len(prompts), extra))
         else:
             lp = sequence_logprobs(policy.model, expanded, completions, pad_id=pad, batch_size=batch_size)
         lq = sequence_logprobs(reference.model, expanded, completions, pad_id=pad, batch_size=batch_size)
@@ -310,6 +306,13 @@ def estimate_kl(
         "reused_samples": reused,
         "policy_logprobs_from_sampling": bool(from_sampling),
     }
+
+
+def _prompt_major(given, drawn, n_prompts: int, extra: int) -> list:
+    """Prompt after prompt: its given rows (``given[i]``, if any), then its ``extra`` rows of
+    the prompt-major ``drawn``."""
+    return [x for i in range(n_prompts)
+            for x in (list(given[i]) if given else []) + list((drawn or [])[i * extra:(i + 1) * extra])]
 
 
 def _checked_samples(policy: Policy, samples, n_prompts: int, num_samples: int, max_new_tokens: int):
