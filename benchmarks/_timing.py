@@ -25,9 +25,18 @@ def interleaved(ours, theirs, repeats: int = MIN_REPEATS) -> dict:
             out[name] = fn()
             times.append(time.perf_counter() - t)
     ratios = sorted(b / a for a, b in zip(t_ours, t_theirs))
-    q = statistics.quantiles(ratios, n=4)
     return {"repeats": repeats, "ours_s": statistics.median(t_ours), "theirs_s": statistics.median(t_theirs),
-            "ratio": statistics.median(ratios), "ratio_iqr": (q[0], q[2]), "ours": out["ours"], "theirs": out["theirs"]}
+            "ratio": statistics.median(ratios), "ratio_iqr": iqr(ratios), "ours": out["ours"], "theirs": out["theirs"]}
+
+
+def iqr(values, method: str = "exclusive") -> tuple[float, float]:
+    """First and third quartiles (``statistics.quantiles``' ``method``); both the value
+    itself when there is only one."""
+    values = list(values)
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4, method=method)
+    return q[0], q[2]
 
 
 _LIMITS = []  # threadpoolctl limits, kept alive for the process

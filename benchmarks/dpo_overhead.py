@@ -34,6 +34,8 @@ import time
 import warnings
 from pathlib import Path
 
+from _timing import iqr
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -166,9 +168,7 @@ def run_dpo(side: str, config: str, model_path: str, rows: list[dict], opts, wor
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
-    if len(values) < 2:
-        return values[0], values[0], values[0]
-    q1, q2, q3 = statistics.quantiles(values, n=4)
+    q1, q3 = iqr(values)
     return q1, statistics.median(values), q3
 
 

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _timing import iqr
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -132,7 +134,7 @@ def main() -> None:
                   f"(largest relative difference {diff:.1e})", flush=True)
 
     ratios = [c / u for c, u in zip(times["cached"], times["uncached"])]
-    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0], None, ratios[0])
+    q1, q3 = iqr(ratios)
     print(f"cached sweep median {statistics.median(times['cached']):.2f} s, "
           f"uncached sweep median {statistics.median(times['uncached']):.2f} s")
     print(f"losses identical in every repetition (all betas, every logged step): {identical}; "

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _timing import iqr
+
 from trl_plus.recipes.toy_rewards import char_share
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -118,9 +120,9 @@ def main(argv=None) -> int:
     )
     for kind in ("rloo", "ppo"):
         v = samples[kind]
-        q1, _, q3 = statistics.quantiles(v, n=4) if len(v) > 1 else (v[0], v[0], v[0])
+        q1, q3 = iqr(v)
         print(f"  {kind:5s} median {med[kind] * 1000:8.1f} ms/update  (IQR {q1 * 1000:.1f}-{q3 * 1000:.1f} ms, n={len(v)})")
-    r1, r2, r3 = statistics.quantiles(ratios, n=4)
+    r1, r3 = iqr(ratios)
     print(f"ratio PPO/RLOO: median {statistics.median(ratios):.2f} (IQR {r1:.2f}-{r3:.2f} over {len(ratios)} "
           "alternating repetitions)")
     return 0

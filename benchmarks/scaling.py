@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _children import MIB, RESULT, letter_share, run_child, save_stand_in, status_kib  # noqa: E402
+from _timing import MIN_REPEATS, iqr  # noqa: E402
 DPO_LENGTHS, DPO_BATCHES = (64, 128, 256), (8, 16, 32)
 PPO_LENGTHS, PPO_BATCHES = (16, 32, 64), (8, 16, 32)
 
@@ -97,11 +98,6 @@ def child(kind: str, model_path: str, steps: int, batch: int, length: int, threa
             "peak_rss": status_kib("VmHWM") * 1024}
 
 
-def _quartiles(values: list[float]) -> tuple[float, float]:
-    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
-    return q[0], q[2]
-
-
 def table(kind: str, label: str, rounds: list[list[dict]]) -> tuple[float, float, tuple, float]:
     """Print one trainer's rows (``rounds``: per configuration, its result in every round);
     returns the growth from the smallest configuration to the largest: tokens, median time
@@ -115,7 +111,7 @@ def table(kind: str, label: str, rounds: list[list[dict]]) -> tuple[float, float
         t_ratio = [a["step_s"] / b["step_s"] for a, b in zip(results, rounds[0])]
         m_ratio = [a / b for a, b in zip(m, mem[0])]
         step = statistics.median(x["step_s"] for x in results)
-        lo, hi = _quartiles(t_ratio)
+        lo, hi = iqr(t_ratio, method="inclusive")
         print(f"| {kind} | {r['batch']} | {r['length']} | {step:.3f} | {statistics.median(t_ratio):.2f} ({lo:.2f}-{hi:.2f}) "
               f"| {r['tokens_per_step'] / step:,.0f} | {statistics.median(m) / MIB:.1f} | {statistics.median(m_ratio):.2f} |")
         out.append((r["tokens_per_step"], statistics.median(t_ratio), (lo, hi), statistics.median(m_ratio)))
@@ -144,6 +140,8 @@ def main(argv=None) -> int:
     parser.add_argument("--length", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--build", help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
+    if opts.repeats < MIN_REPEATS:
+        parser.error(f"--repeats: at least {MIN_REPEATS} interleaved rounds")
     if opts.build:
         save_stand_in(opts.build, opts.hidden_size, opts.layers, max_len=512)
         return 0
@@ -154,8 +152,6 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model_path = os.path.join(tmp, "model")
         run_child(__file__, ["--build", model_path, "--hidden-size", str(opts.hidden_size), "--layers", str(opts.layers)])
-        if opts.repeats < 7:
-            parser.error("--repeats: at least 7 interleaved rounds")
         print(f"Llama hidden {opts.hidden_size}, {opts.layers} layers, {opts.steps} steps per configuration "
               f"(median step after the first), {opts.threads} torch thread(s), one subprocess each, "
               f"{opts.repeats} interleaved rounds")
