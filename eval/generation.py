@@ -344,9 +344,9 @@ def sample_token_ids(
     )
     order = sorted(range(len(prompt_ids)), key=lambda i: (-len(prompt_ids[i]), i))
     results: list[list[list[int]] | None] = [None] * len(prompt_ids)
-    record = logprobs_out is not None and samples_own_distribution(settings)
-    keep = distributions_out is not None and samples_own_distribution(settings)
-    record = record or keep
+    own = samples_own_distribution(settings)
+    keep = own and distributions_out is not None
+    record = own and (logprobs_out is not None or keep)
     recorder = _logprob_recorder(keep_distributions=keep) if record else None
     sums: list[list[float] | None] = [None] * len(prompt_ids)
     dists: list[list | None] = [None] * len(prompt_ids)
@@ -367,7 +367,7 @@ def sample_token_ids(
             new = new_t.tolist()
             token_lp, step_dists = recorder.finish(new_t) if record else (None, None)
             token_lp = token_lp.tolist() if record else None
-            step_dists = step_dists.cpu() if step_dists is not None else None
+            step_dists = step_dists.cpu() if keep else None
             for j, i in enumerate(chunk):
                 k = slice(j * settings.num_samples, (j + 1) * settings.num_samples)
                 results[i] = [cut_at_eos(r, eos) for r in new[k]]
