@@ -20,6 +20,18 @@ Two estimators of that one quantity, both unbiased, from the same samples:
 Samples already drawn from the policy under exactly that distribution (the harness's
 candidate completions when the generation settings are temperature 1, top-p 1) can be
 passed as token ids and are scored like fresh ones; only the shortfall is sampled.
+
+"The policy's distribution" is the model's own: sampling neutralises every generation
+option a checkpoint's ``generation_config.json`` may set (repetition penalty, n-gram
+blocking, min-p, suppressed tokens, ...; see
+:func:`~trl_plus.eval.generation.evaluation_generation`), so the samples, and the
+log-probs and distributions recorded while sampling, are those of the forward pass the
+reference is scored with.
+
+A reference that is the policy itself (the same model object, or the same
+``model_id``, which for a checkpoint is a hash of its weights and config) gives exactly
+0: its log-probs and distributions are the policy's, not a second forward pass that
+would differ from sampling's by float rounding.
 """
 
 from __future__ import annotations
@@ -103,6 +115,29 @@ def _completion_logprobs(model, ids, mask, target):
     return torch.log_softmax(logits[:, :-1][target[:, 1:].to(device)].float(), dim=-1)
 
 
+def _position_kl(logp, logq, chunk: int = 256):
+    """KL(p || q) at each row of two log-softmax tensors (positions x vocabulary).
+
+    Both rows are renormalised and the sum taken in float64: float32 log-softmaxes
+    computed two ways (sampling's cached steps, a full forward pass) are each normalised
+    only to about 1e-7, which made sum_v p (log p - log q) of two identical models come
+    out around +-1e-7 per position, negative as often as not; renormalised, it is the KL
+    of two proper distributions, >= 0 up to float64 rounding (floored at 0). A token to
+    which p gives probability 0 adds 0 (0 log 0 = 0). ``chunk`` rows at a time, to bound
+    the float64 copies' memory."""
+    import torch
+
+    out = []
+    for i in range(0, logp.shape[0], chunk):
+        p = logp[i : i + chunk].double()
+        q = logq[i : i + chunk].double()
+        p = p - torch.logsumexp(p, dim=-1, keepdim=True)
+        q = q - torch.logsumexp(q, dim=-1, keepdim=True)
+        terms = torch.where(torch.isneginf(p), torch.zeros_like(p), p.exp() * (p - q))
+        out.append(terms.sum(dim=-1).clamp_min(0.0).float())
+    return torch.cat(out) if out else logp.new_zeros(0)
+
+
 def sequence_logprobs(
     model,
     prompt_ids: Sequence[Sequence[int]],
@@ -131,6 +166,7 @@ def token_kl(
     pad_id: int = 0,
     batch_size: int = 32,
     policy_distributions: Sequence | None = None,
+    reference_is_policy: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each completion: the exact KL(pi(.|x, y<t) || pi_ref(.|x, y<t)) of the two
     models' next-token distributions summed over its positions t, then log pi(y|x) and
@@ -138,17 +174,25 @@ def token_kl(
 
     ``policy_distributions``: the policy's log-softmax at each completion's positions as
     sampling kept it (one tensor of completion length x vocabulary per completion); the
-    policy then runs no forward pass."""
+    policy then runs no forward pass.
+
+    ``reference_is_policy``: the two are one model; the reference's distributions are then
+    the policy's (no forward pass of its own) and every KL is exactly 0.
+
+    Each position's KL is computed by :func:`_position_kl`: never negative, and 0 log 0 = 0."""
     import torch
 
     kl, lp, lq = (np.zeros(len(completion_ids)) for _ in range(3))
     for start, ids, mask, target in _padded_batches(prompt_ids, completion_ids, pad_id, batch_size):
-        logq = _completion_logprobs(reference_model, ids, mask, target)
+        logq = None if reference_is_policy else _completion_logprobs(reference_model, ids, mask, target)
         if policy_distributions is not None:
             logp = torch.cat([torch.as_tensor(d) for d in policy_distributions[start : start + ids.shape[0]]])
-            logp = logp.to(logq.device, torch.float32)
+            logp = logp.to(logq.device if logq is not None else "cpu", torch.float32)
         else:
-            logp = _completion_logprobs(policy_model, ids, mask, target).to(logq.device)
+            logp = _completion_logprobs(policy_model, ids, mask, target)
+            logp = logp.to(logq.device) if logq is not None else logp
+        if logq is None:
+            logq = logp
         if logp.shape != logq.shape:
             raise DataError(
                 f"the token KL estimator needs next-token distributions of one size from both models; the policy's "
@@ -156,7 +200,7 @@ def token_kl(
                 "needs only the sampled tokens)"
             )
         end = start + ids.shape[0]
-        kl[start:end] = _per_completion((logp.exp() * (logp - logq)).sum(dim=-1), target)
+        kl[start:end] = _per_completion(_position_kl(logp, logq), target)
         lp[start:end], lq[start:end] = _sampled(logp, ids, target), _sampled(logq, ids, target)
     return kl, lp, lq
 
@@ -189,7 +233,10 @@ def estimate_kl(
     ``estimator``: ``"token"`` (the exact per-position KL of the next-token distributions,
     summed along each sample) or ``"sample"`` (each sample's log-ratio); see the module's
     docstring. ``sampled_log_ratio`` is the ``"sample"`` estimate from the same samples,
-    whichever estimator is reported: the two agree up to sampling error.
+    whichever estimator is reported: the two agree up to sampling error. A ``reference``
+    that is ``policy`` (the same model, or the same non-None ``model_id``) runs no forward
+    pass: its log-probs are the policy's, and both estimators give exactly 0
+    (``reference_is_policy`` in the result).
 
     ``policy_samples``: completions already sampled from ``policy`` at temperature 1 with
     no top-p / top-k and this ``max_new_tokens``, as token ids cut after the first EOS
@@ -217,6 +264,7 @@ def estimate_kl(
         raise DataError("KL needs the policy and the reference to share a tokenizer; their vocabularies differ")
     prompts = list(prompts)
     prompt_ids = encode_prompts(policy.tokenizer, prompts)
+    same = policy.model is reference.model or (policy.model_id is not None and policy.model_id == reference.model_id)
     given = _checked_samples(policy, policy_samples, len(prompts), num_samples, max_new_tokens)
     reused = len(given[0]) if given else 0
     extra = num_samples - reused
@@ -267,14 +315,15 @@ def estimate_kl(
         have = (given is None or given_d is not None) and (extra == 0 or bool(drawn_dists))
         dists = _prompt_major(given_d, drawn_dists, len(prompts), extra) if have else None
         per_sample, lp, lq = token_kl(policy.model, reference.model, expanded, completions, pad_id=pad,
-                                      batch_size=batch_size, policy_distributions=dists)
+                                      batch_size=batch_size, policy_distributions=dists, reference_is_policy=same)
         from_sampling = have  # the policy's distributions came from sampling: no policy forward
     else:
         if from_sampling:  # every policy log-prob is known from sampling: no policy forward
             lp = np.array(_prompt_major(given_lp, drawn_lp, len(prompts), extra))
         else:
             lp = sequence_logprobs(policy.model, expanded, completions, pad_id=pad, batch_size=batch_size)
-        lq = sequence_logprobs(reference.model, expanded, completions, pad_id=pad, batch_size=batch_size)
+        lq = lp.copy() if same else sequence_logprobs(reference.model, expanded, completions, pad_id=pad,
+                                                      batch_size=batch_size)
         per_sample = lp - lq
     if scores_key and hit is None:
         cache_store(cache_path, {"key": scores_key, "kind": "kl_scores", "model": policy.model_id,
@@ -305,6 +354,7 @@ def estimate_kl(
         "seed": seed,
         "reused_samples": reused,
         "policy_logprobs_from_sampling": bool(from_sampling),
+        "reference_is_policy": bool(same),
     }
 
 

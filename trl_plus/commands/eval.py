@@ -12,6 +12,7 @@ folder. A checkpoint is a local folder when it exists or can only be a path (see
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -172,6 +173,13 @@ def _ci(ci) -> str:
     return "[" + ", ".join("nan" if v is None else f"{v:.3f}" for v in ci) + "]"
 
 
+def _num(value) -> str:
+    """A number to three decimals; ``n/a`` for None (``eval.json`` holds NaN as null), NaN or a non-number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.3f}"
+
+
 def summary_text(results: dict) -> str:
     lines = [f"checkpoint {results['checkpoint']} vs {results['reference']} on {results['prompts']['count']} prompts"]
     for name, w in results.get("win_rates", {}).items():
@@ -183,8 +191,8 @@ def summary_text(results: dict) -> str:
         )
     kl = results.get("kl")
     if kl:
-        lines.append(f"  KL to reference: {kl['kl']:.3f} ± {kl['stderr']:.3f} (s.e.; {kl.get('estimator', 'sample')} "
-                     f"estimator, {kl['num_samples']} sample(s) per prompt)")
+        lines.append(f"  KL to reference: {_num(kl.get('kl'))} ± {_num(kl.get('stderr'))} (s.e.; "
+                     f"{kl.get('estimator', 'sample')} estimator, {kl.get('num_samples', 'n/a')} sample(s) per prompt)")
     gold = results.get("gold_reward")
     if gold and gold.get("mean") is not None:
         lines.append(f"  gold reward: {gold['mean']:.3f} {_ci(gold['ci'])}")
