@@ -94,7 +94,7 @@ def test_overoptimisation_against_the_sft_model_and_with_missing_kl():
 # --- best-of-n ----------------------------------------------------------------------------------
 
 
-def test_best_of_n_kl_is_exact():
+def test_best_of_n_kl_formula_is_the_upper_bound():
     for n in (1, 2, 4, 8, 16, 100):
         assert diag.best_of_n_kl(n) == math.log(n) - (n - 1) / n
     assert diag.best_of_n_kl(1) == 0.0
@@ -114,28 +114,39 @@ def test_best_of_n_gold_rises_with_a_correlated_proxy_and_not_with_an_independen
     golds = [p["gold"] for p in up["points"]]
     assert all(b > a for a, b in zip(golds, golds[1:]))
     assert golds[-1] - golds[0] > 1.0  # E[max of 16 normals] * corr 0.89 is about 1.58
-    assert [p["kl"] for p in up["points"]] == [diag.best_of_n_kl(n) for n in up["ns"]]
+    # Continuous scores have no ties: the estimate is the formula, which is exact here.
+    assert [p["kl"] for p in up["points"]] == pytest.approx([diag.best_of_n_kl(n) for n in up["ns"]], abs=1e-12)
+    assert [p["kl_upper_bound"] for p in up["points"]] == [diag.best_of_n_kl(n) for n in up["ns"]]
     for p in flat["points"]:
         assert abs(p["gold"]) < 4 / math.sqrt(2000)  # the picks are random draws of gold
         assert p["prompts"] == 2000 and len(p["gold_per_prompt"]) == 2000
-    # best-of-1 is the first sample of each prompt.
-    assert up["points"][0]["gold_per_prompt"] == gold[:, 0].tolist()
+    # best-of-1, rank-weighted over all 16 samples, is each prompt's mean; best-of-16 its top pick.
+    assert up["points"][0]["gold_per_prompt"] == pytest.approx(gold.mean(axis=1).tolist())
+    assert up["points"][-1]["gold_per_prompt"] == pytest.approx(gold[np.arange(2000), correlated.argmax(axis=1)].tolist())
 
 
 def test_best_of_n_handles_failed_samples_and_too_few_samples():
     gold = [[0.1, 0.9, 0.5, None],
             [0.2, 0.3, 0.4, 0.8],
             [0.7, 0.6, 0.0, 0.1]]
-    proxy = [[1.0, 3.0, 2.0, 9.0],   # n=4 picks sample 4, whose gold failed
-             [None, None, 5.0, 1.0],  # no valid proxy in the first two
-             [2.0, 2.0, 1.0, 0.0]]    # a proxy tie goes to the earlier sample
+    proxy = [[1.0, 3.0, 2.0, 9.0],   # the top pick's gold failed
+             [None, None, 5.0, 1.0],  # two failed proxy scores: a pool of two samples
+             [2.0, 2.0, 1.0, 0.0]]    # a proxy tie between the two best
     r = diag.best_of_n(gold, proxy, ns=(1, 2, 4, 8))
     assert r["ns"] == [1, 2, 4] and "n = 8 left out" in r["text"] and "only 4 samples" in r["text"]
     one, two, four = r["points"]
-    assert one["gold_per_prompt"] == [0.1, None, 0.7] and one["prompts"] == 2
-    assert two["gold_per_prompt"] == [0.9, None, 0.7] and two["gold"] == pytest.approx(0.8)
-    assert four["gold_per_prompt"] == [None, 0.4, 0.7] and four["prompts"] == 3 and four["gold_missing"] == 1
-    assert four["gold"] == pytest.approx(0.55) and four["proxy"] == pytest.approx((9 + 5 + 2) / 3)
+    # n = 1: each prompt's mean over its pool (a failed gold reward left out of the mean).
+    assert one["gold_per_prompt"] == pytest.approx([0.5, 0.6, 0.35]) and one["prompts"] == 3
+    # n = 2, prompt 1 (ranks by proxy 0.1 < 0.5 < 0.9 < None-gold): weights C(i-1, 1) / C(4, 2) =
+    # 0, 1/6, 2/6, 3/6; the last has no gold, so the rest is renormalised: (0.5 + 2 * 0.9) / 3.
+    # Prompt 2's pool has two samples: best-of-2 keeps the higher proxy, gold 0.4. Prompt 3: the
+    # tied pair at the top shares C(4, 2) - C(2, 2) = 5 of 6 subsets, 0 and 1.0 share C(2, 2) - 0 = 1.
+    assert two["gold_per_prompt"] == pytest.approx([(0.5 + 2 * 0.9) / 3, 0.4, (5 / 6) * 0.65 + (1 / 6) * 0.0])
+    assert two["gold_missing"] == 1 and two["prompts"] == 3
+    # n = 4: prompt 1's only candidate has no gold (None), prompt 2's pool is too small (skipped).
+    assert four["gold_per_prompt"] == [None, None, pytest.approx(0.65)]
+    assert four["prompts"] == 2 and four["gold_missing"] == 1
+    assert four["gold"] == pytest.approx(0.65) and four["proxy"] == pytest.approx((9 + 2) / 2)
     with pytest.raises(ValueError):
         diag.best_of_n([[1, 2], [1]], [[1, 2], [1, 2]])
     with pytest.raises(ValueError):
@@ -146,16 +157,19 @@ def test_best_of_n_handles_failed_samples_and_too_few_samples():
 
 
 def test_power_curve_matches_textbook_values_and_rises_with_seeds():
-    curve = diag.power_curve(sd=1.0, difference=1.0)
+    from trl_plus.eval import power_by_seeds
+
+    curve = power_by_seeds(sd=1.0, difference=1.0)
     power = {c["seeds"]: c["power"] for c in curve}
     assert list(power) == list(range(2, 21))
-    assert power[17] == pytest.approx(0.807, abs=0.005)  # Cohen: d = 1 needs 17 per group for 80%
-    assert power[10] == pytest.approx(0.562, abs=0.005)
+    assert power[17] == pytest.approx(0.807, abs=0.01)  # Cohen: d = 1 needs 17 per group for 80%
+    assert power[10] == pytest.approx(0.562, abs=0.01)
     assert all(b > a for a, b in zip(curve, curve[1:]) for a, b in [(a["power"], b["power"])])
-    assert diag.seeds_for_power(curve) == 17
-    assert diag.power_curve(sd=2.0, difference=-2.0) == curve  # only the size counts
-    assert diag.power_curve(0, 1.0) == [] and diag.power_curve(None, 1.0) == []
-    assert diag.power_curve(1.0, 0.0, seeds=[5])[0]["power"] == pytest.approx(0.05)
+    assert next(c["seeds"] for c in curve if c["power"] >= 0.8) == 17
+    assert power_by_seeds(sd=2.0, difference=-2.0) == curve  # only the size counts
+    assert power_by_seeds(0, 1.0) == [] and power_by_seeds(None, 1.0) == []
+    # no difference: the size of Welch's test, a little under alpha with few seeds
+    assert power_by_seeds(1.0, 0.0, seeds=[5])[0]["power"] == pytest.approx(0.05, abs=0.01)
 
 
 # --- preference-data quality --------------------------------------------------------------------
@@ -237,14 +251,16 @@ def test_each_plot_writes_a_png(tmp_path):
     rng = np.random.default_rng(1)
     gold = rng.normal(size=(50, 8))
     bon = diag.best_of_n(gold.tolist(), (gold + rng.normal(size=gold.shape)).tolist())
-    curve = diag.power_curve(0.05, 0.04)
+    from trl_plus.eval import power_by_seeds
+
+    curve = power_by_seeds(0.05, 0.04)
     quality = diag.preference_quality(ROWS)
     written = [
         plots.overoptimisation_plot(over, runs, SFT, tmp_path / "over.png"),
         plots.overoptimisation_plot(diag.overoptimisation(runs), runs, None, tmp_path / "over_nosft.png"),
         plots.best_of_n_plot(bon, tmp_path / "bon.png", sft_gold=0.0),
-        plots.power_plot(curve, tmp_path / "power.png", current_seeds=3, needed=diag.seeds_for_power(curve)),
-        plots.power_plot({"ppo": curve, "dpo": diag.power_curve(0.1, 0.04)}, tmp_path / "power2.png"),
+        plots.power_plot(curve, tmp_path / "power.png", current_seeds=3, needed=next((c["seeds"] for c in curve if c["power"] >= 0.8), None)),
+        plots.power_plot({"ppo": curve, "dpo": power_by_seeds(0.1, 0.04)}, tmp_path / "power2.png"),
         plots.power_plot([], tmp_path / "power_empty.png"),
         plots.preference_quality_plot(quality, tmp_path / "quality.png"),
         plots.preference_quality_plot(diag.preference_quality([{"prompt": "p", "chosen": "a b", "rejected": "a"}]),

@@ -104,18 +104,26 @@ def overoptimisation_plot(result: dict, runs: list[dict], sft: dict | None, path
 
 
 def best_of_n_plot(result: dict, path: Path, sft_gold: float | None = None) -> Path:
-    """Gold reward of best-of-n against its analytic KL, one point per n (annotated), with
-    95% error bars and the SFT model's gold reward as a star at KL 0.
+    """Gold reward of best-of-n against its estimated KL (ties and duplicates counted), one
+    point per n (annotated), with 95% error bars (gold over prompts; KL over prompts where
+    given), the same rewards as hollow markers at the upper bound log n - (n - 1) / n where
+    that differs, and the SFT model's gold reward as a star at KL 0.
 
     ``result`` is ``best_of_n(...)``.
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    pts = [p for p in result.get("points", []) if p.get("gold") is not None]
+    pts = [p for p in result.get("points", []) if p.get("gold") is not None and p.get("kl") is not None]
     if pts:
         err = [1.96 * p["gold_stderr"] if p.get("gold_stderr") is not None else 0.0 for p in pts]
-        ax.errorbar([p["kl"] for p in pts], [p["gold"] for p in pts], yerr=err, color=BON_COLOUR, marker="o",
-                    markersize=4, capsize=2, linewidth=1.4, label="best-of-n (SFT samples)")
+        xerr = [1.96 * p["kl_stderr"] if p.get("kl_stderr") is not None else 0.0 for p in pts]
+        ax.errorbar([p["kl"] for p in pts], [p["gold"] for p in pts], yerr=err, xerr=xerr, color=BON_COLOUR,
+                    marker="o", markersize=4, capsize=2, linewidth=1.4, label="best-of-n at its estimated KL")
+        bound = [p for p in pts if p.get("kl_upper_bound") is not None and abs(p["kl_upper_bound"] - p["kl"]) > 1e-9]
+        if bound:
+            ax.plot([p["kl_upper_bound"] for p in bound], [p["gold"] for p in bound], color=BON_COLOUR, marker="o",
+                    markersize=5, markerfacecolor="none", linestyle=":", linewidth=1.0, alpha=0.8,
+                    label="same, at the upper bound log n - (n-1)/n")
         for p in pts:
             ax.annotate(f"n={p['n']}", (p["kl"], p["gold"]), textcoords="offset points", xytext=(4, 4), fontsize=7,
                         color=BON_COLOUR)
@@ -123,7 +131,7 @@ def best_of_n_plot(result: dict, path: Path, sft_gold: float | None = None) -> P
         ax.text(0.5, 0.5, "no best-of-n point has a gold reward", ha="center", va="center", transform=ax.transAxes)
     if sft_gold is not None:
         ax.scatter([0], [sft_gold], marker="*", s=160, color=METHOD_COLOURS["sft"], zorder=5, label="SFT (reference)")
-    ax.set_xlabel("KL(best-of-n || SFT), nats: log n - (n - 1) / n")
+    ax.set_xlabel("KL(best-of-n || SFT), nats (ties and duplicates counted)")
     ax.set_ylabel("mean gold reward (held-out judge)")
     ax.set_title("Best-of-n baseline: the reward model picks, the gold reward judges")
     ax.grid(alpha=0.25)
@@ -135,7 +143,7 @@ def best_of_n_plot(result: dict, path: Path, sft_gold: float | None = None) -> P
 def power_plot(curve, path: Path, current_seeds: int | None = None, needed=None) -> Path:
     """Power against seeds per method, a dotted line at 80% power and the current seed count.
 
-    ``curve`` is ``power_curve(...)``, or a dict of them keyed by a label (a method name gets
+    ``curve`` is ``trl_plus.eval.power_by_seeds(...)``, or a dict of them keyed by a label (a method name gets
     its colour). ``needed``: the seed count reaching 80% power (an int, or a dict keyed like
     ``curve``), drawn as a marker on the curve.
     """
