@@ -4,6 +4,13 @@ length-controlled win rate (after AlpacaEval 2).
 Inputs are per-pair probabilities that the candidate beats the reference (a judge's
 output), with the prompt each pair belongs to. ``None`` marks a pair the judge failed on:
 it is counted, never silently dropped, and left out of the rates.
+
+The prompt is the unit of every rate and of its interval: a prompt's judged pairs are
+averaged first, each rate is the mean over prompts of those averages, and the bootstrap
+resamples prompts. (Averaging over pairs instead weighs a prompt by how many of its pairs
+the judge answered, while the interval weighs prompts equally: with several samples per
+prompt and some judge failures the two disagree, and the interval could exclude its own
+estimate.)
 """
 
 from __future__ import annotations
@@ -67,7 +74,7 @@ _Z_CLIP = 35.0  # |z| beyond which sigmoid(z) is 0 or 1 in double precision
 
 
 def length_controlled_win_rate(
-    scores: Sequence[float], length_differences: Sequence[float]
+    scores: Sequence[float], length_differences: Sequence[float], weights: Sequence[float] | None = None
 ) -> float:
     """Win rate at zero length difference.
 
@@ -83,12 +90,16 @@ def length_controlled_win_rate(
     wins or all losses (that value), no spread in length difference (the slope is 0),
     and outcomes perfectly (or quasi-) separated by length, where the slope diverges and
     the intercept's limit depends on where in the gap the threshold falls.
+
+    ``weights`` (one per pair, default 1) weigh the pairs in the fit: ``win_rate_summary``
+    gives each pair 1 / (its prompt's judged pairs), so every prompt weighs the same.
     """
     y = np.asarray(scores, dtype=float)
     d = np.asarray(length_differences, dtype=float)
     if y.size == 0:
         return math.nan
-    return float(_lc_fit(d, y, np.ones((1, y.size)))[0][0])
+    w = np.ones(y.size) if weights is None else np.asarray(weights, dtype=float)
+    return float(_lc_fit(d, y, w[None, :])[0][0])
 
 
 def _lc_fit(d: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -199,6 +210,11 @@ def win_rate_summary(
 
     The bootstrap resamples prompts (a prompt with several samples stays together), so
     the CI reflects the variation over the prompt set, not over the judge or training.
+    Every rate is over the same unit as its interval: each prompt's judged pairs are
+    averaged first and the rate is the mean over prompts (``per_prompt``), so a prompt on
+    which the judge failed for some pairs weighs as much as any other; the
+    length-controlled fit gives each pair 1 / (its prompt's judged pairs) for the same
+    reason. ``wins``, ``ties`` and ``losses`` count pairs.
     """
     n_pairs = len(probabilities)
     ok = [i for i, p in enumerate(probabilities) if p is not None]
@@ -224,27 +240,49 @@ def win_rate_summary(
     if not ok:
         out.update(win_rate=math.nan, win_rate_ci=[math.nan, math.nan], soft_win_rate=math.nan,
                    soft_win_rate_ci=[math.nan, math.nan], tie_rate=math.nan, lc_win_rate=math.nan,
-                   lc_win_rate_ci=[math.nan, math.nan], lc_fallback_resamples=0, per_prompt={})
+                   lc_win_rate_ci=[math.nan, math.nan], lc_fallback_resamples=0, prompts_judged=0,
+                   per_prompt={})
         return out
     per_prompt, order = _group(scores, ids)
     per_prompt_soft, _ = _group(p, ids)
-    out["win_rate"] = float(scores.mean())
-    out["win_rate_ci"] = list(bootstrap_ci(per_prompt, n_resamples=n_resamples, seed=seed, confidence=confidence))
-    out["soft_win_rate"] = float(p.mean())
-    out["soft_win_rate_ci"] = list(
-        bootstrap_ci(per_prompt_soft, n_resamples=n_resamples, seed=seed + 1, confidence=confidence)
-    )
-    out["tie_rate"] = float((scores == 0.5).mean())
+    per_prompt_ties, _ = _group((scores == 0.5).astype(float), ids)
+    out["win_rate"], out["win_rate_ci"] = _prompt_mean_and_ci(per_prompt, n_resamples, seed, confidence)
+    out["soft_win_rate"], out["soft_win_rate_ci"] = _prompt_mean_and_ci(per_prompt_soft, n_resamples, seed + 1,
+                                                                        confidence)
+    out["tie_rate"] = float(per_prompt_ties.mean())
+    out["prompts_judged"] = len(order)
     diff = len_c - len_r
-    out["lc_win_rate"] = length_controlled_win_rate(scores, diff)
+    weights = _prompt_weights(ids)
+    out["lc_win_rate"] = length_controlled_win_rate(scores, diff, weights)
     lc_stats, lc_fallback = lc_bootstrap_estimates(scores, diff, ids, n_resamples=lc_resamples or min(n_resamples, 1000),
-                                                   seed=seed + 2)
+                                                   seed=seed + 2, pair_weights=weights)
     alpha = (1 - confidence) / 2
     out["lc_win_rate_ci"] = [float(v) for v in np.nanquantile(lc_stats, [alpha, 1 - alpha])]
     # resamples whose length regression had no finite optimum enter with their plain win rate
     out["lc_fallback_resamples"] = int(lc_fallback.sum())
     out["per_prompt"] = {str(k): float(v) for k, v in zip(order, per_prompt)}
     return out
+
+
+def _prompt_mean_and_ci(per_prompt: np.ndarray, n_resamples: int, seed: int, confidence: float
+                        ) -> tuple[float, list[float]]:
+    """The mean over prompts and its percentile bootstrap CI over the same prompts.
+
+    The resampled means are centred on the estimate, so the percentile interval holds it;
+    what can still push it out by a last bit is rounding (every resample giving the same
+    value, summed in another order than the estimate). ``min``/``max`` remove that.
+    """
+    estimate = float(np.mean(per_prompt))
+    lo, hi = bootstrap_ci(per_prompt, n_resamples=n_resamples, seed=seed, confidence=confidence)
+    return estimate, [min(lo, estimate), max(hi, estimate)]
+
+
+def _prompt_weights(ids: Sequence) -> np.ndarray:
+    """One weight per pair, 1 / (pairs of its prompt): every prompt weighs 1 in total."""
+    counts: dict = {}
+    for g in ids:
+        counts[g] = counts.get(g, 0) + 1
+    return np.asarray([1.0 / counts[g] for g in ids], dtype=float)
 
 
 def resample_counts(n_groups: int, n_resamples: int, seed: int) -> np.ndarray:
@@ -263,19 +301,23 @@ def counts_of(picks: np.ndarray, n_groups: int) -> np.ndarray:
 
 
 def lc_bootstrap_estimates(scores, diff, ids, *, n_resamples: int = 1000, seed: int = 0,
-                           counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                           counts: np.ndarray | None = None,
+                           pair_weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The length-controlled win rate of each bootstrap resample of prompts (a prompt's
     pairs stay together), and a mask of those that fell back to their plain win rate.
 
     ``counts`` (``(n_resamples, n_prompts)``, prompts in first-seen order of ``ids``)
     replaces the resamples drawn from ``seed``. Every resample is fitted at once, from its
-    counts as weights: no resampled rows are built.
+    counts as weights: no resampled rows are built. ``pair_weights`` (one per pair,
+    default 1) multiply those counts, as in the point estimate's fit.
     """
     order: dict = {}
     group = np.asarray([order.setdefault(g, len(order)) for g in ids], dtype=int)
     if counts is None:
         counts = resample_counts(len(order), n_resamples, seed)
     weights = np.asarray(counts, dtype=float)[:, group]
+    if pair_weights is not None:
+        weights = weights * np.asarray(pair_weights, dtype=float)[None, :]
     return _lc_fit(np.asarray(diff, dtype=float), np.asarray(scores, dtype=float), weights)
 
 

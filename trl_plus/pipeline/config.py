@@ -84,7 +84,11 @@ class PPOStage(PolicyStage):
 
     kl_coefs: list[float] | None = None
     kl_targets: list[float] | None = None  # adaptive controller (Ziegler et al.) per target
-    horizon: int = Field(10000, gt=0)
+    # The adaptive controller's horizon in samples. None (the default): scaled to each run,
+    # ``horizon_fraction`` x the samples the run generates (``policy.kl_horizon``), so a
+    # kl_targets sweep moves kl_coef however long its runs are; a number here wins.
+    horizon: int | None = Field(None, gt=0)
+    horizon_fraction: float = Field(0.1, gt=0, le=1)
 
     @field_validator("kl_coefs", "kl_targets")
     @classmethod
@@ -124,10 +128,15 @@ class Stages(_Strict):
         return value
 
 
+MIN_EFFECT = 0.02
+
+
 class ReportSection(_Strict):
     title: str = "PPO vs DPO"
-    kl_budget: float | None = None  # the verdict compares methods at KL <= this; None: the smallest max
-    uncertainty: Literal["seeds", "sampling"] = "seeds"
+    kl_budget: float | None = None  # the verdict compares methods at KL <= this; None: what the methods reach
+    # The smallest true difference in gold reward that matters: what power is planned for.
+    # Stated before the run, never taken from the observed difference.
+    min_effect: float = Field(MIN_EFFECT, gt=0, allow_inf_nan=False)
 
 
 class LauncherSection(_Strict):
@@ -210,8 +219,15 @@ def parse(recipe) -> PipelineConfig:
     except ValidationError as exc:
         for key, message in _problems(exc, "stages"):
             problems.add(key, message)
+    report_raw = raw.get("report") or {}
+    if isinstance(report_raw, dict) and "uncertainty" in report_raw:
+        # Once accepted ("seeds" | "sampling") and never read: refused, so no recipe believes it chose something.
+        problems.add("report.uncertainty", f"removed (got {report_raw['uncertainty']!r}): the report's intervals "
+                                           "always take seeds (training runs) as the unit of uncertainty, and "
+                                           "prompts within a run are not independent evidence; delete the key")
+        report_raw = {k: v for k, v in report_raw.items() if k != "uncertainty"}
     try:
-        report = ReportSection.model_validate(raw.get("report") or {})
+        report = ReportSection.model_validate(report_raw)
     except ValidationError as exc:
         for key, message in _problems(exc, "report"):
             problems.add(key, message)
@@ -243,6 +259,14 @@ def _check_stages(stages: Stages, raw: dict, problems) -> None:
         section = getattr(stages, name)
         if section is not None and section.kl_coefs and section.kl_targets:
             problems.add(f"stages.{name}", "give kl_coefs or kl_targets, not both")
+        if section is not None and not section.kl_targets:
+            for key in ("horizon", "horizon_fraction"):
+                if key in section.model_fields_set:
+                    problems.add(f"stages.{name}.{key}", "the adaptive controller's horizon is read only with "
+                                                         "kl_targets (a kl_coefs sweep keeps kl_coef fixed); remove it")
+        if section is not None and {"horizon", "horizon_fraction"} <= section.model_fields_set:
+            problems.add(f"stages.{name}.horizon_fraction", "give horizon (samples) or horizon_fraction (of the "
+                                                            "run's samples), not both")
     if stages.corpus is None and stages.sft.base is None:
         problems.add("stages.sft.base", "name a base model (stages.sft.base) or generate the review corpus "
                                         "(stages.corpus)")

@@ -23,6 +23,8 @@ DPO_DEFAULTS = dict(
     learning_rate=1e-4, num_train_epochs=3, per_device_train_batch_size=32, max_length=64,
     lr_scheduler_type="constant", logging_steps=5, weight_decay=0.0,
 )
+# The adaptive controller's default horizon, as a fraction of a run's samples (``kl_horizon``).
+HORIZON_FRACTION = 0.1
 PPO_DEFAULTS = dict(
     learning_rate=3e-4, critic_learning_rate=1e-3, per_device_train_batch_size=32, num_generations=2,
     num_mini_batches=2, num_ppo_epochs=2, max_completion_length=24, max_steps=60, logging_steps=5,
@@ -66,6 +68,84 @@ def planned_runs(config) -> list[PolicyRun]:
     return runs
 
 
+def ppo_samples(args: dict, world_size: int = 1) -> dict:
+    """How many samples (completions) a PPO run of these ``PPOConfig`` args generates.
+
+    As trl's RLOO (and so trl-plus' PPO) schedules it: a rollout every
+    ``steps_per_generation x num_iterations`` micro-batches, each of
+    ``per_device_train_batch_size x world_size x steps_per_generation`` completions, where
+    ``num_mini_batches`` sets ``steps_per_generation`` to ``num_mini_batches x
+    gradient_accumulation_steps`` and ``num_ppo_epochs`` sets ``num_iterations``. Returns
+    ``{"rollouts", "samples_per_rollout", "samples"}``.
+    """
+    ga = int(args.get("gradient_accumulation_steps") or 1)
+    per_device = int(args["per_device_train_batch_size"])
+    world_size = max(1, int(world_size))
+    if args.get("num_mini_batches") is not None:
+        per_generation = int(args["num_mini_batches"]) * ga
+    elif args.get("steps_per_generation") is not None:
+        per_generation = int(args["steps_per_generation"])
+    elif args.get("generation_batch_size") is not None:
+        per_generation = max(1, int(args["generation_batch_size"]) // (per_device * world_size))
+    else:
+        per_generation = ga
+    iterations = int(args.get("num_ppo_epochs") or args.get("num_iterations") or 1)
+    micro_batches = int(args["max_steps"]) * ga
+    rollouts = math.ceil(micro_batches / (per_generation * iterations))
+    per_rollout = per_device * world_size * per_generation
+    return {"rollouts": rollouts, "samples_per_rollout": per_rollout, "samples": rollouts * per_rollout}
+
+
+def kl_horizon(args: dict, fraction: float = HORIZON_FRACTION, world_size: int = 1,
+               horizon: int | None = None) -> dict:
+    """The adaptive controller's horizon for a PPO run of ``args`` (``PPOConfig`` fields).
+
+    The controller (Ziegler et al. 2019) moves ``kl_coef`` by a factor ``1 + e x n / horizon``
+    per rollout of ``n`` samples, ``e`` the KL error clipped to +-0.2: over a run of ``N``
+    samples ``kl_coef`` can change by at most ``exp(+-0.2 N / horizon)``. A fixed horizon
+    of 10,000 samples (as in the original, whose runs were far longer than that) against a
+    pipeline run of 15 rollouts x 64 samples moves it by under 2%, so every run of a
+    kl_targets sweep would train at nearly the same kl_coef. Scaled to the run,
+    ``horizon = fraction x N`` (default a tenth: the run spans ten of the controller's time
+    constants, room for ``kl_coef`` to move by a factor of up to ``exp(2)`` either way), but
+    never below one rollout's samples, so one update changes ``kl_coef`` by at most 20%
+    and can never flip its sign. A ``horizon`` given explicitly (the recipe's
+    ``stages.<ppo>.horizon``) wins.
+
+    Returns what the run's ``done.json`` records as ``kl_controller``: ``horizon`` (the
+    effective value, in samples), ``horizon_source`` (``"recipe"`` or ``"scaled"``),
+    ``horizon_fraction`` (None when the recipe's horizon was used), and the run's sample
+    plan (``rollouts``, ``samples_per_rollout``, ``samples``, ``world_size``).
+    """
+    plan = {**ppo_samples(args, world_size), "world_size": max(1, int(world_size))}
+    if horizon is not None:
+        return {"horizon": int(horizon), "horizon_source": "recipe", "horizon_fraction": None, **plan}
+    scaled = max(math.ceil(round(fraction * plan["samples"], 9)), plan["samples_per_rollout"])
+    return {"horizon": int(scaled), "horizon_source": "scaled", "horizon_fraction": float(fraction), **plan}
+
+
+def _world_size(config) -> int:
+    """Processes a policy run trains on: 1 in the pipeline's own process, the launcher's
+    ``num_processes`` (or its accelerate config's) under a launcher."""
+    launcher = getattr(config, "launcher", None)
+    if launcher is None:
+        return 1
+    if launcher.num_processes is not None:
+        return int(launcher.num_processes)
+    if launcher.accelerate_config:
+        import yaml
+
+        try:
+            settings = yaml.safe_load(Path(launcher.accelerate_config).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return 1
+        try:
+            return max(1, int(settings.get("num_processes") or 1))
+        except (TypeError, ValueError):
+            return 1
+    return 1
+
+
 def _save_every(total_steps: int, checkpoints: int) -> int:
     return max(1, math.ceil(total_steps / checkpoints))
 
@@ -106,12 +186,26 @@ def _ppo_recipe(ctx, run: PolicyRun) -> dict:
     }
     if run.strength_key == "kl_target":
         args["beta"] = 0.05
-        recipe["kl"] = {"name": "adaptive", "init": 0.05, "target": run.strength, "horizon": section.horizon}
+        controller = kl_controller(ctx, run)
+        recipe["kl"] = {"name": "adaptive", "init": 0.05, "target": run.strength, "horizon": controller["horizon"]}
     else:
         args["beta"] = run.strength
     args.update(seed=run.seed, save_strategy="steps", save_steps=_save_every(args["max_steps"], ctx.config.stages.checkpoints))
     recipe["ppo"] = args
     return _with_peft(recipe, section)
+
+
+def kl_controller(ctx, run: PolicyRun) -> dict | None:
+    """The adaptive KL controller of a ``kl_target`` run: its target and initial kl_coef,
+    and the effective horizon with how it was set (``kl_horizon``); None for other runs.
+    ``run_policy`` records it in the run's ``done.json`` under ``kl_controller``."""
+    if run.strength_key != "kl_target":
+        return None
+    section = getattr(ctx.config.stages, run.method)
+    args = {**PPO_DEFAULTS, **section.args}
+    fraction = getattr(section, "horizon_fraction", HORIZON_FRACTION)
+    plan = kl_horizon(args, fraction, _world_size(ctx.config), horizon=getattr(section, "horizon", None))
+    return {"name": "adaptive", "target": run.strength, "init": 0.05, **plan}
 
 
 def _with_peft(recipe: dict, section) -> dict:
@@ -158,7 +252,17 @@ def run_policy(ctx, run: PolicyRun) -> Path:
                 state = module.train_from_recipe(recipe, str(folder), hooks=ctx.hooks, resume_from_checkpoint=resume,
                                                  overwrite=resume is None).state
         info.update(global_step=state.global_step, tokens=_tokens_seen(state), **run.__dict__)
+        if (controller := kl_controller(ctx, run)) is not None:
+            # the effective horizon (and where kl_coef ended), for the report
+            info["kl_controller"] = {**controller, "final_kl_coef": _last_logged(state, "kl_coef")}
     return folder
+
+
+def _last_logged(state, key: str) -> float | None:
+    for entry in reversed(getattr(state, "log_history", None) or []):
+        if key in entry:
+            return float(entry[key])
+    return None
 
 
 def _tokens_seen(state) -> int | None:
