@@ -34,6 +34,8 @@ _LAZY = {
     "normalise_judge_spec": "judging",
     "compare_frontiers": "frontier",
     "power_analysis": "frontier",
+    "power_by_seeds": "frontier",
+    "holm": "multiplicity",
 }
 
 __all__ = sorted(_LAZY)

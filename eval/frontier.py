@@ -637,6 +637,16 @@ def _power(effect: float, n1: float, n2: float, alpha: float) -> float:
     return float(min(1.0, reject.mean()))
 
 
+def power_by_seeds(sd: float, difference: float, alpha: float = 0.05, seeds=range(2, 21)) -> list[dict]:
+    """``[{"seeds": n, "power": p}]``: the power of the verdict's Welch test to detect
+    ``difference`` with ``n`` seeds per method and a seed SD of ``sd``; ``[]`` when either
+    is missing or ``sd`` is not positive. The same computation as :func:`power_analysis`,
+    so a plot of it agrees with the planned seed count."""
+    if not sd or difference is None or not math.isfinite(sd) or not math.isfinite(difference) or sd <= 0:
+        return []
+    return [{"seeds": n, "power": _power(abs(difference) / sd, n, n, alpha)} for n in seeds if n >= MIN_SEEDS]
+
+
 def power_analysis(
     per_seed_a,
     per_seed_b,

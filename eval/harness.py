@@ -72,6 +72,7 @@ def evaluate_checkpoint(
     model_id: str | None = None,
     progress: bool = True,
     recipe_hash: str | None = None,
+    kl_reference: Any = None,
 ) -> dict:
     """Evaluate ``checkpoint`` (path, hub id, ``tiny:`` name or in-memory model) on ``prompts``.
 
@@ -79,6 +80,9 @@ def evaluate_checkpoint(
     :param reference: a reference checkpoint whose generations the candidate is judged
         against (also the reference policy of the KL); ``None`` uses the prompt set's
         reference completions.
+    :param kl_reference: the KL's reference policy when no completions are to be judged
+        against it (no reference samples are drawn); ``config.kl.reference`` and then
+        ``reference`` take its place when it is ``None``.
     :param config: the ``eval:`` section (judges, gold, tasks, generation, kl, ...).
         ``generation.seed`` is combined with each model's identity into the seed it
         samples with (:func:`~trl_plus.eval.generation.sample_seed`; the candidate's,
@@ -106,7 +110,7 @@ def evaluate_checkpoint(
     }
 
     # -- generations (cached: a re-run or a new judge never samples again) --------------
-    kl_ref = cfg.kl.reference or reference
+    kl_ref = cfg.kl.reference or kl_reference or reference
     need_kl = cfg.kl.enabled and kl_ref is not None
     policy = ref_policy = None
     if need_kl or cfg.tasks or not isinstance(checkpoint, (str, Path)) or model_id is not None:

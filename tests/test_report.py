@@ -156,7 +156,7 @@ def test_report_command_needs_a_finished_run(tmp_path, capsys):
     assert "not a finished run folder" in capsys.readouterr().err
 
 
-def test_win_rates_fall_back_to_each_runs_last_when_frontiers_hold_sft_alone():
+def test_win_rate_rows_are_each_runs_last_judged_checkpoint():
     from trl_plus.pipeline.report import _win_rows
 
     def pt(pid, method, step, final, rate=0.5):
@@ -165,10 +165,8 @@ def test_win_rates_fall_back_to_each_runs_last_when_frontiers_hold_sft_alone():
 
     points = [pt("sft", "sft", 0, True), pt("d/2", "dpo", 2, False), pt("d/4", "dpo", 4, True),
               pt("p/2", "ppo", 2, False), pt("p/4", "ppo", 4, True, rate=None)]
-    assert [r["label"].split(" (")[0] for r in _win_rows(points, {"sft"})] == ["DPO beta=0.1 seed 0"]
-    assert [r["win_rate"] for r in _win_rows(points, {"sft", "d/2"})] == [0.5]
-    assert {r["label"] for r in _win_rows(points, {"sft", "d/2"})} == {"DPO beta=0.1 seed 0 (step 2, KL 0.10)"}
-    assert len(_win_rows(points, set())) == 1  # no frontier at all: each run's last that was judged
+    rows = _win_rows(points)
+    assert [r["label"] for r in rows] == ["DPO beta=0.1 seed 0 (step 4, KL 0.10)"]  # SFT and unjudged runs left out
 
 
 def test_report_says_how_the_kl_axis_was_estimated(run_folder):

@@ -2,16 +2,18 @@
 
 Same reference (the SFT model: the win-rate baseline and the KL's reference policy),
 same held-out prompts, same gold reward as judge: never the reward model PPO optimised.
-The held-out prompts come in two disjoint sets: *validation* prompts decide which
-checkpoints form each seed's frontier, *test* prompts give every reported number.
+The held-out prompts come in two disjoint sets: *validation* prompts place the
+checkpoints for the verdict's fits (their KL) and choose where a short seed is best (their
+gold reward), *test* prompts give every reported number.
 
 Per checkpoint (one step with its own marker, ``eval/<method>/<run>/step-N``, so an
 interrupted eval resumes at the next checkpoint):
 
-- on the test prompts: gold reward, win rate under the judges (every checkpoint: any of
-  them may lie on a frontier), the Monte-Carlo KL to the SFT model, and lm-eval on each
+- on the test prompts: gold reward, win rate under the judges (every checkpoint: all of
+  them enter the fits), the Monte-Carlo KL to the SFT model, and lm-eval on each
   run's last checkpoint and on the SFT model (the table's deltas are against it);
-- on the validation prompts: the gold reward only (``val/eval.json``);
+- on the validation prompts: the gold reward and the KL to the SFT model (``val/eval.json``),
+  which place and choose for the verdict's fits independently of the test numbers;
 - with a reward stage: the reward model's score of the same test completions
   (``proxy.json``), the proxy axis of the over-optimisation curve.
 
@@ -36,6 +38,9 @@ VAL_DIR = "val"  # eval/<point>/val/eval.json: gold reward on the validation pro
 PROXY_FILE = "proxy.json"  # eval/<point>/proxy.json: reward-model scores of the test completions
 BON_DIR = "best_of_n"  # eval/best_of_n/best_of_n.json
 BON_NS = (1, 2, 4, 8, 16)
+# Bumped when best-of-n's numbers change meaning, so a resumed run recomputes them:
+# 2 = KL with ties and duplicates counted, gold rank-weighted over all samples.
+BON_ESTIMATOR = 2
 PIPELINE_EVAL_KEYS = ("prompts", "val_prompts", "reference")  # the pipeline's own, not the harness'
 VAL_SHARE = 3  # without a validation file, one distinct prompt string in three validates
 
@@ -147,7 +152,7 @@ def run_eval(ctx) -> Path:
     components = ctx.hooks.components()
     proxy_spec = reward_model_spec(ctx) if ctx.config.stages.reward is not None else None
     settings = GenerationSettings(**{k: v for k, v in section["generation"].items()})
-    done_all = fingerprint("eval", section, val.sha256, test.sha256, proxy_spec, BON_NS, sorted(upstream.items()))
+    done_all = fingerprint("eval", section, val.sha256, test.sha256, proxy_spec, BON_NS, BON_ESTIMATOR, sorted(upstream.items()))
     if ctx.skip("eval", done_all):
         return ctx.run.path("eval")
     proxy = components.reward_mix([proxy_spec]) if proxy_spec else None
@@ -173,8 +178,10 @@ def run_eval(ctx) -> Path:
                     result = evaluate_checkpoint(policy, test, reference=reference, config=cfg,
                                                  out_dir=str(folder), hooks=ctx.hooks, progress=False,
                                                  recipe_hash=ctx.recipe.hash)
-                    evaluate_checkpoint(policy, val, config={**cfg, "judges": [], "tasks": [],
-                                                             "kl": {**cfg["kl"], "enabled": False}},
+                    # KL on the validation prompts too: it places the checkpoints for the verdict's
+                    # fits, independently of the test completions that give the test KL and gold.
+                    evaluate_checkpoint(policy, val, kl_reference=None if is_ref else reference,
+                                        config={**cfg, "judges": [], "tasks": []},
                                         out_dir=str(folder / VAL_DIR), hooks=ctx.hooks, progress=False,
                                         recipe_hash=ctx.recipe.hash)
                     if proxy is not None:
@@ -213,7 +220,8 @@ def _best_of_n(ctx, test, settings, section, proxy, upstream, components, sft=No
     n_max = max(BON_NS)
     bon_settings = settings.replace(num_samples=n_max, temperature=1.0, top_p=1.0)
     rel = f"eval/{BON_DIR}"
-    fp = fingerprint(rel, bon_settings.to_dict(), test.sha256, upstream.get("sft"), upstream.get("reward"), section["gold"])
+    fp = fingerprint(rel, bon_settings.to_dict(), test.sha256, upstream.get("sft"), upstream.get("reward"), section["gold"],
+                     BON_ESTIMATOR)
     if ctx.run.is_done(rel, fp):
         return
     with ctx.run.step(rel, fp) as (folder, info):
@@ -223,7 +231,8 @@ def _best_of_n(ctx, test, settings, section, proxy, upstream, components, sft=No
         gold = list(components.reward_source(section["gold"], "eval.gold")(prompts, completions))
         scores = list(proxy(prompts, completions))
         rows = lambda xs: [xs[i:i + n_max] for i in range(0, len(xs), n_max)]
-        result = best_of_n(rows(gold), rows(scores), ns=BON_NS)
+        # The texts make a duplicated completion one output (a tie), whatever its scores.
+        result = best_of_n(rows(gold), rows(scores), ns=BON_NS, completions=rows(list(completions)))
         write_json(folder / "best_of_n.json", result)
         info.update(tokens=len(completions) * settings.max_new_tokens, samples=len(completions))
 
@@ -263,8 +272,10 @@ def collect_points(root: Path) -> list[dict]:
         win = next(iter((result.get("win_rates") or {}).values()), None)
         n = (result.get("prompts") or {}).get("count") or len(per_prompt)
         is_ref = point["method"] == "sft"
+        val_kl = val.get("kl")
         points.append({
             **point,
+            **({"kl_val": 0.0 if is_ref else _finite(val_kl.get("kl"))} if isinstance(val_kl, dict) or is_ref else {}),
             "kl": 0.0 if is_ref else _finite(kl.get("kl")),
             "kl_stderr": kl.get("stderr"),
             # eval.json written before the token estimator holds the log-ratio's, unnamed

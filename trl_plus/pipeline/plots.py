@@ -32,11 +32,11 @@ def frontier(points: list[dict], names: dict[str, str], path: Path, comparison: 
              best_of_n: dict | None = None) -> Path:
     """Gold reward (test prompts) against KL to the SFT model, the DPO paper's Figure 2.
 
-    Every checkpoint is a faint marker; each seed's frontier (the checkpoints the verdict's
-    ``compare_frontiers`` chose on the validation prompts) a thin line from the SFT star;
-    each method's mean frontier over the compared KL range (shaded) a thick line: the
-    curves the verdict averages, so the plot shows what the verdict says. Best-of-n from
-    the SFT model, the no-training baseline, is the green line.
+    Every checkpoint is a faint marker; each seed's fitted curve (``compare_frontiers``'
+    ``fits``) a thin line from the SFT star to its last checkpoint; each method's mean
+    curve over the compared KL range (shaded) a thick line: the curves the verdict
+    averages, so the plot shows what the verdict says. Best-of-n from the SFT model, the
+    no-training baseline, is the green line.
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.6, 4.8))
@@ -50,22 +50,15 @@ def frontier(points: list[dict], names: dict[str, str], path: Path, comparison: 
         colour = METHOD_COLOURS.get(m, "#555")
         ax.errorbar([p["kl"]], [p["gold"]], yerr=[_half_ci(p)], fmt="o", markersize=3.5, color=colour, alpha=0.35,
                     capsize=0, linewidth=0.8, markerfacecolor="none")
-    members = (comparison or {}).get("frontier_points") or {}
-    for method, per_seed in members.items():
+    fits = (comparison or {}).get("fits") or {}
+    for method, per_seed in fits.items():
         colour = METHOD_COLOURS.get(method, "#555")
-        for i, (seed, ids) in enumerate(sorted(per_seed.items(), key=lambda kv: str(kv[0]))):
-            pts = [by_id[j] for j in ids if j in by_id]  # compare_frontiers names points by id
-            pts = sorted([q for q in pts if q.get("kl") is not None], key=lambda q: q["kl"])
-            if not pts:
-                continue
-            xs = [q["kl"] for q in pts]
-            ys = [q["gold"] for q in pts]
-            if ref and pts[0]["method"] != "sft":
-                xs, ys = [0.0] + xs, [ref["gold"]] + ys
-            label = f"{names.get(method, method)}: each seed's frontier" if method not in labelled else None
+        for i, (seed, fit) in enumerate(sorted(per_seed.items(), key=lambda kv: str(kv[0]))):
+            xs, ys = seed_curve(fit)
+            label = f"{names.get(method, method)}: each seed's fitted curve" if method not in labelled else None
             labelled.add(method)
             ax.plot(xs, ys, color=colour, linestyle=SEED_STYLES[i % len(SEED_STYLES)], linewidth=1.0, alpha=0.7,
-                    marker="o", markersize=3.5, label=label)
+                    label=label)
     grid, curves = (comparison or {}).get("grid"), (comparison or {}).get("curves") or {}
     if grid and curves:
         for method, curve in curves.items():
@@ -76,7 +69,7 @@ def frontier(points: list[dict], names: dict[str, str], path: Path, comparison: 
         ax.axvspan(lo, hi, color="#999", alpha=0.12, linewidth=0)
         ax.text(lo, 1.0, f" compared: KL {lo:.2f}-{hi:.2f}", transform=ax.get_xaxis_transform(), fontsize=7,
                 color="#555", va="top")
-    elif not members:  # no comparison: one line per run through its checkpoints
+    elif not fits:  # no comparison: one line per run through its checkpoints
         runs = defaultdict(list)
         for p in points:
             if p["method"] != "sft" and p.get("kl") is not None:
@@ -100,10 +93,26 @@ def frontier(points: list[dict], names: dict[str, str], path: Path, comparison: 
         ax.scatter([0], [ref["gold"]], marker="*", s=160, color=METHOD_COLOURS["sft"], zorder=5, label="SFT (reference)")
     ax.set_xlabel("KL(policy || SFT), nats per completion (Monte-Carlo estimate)")
     ax.set_ylabel("mean gold reward, test prompts")
-    ax.set_title("Reward vs KL frontier (frontier checkpoints chosen on validation prompts)")
+    ax.set_title("Reward vs KL: each seed's curve fitted to all its checkpoints")
     ax.grid(alpha=0.25)
     ax.legend(loc="best", fontsize=7, frameon=False)
     return _save(fig, path)
+
+
+def seed_curve(fit: dict, points: int = 120) -> tuple[list[float], list[float]]:
+    """One seed's fitted curve from ``compare_frontiers``' ``fits`` entry, from the SFT point
+    (or its first checkpoint, without one) to its last checkpoint."""
+    import numpy as np
+
+    coef = np.asarray(fit["coef"], dtype=float)
+    lo = 0.0 if fit["anchored"] else fit["start"]
+    xs = np.linspace(lo, fit["reach"], points)
+    d = np.sqrt(xs)
+    cols = [d, np.where(d > 0, -d * np.log(np.where(d > 0, d, 1.0)), 0.0)]
+    if not fit["anchored"]:
+        cols.insert(0, np.ones_like(d))
+    ys = fit["origin"] + np.stack(cols[: coef.size], axis=-1) @ coef
+    return xs.tolist(), ys.tolist()
 
 
 def _half_ci(p: dict) -> float:

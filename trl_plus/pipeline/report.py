@@ -3,10 +3,11 @@
 Everything is read back from the run folder (eval results, trainer states, stage
 markers), so ``trl-plus report RUN_DIR`` re-renders it without the recipe's models.
 
-The verdict is ``trl_plus.eval.compare_frontiers``: each seed's reward-vs-KL frontier
-(checkpoints chosen on the validation prompts, numbers from the test prompts) averaged
-over the KL range every seed of both methods covers, one number per seed, Welch's t over
-seeds. The frontier plot draws exactly those frontiers, so the two cannot disagree.
+The verdict is ``trl_plus.eval.compare_frontiers``: each seed's reward-vs-KL curve (a
+least-squares fit through the SFT point over all its checkpoints, so the density of a
+sweep cannot tilt it) averaged over the KL range the methods reach, one number per seed,
+Welch's t over seeds; the headline tests are one family under Holm's correction. The
+frontier plot draws exactly those curves, so the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -59,6 +60,24 @@ def _histories(root: Path) -> dict:
     return out
 
 
+def _kl_controllers(root: Path) -> list[str]:
+    """One sentence per ``kl_targets`` run: the adaptive controller's horizon and how it was
+    set (scaled to the run's samples, or the recipe's), and where its kl_coef ended."""
+    lines = []
+    for marker in sorted(root.glob("*/*/" + DONE)):
+        ctl = read_json(marker, {}).get("kl_controller")
+        if not isinstance(ctl, dict) or ctl.get("horizon") is None:
+            continue
+        how = (f"scaled to the run: {ctl.get('horizon_fraction')} x its {ctl.get('samples')} samples "
+               f"({ctl.get('rollouts')} rollouts of {ctl.get('samples_per_rollout')})"
+               if ctl.get("horizon_source") == "scaled" else "set in the recipe")
+        final = ctl.get("final_kl_coef")
+        lines.append(f"{marker.parent.parent.name}/{marker.parent.name}: adaptive KL controller, target {ctl.get('target')}, "
+                     f"horizon {ctl['horizon']} samples ({how})"
+                     + (f", kl_coef {ctl.get('init')} -> {final:.3g}" if isinstance(final, (int, float)) else "") + ".")
+    return lines
+
+
 def _cost_rows(root: Path) -> list[dict]:
     """Wall time, peak memory and tokens per stage (sweep runs and eval checkpoints summed)."""
     agg: dict[str, dict] = defaultdict(lambda: {"wall_time_s": 0.0, "peak_rss_mb": 0.0, "tokens": 0, "steps": 0})
@@ -100,7 +119,12 @@ def _frontier_inputs(points: list[dict], value: str, budget: float | None) -> li
                "kl": None if kl is None else max(0.0, kl), "gold": values}
         if p.get("gold_val_per_prompt") is not None:
             row["gold_val"] = p["gold_val_per_prompt"]
+        if "kl_val" in p and p["method"] != "sft":
+            row["kl_val"] = None if p["kl_val"] is None else max(0.0, p["kl_val"])
         out.append(row)
+    if not all("kl_val" in r for r in out if r["method"] != "sft"):
+        for r in out:
+            r.pop("kl_val", None)
     return out
 
 
@@ -153,15 +177,16 @@ def _kl_measure(points: list[dict]) -> dict | None:
     text = (f"KL, the x axis, is estimated too: for each of the {len(trained)} trained checkpoints by the "
             f"{' and '.join(estimators)} estimator from {counts} sample{'' if samples == [1] else 's'} per test prompt"
             + (f" (median standard error {median:.3f} nats)" if median is not None else "")
-            + ". Its noise can move a checkpoint onto or off a frontier, and with it the verdict when the "
-              "verdict's interval is near 0; eval.kl.num_samples buys a closer estimate.")
+            + ". Its noise blurs where each checkpoint sits on its seed's fitted curve, and with it the verdict "
+              "when the verdict's interval is near 0; eval.kl.num_samples buys a closer estimate.")
     return {"checkpoints": len(trained), "estimators": estimators, "samples": samples, "median_stderr": median,
             "text": text}
 
 
 def _comparisons(points: list[dict], methods: list[str], budget: float | None) -> list[dict]:
     """Each RL method against DPO (the DPO paper's controlled comparison), on gold reward
-    and on the win rate against SFT, both through ``compare_frontiers``."""
+    and on the win rate against SFT, both through ``compare_frontiers``; then the family
+    of all these tests under Holm's correction (:func:`_family`)."""
     from ..eval import compare_frontiers
 
     out = []
@@ -173,53 +198,73 @@ def _comparisons(points: list[dict], methods: list[str], budget: float | None) -
         win = compare_frontiers(win_points, rl, "dpo", names=NAMES, quantity="win rate against SFT") if any(
             p["method"] == rl for p in win_points) and any(p["method"] == "dpo" for p in win_points) else None
         out.append({"a": rl, "b": "dpo", "gold": gold, "win_rate": win})
+    _family(out)
     return out
 
 
-def _power(cmp: dict) -> dict | None:
-    from ..eval import power_analysis
-    from .diagnostics import power_curve
+def _family(cmp_list: list[dict], alpha: float = 0.05) -> None:
+    """Mark each headline test with its Holm-adjusted p-value and the family's size, and
+    downgrade a test that is significant alone but not in the family: its interval still
+    excludes 0, but with several tests one such interval is expected by chance."""
+    from ..eval import holm
+
+    tests = [c[key] for c in cmp_list for key in ("gold", "win_rate") if c.get(key) and c[key].get("p_value") is not None]
+    adjusted = holm([t["p_value"] for t in tests])
+    for t, p in zip(tests, adjusted):
+        alone = t["status"]
+        t.update(family_size=len(tests), holm_p=p, significant_alone=alone == "significant")
+        if alone == "significant" and p > alpha:
+            names = [NAMES.get(t["a"], t["a"]), NAMES.get(t["b"], t["b"])]
+            rest = t["text"].split(": ", 1)[1] if ": " in t["text"] else t["text"]
+            t.update(status="not significant", winner=None,
+                     text=f"no winner between {names[0]} and {names[1]} at matched KL once the {len(tests)} headline "
+                          f"tests are taken together: {rest}")
+
+
+def _power(cmp: dict, min_effect: float) -> dict | None:
+    """Power of the verdict's test, planned for the stated ``min_effect`` (report.min_effect),
+    never for the observed difference."""
+    from ..eval import power_analysis, power_by_seeds
 
     per_seed = cmp.get("per_seed") or {}
     a, b = cmp["a"], cmp["b"]
     va = [v for v in (per_seed.get(a) or {}).values() if v is not None]
     vb = [v for v in (per_seed.get(b) or {}).values() if v is not None]
-    result = power_analysis(va, vb)
-    sd, diff = result.get("sd"), cmp.get("difference")
-    if diff is None and va and vb:
-        diff = sum(va) / len(va) - sum(vb) / len(vb)
-    result["curve"] = power_curve(sd, diff) if sd and diff else []
+    result = power_analysis(va, vb, difference=min_effect)
+    result["curve"] = power_by_seeds(result.get("sd"), min_effect)
     result["current_seeds"] = min(len(va), len(vb))
-    result["observed_difference"] = diff
+    result["min_effect"] = min_effect
     return result
 
 
 def _power_text(power: dict | None) -> str | None:
     if not power:
         return None
-    if power.get("reason") and power.get("seeds_needed") is None and power.get("min_detectable_difference") is None:
+    effect = power.get("min_effect")
+    if power.get("sd") is None:
         return f"Power: {power['reason']}"
     need = power.get("seeds_needed")
     mdd = power.get("min_detectable_difference")
     n = power.get("current_seeds")
-    diff = power.get("observed_difference")
-    need_txt = ("more than 1000 seeds per method" if need is None or (isinstance(need, float) and math.isinf(need))
-                else f"{need} seeds per method")
-    return (f"Power: with the observed seed-to-seed spread (SD {_fmt(power.get('sd'))}), detecting the observed "
-            f"difference of {_signed(diff)} at 80% power (two-sided, 5%) needs {need_txt}; with the current {n} per "
-            f"method the smallest difference detectable at 80% power is {_fmt(mdd)} gold reward.")
+    need_txt = (f"{need} seeds per method" if need is not None else
+                "no number of seeds" if power.get("reason", "").startswith("the difference is 0") else
+                "more than 1000 seeds per method")
+    return (f"Power, planned for the stated effect of {_fmt(effect)} gold reward (report.min_effect; set it to the "
+            f"smallest difference that matters for your task): with the seed-to-seed SD of {_fmt(power.get('sd'))}, "
+            f"Welch's test detects it at 80% power (two-sided, 5%) with {need_txt}; the current {n} per method have "
+            f"{_fmt((power.get('current_power') or 0) * 100, 0)}% power against it, and detect a true difference of "
+            f"{_fmt(mdd)} or more at 80% power. The observed difference is not what power is planned on.")
 
 
 # -- the other sections -------------------------------------------------------------------
 
 
-def _win_rows(points: list[dict], frontier_ids: set[str]) -> list[dict]:
-    """Win-rate rows: every trained checkpoint on a seed's frontier (the checkpoints the
-    win-rate comparison uses), else (no frontier, or frontiers of the SFT point alone) each
-    run's last."""
+def _win_rows(points: list[dict]) -> list[dict]:
+    """Win-rate rows: each run's last checkpoint (every checkpoint enters the verdict's
+    fits, so the table shows where each run ended)."""
     judged = [p for p in points
               if p["method"] != "sft" and p.get("win_rate") and p["win_rate"].get("win_rate") is not None]
-    chosen = [p for p in judged if p["id"] in frontier_ids] or [p for p in judged if p.get("final")]
+    chosen = [p for p in judged if p.get("final")] or judged
     rows = []
     for p in chosen:
         w = p["win_rate"]
@@ -308,7 +353,8 @@ def _alignment_tax(rows: list[dict]) -> list[str]:
             continue
         lo, hi = iv["ci"]
         verdict = ("an alignment tax" if hi < 0 else "a gain in fluency" if lo > 0 else "no detectable change")
-        lines.append(f"{head} (95% CI {_signed(lo, 2)} to {_signed(hi, 2)}, t over {len(vals)} runs): {verdict}.")
+        lines.append(f"{head} (95% CI for this task alone, not corrected for the {len(acc)} method-task pairs shown, "
+                     f"{_signed(lo, 2)} to {_signed(hi, 2)}, t over {len(vals)} runs): {verdict}.")
     return lines
 
 
@@ -323,41 +369,43 @@ def _overoptimisation(points: list[dict], ref: dict) -> dict | None:
     if not runs:
         return None
     inputs = [{"run": run, "method": "ppo", "points": sorted(pts, key=lambda q: q["step"])} for run, pts in sorted(runs.items())]
-    sft = {"gold": ref.get("gold"), "proxy": ref.get("proxy")} if ref.get("proxy") is not None else None
+    # The SFT point keeps its standard error: every SFT-to-checkpoint fall is judged against
+    # the noise of both ends, not a fixed tolerance.
+    sft = ({"gold": ref.get("gold"), "proxy": ref.get("proxy"), "gold_stderr": ref.get("gold_stderr")}
+           if ref.get("proxy") is not None else None)
     return {"result": overoptimisation(inputs, sft=sft), "runs": inputs, "sft": sft}
 
 
 def _best_of_n(root: Path) -> dict | None:
-    return read_json(root / "eval" / "best_of_n" / "best_of_n.json", None)
+    """``eval/best_of_n/best_of_n.json``. A file written before the ties-aware KL holds the
+    formula log n - (n-1)/n as ``kl``: it is labelled the upper bound it is."""
+    bon = read_json(root / "eval" / "best_of_n" / "best_of_n.json", None)
+    if bon and any("kl_upper_bound" not in q for q in bon.get("points", [])):
+        for q in bon.get("points", []):
+            q.setdefault("kl_upper_bound", q.get("kl"))
+        bon["kl_method"] = ("the upper bound log n - (n-1)/n, not an estimate: this best-of-n file predates the "
+                            "estimate that counts ties and duplicate completions (re-run the eval stage for it), so "
+                            "best-of-n is drawn at or right of its true KL")
+    return bon
 
 
 def _bon_against(bon: dict | None, cmp_list: list[dict]) -> list[str]:
-    """Each method's mean frontier against best-of-n at the KLs both cover."""
+    """Each method's frontier minus best-of-n at best-of-n's KLs inside the compared range,
+    with a t interval over seeds when the comparison carries per-seed curves
+    (``diagnostics.best_of_n_against``); the rows are also kept as ``bon["comparisons"]``."""
+    from .diagnostics import best_of_n_against
+
     if not bon or not cmp_list:
         return []
-    lines = []
-    seen = set()
+    rows, seen = [], set()
     for cmp in cmp_list:
         g = cmp["gold"]
-        grid, curves = g.get("grid"), g.get("curves") or {}
-        if not grid:
-            continue
-        for method, curve in curves.items():
-            if method in seen or not curve:
-                continue
-            seen.add(method)
-            diffs = []
-            for q in bon.get("points", []):
-                if q.get("gold") is None or not (grid[0] <= q["kl"] <= grid[-1]):
-                    continue
-                diffs.append((q["n"], _interp(grid, curve, q["kl"]) - q["gold"]))
-            if diffs:
-                parts = ", ".join(f"n={n}: {_signed(d)}" for n, d in diffs)
-                verdict = ("above best-of-n at every such KL" if all(d > 0 for _, d in diffs) else
-                           "below best-of-n at every such KL" if all(d < 0 for _, d in diffs) else "mixed")
-                lines.append(f"{NAMES.get(method, method)} minus best-of-n at best-of-n's KLs inside the compared range "
-                             f"({parts}): {verdict}.")
-    return lines
+        found = best_of_n_against(bon, g.get("grid"), g.get("curves") or {}, g.get("seed_curves"), names=NAMES,
+                                  confidence=g.get("confidence") or 0.95, skip=seen)
+        seen.update(r["method"] for r in found)
+        rows += found
+    bon["comparisons"] = rows
+    return [r["text"] for r in rows]
 
 
 def _interp(xs: list[float], ys: list[float], x: float) -> float:
@@ -379,13 +427,6 @@ def _pairs_quality(root: Path) -> dict | None:
     return preference_quality(read_jsonl(path), heldout=heldout)
 
 
-def _frontier_ids(cmp_list: list[dict]) -> set[str]:
-    """Ids of the checkpoints on any seed's frontier (``compare_frontiers`` names a point
-    by its ``id``, which every point given to it has)."""
-    return {m for cmp in cmp_list for per_seed in (cmp["gold"].get("frontier_points") or {}).values()
-            for members in per_seed.values() for m in members}
-
-
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -398,14 +439,41 @@ def _verdict_lines(cmp_list: list[dict], methods: list[str], excluded: list[dict
     for cmp in cmp_list:
         lines.append(_sentence(cmp["gold"]["text"]))
         if cmp.get("win_rate"):
-            lines.append("Win rate against the SFT model (gold judge; frontiers chosen as above): "
-                         + cmp["win_rate"]["text"])
+            lines.append("Win rate against the SFT model (gold judge; curves fitted as above): " + cmp["win_rate"]["text"])
+    family = _family_line(cmp_list)
+    if family:
+        lines.append(family)
     if budget is not None:
         lines.append(f"Only checkpoints at KL <= {budget:.2f} nats were compared (report.kl_budget).")
     if excluded:
         lines.append(f"{len(excluded)} checkpoint(s) had no KL estimate and are left off every frontier: "
                      + ", ".join(e["id"] for e in excluded[:6]) + ("..." if len(excluded) > 6 else "") + ".")
     return lines
+
+
+def _family_line(cmp_list: list[dict]) -> str | None:
+    """One sentence: how many headline tests form the family, and each one's p-value with
+    its Holm-adjusted value."""
+    tests = [(c, key, c[key]) for c in cmp_list for key in ("gold", "win_rate")
+             if c.get(key) and c[key].get("holm_p") is not None]
+    if not tests:
+        return None
+    parts = []
+    for c, key, t in tests:
+        what = f"{NAMES.get(c['a'], c['a'])} vs {NAMES.get(c['b'], c['b'])}, {'gold reward' if key == 'gold' else 'win rate'}"
+        flag = " (significant alone, not in the family)" if t.get("significant_alone") and t["status"] != "significant" else ""
+        parts.append(f"{what}: p = {t['p_value']:.3f}, adjusted {t['holm_p']:.3f}{flag}")
+    m = len(tests)
+    head = (f"Multiplicity: these {m} headline tests are one family, and a winner is named only where Holm's correction "
+            "keeps the chance of any false winner among them at 5%" if m > 1 else
+            "Multiplicity: this is the only headline test, so no correction applies")
+    return f"{head} ({'; '.join(parts)})."
+
+
+SCOPE = ("Scope of every interval in this report: it is conditional on this SFT model, this reward model, these "
+         "preference pairs and these test prompts; the training seeds are the replication, so the interval says how "
+         "much another seed of the same recipe could move the answer, not how another SFT model, reward model or "
+         "prompt set would.")
 
 
 def build(root: Path, report_cfg: dict | None = None) -> dict:
@@ -426,13 +494,15 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
     cmp_list = _comparisons(points, methods, budget)
     primary = cmp_list[0] if cmp_list else None
     lines = _verdict_lines(cmp_list, methods, excluded, budget)
-    power = _power({**primary["gold"], "a": primary["a"], "b": primary["b"]}) if primary else None
+    from .config import MIN_EFFECT
+
+    min_effect = report_cfg.get("min_effect") or MIN_EFFECT
+    power = _power({**primary["gold"], "a": primary["a"], "b": primary["b"]}, min_effect) if primary else None
     power_text = _power_text(power)
     bon = _best_of_n(root)
     bon_lines = _bon_against(bon, cmp_list)
     over = _overoptimisation(points, ref)
     quality = _pairs_quality(root)
-    frontier_ids = _frontier_ids(cmp_list)
     costs = _cost_rows(root)
     lm_rows = _lm_eval_rows(points)
     prompts = read_json(root / "eval" / "summary" / "prompts.json", None)
@@ -451,6 +521,7 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
         "methods": methods_table,
         "comparisons": cmp_list,
         "verdict": lines,
+        "scope": SCOPE,
         "power": power,
         "power_text": power_text,
         "best_of_n": bon,
@@ -462,7 +533,7 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
         "kl_measure": _kl_measure(points),
         "points": [{k: v for k, v in p.items() if not k.endswith("per_prompt") and k not in ("lm_eval", "examples")}
                    for p in points],
-        "win_rates": _win_rows(points, frontier_ids),
+        "win_rates": _win_rows(points),
         "lm_eval": lm_rows,
         "alignment_tax": _alignment_tax(lm_rows),
         "costs": costs,
@@ -471,6 +542,7 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
                   "tokens": sum(r["tokens"] for r in costs)},
         "examples": {p["id"]: p.get("examples", []) for p in points if p.get("final")},
         "histories": _histories(root),
+        "kl_controllers": _kl_controllers(root),
         "_points_full": points,
         "_over_inputs": over,
     }
