@@ -62,7 +62,8 @@ def precise_kl(run: Path, n_samples: int, seed: int = 77) -> dict:
     return out
 
 
-def verdicts(points: list[dict], precise: dict, kind: str, k: int, draws: int, seed: int = 0) -> dict:
+def verdicts(points: list[dict], precise: dict, kind: str, k: int, draws: int, seed: int = 0,
+             val_prompts: int | None = None) -> dict:
     import numpy as np
 
     from trl_plus.eval import compare_frontiers
@@ -78,6 +79,10 @@ def verdicts(points: list[dict], precise: dict, kind: str, k: int, draws: int, s
             if p["id"] in precise:
                 c = precise[p["id"]]
                 q["kl"] = c["kl"] + rng.normal(0.0, (c[kind] / k / c["prompts"]) ** 0.5)
+                if "kl_val" in p and p["method"] != "sft":
+                    # The validation KL that places the fits: the same setting on the validation
+                    # prompts, drawn independently (the precise KL of the test prompts as its truth).
+                    q["kl_val"] = c["kl"] + rng.normal(0.0, (c[kind] / k / (val_prompts or c["prompts"])) ** 0.5)
             noisy.append(q)
         r = compare_frontiers(_frontier_inputs(noisy, "gold_per_prompt", None), rl, "dpo")
         if r.get("ci") is None:
@@ -102,12 +107,15 @@ def main() -> None:
     pin_threads(args.threads)
     points = json.loads((args.run / "eval" / "summary" / "points.json").read_text())
     precise = precise_kl(args.run, args.samples)
-    exact = verdicts(points, {i: {**c, "token": 0.0, "sample": 0.0} for i, c in precise.items()}, "token", 1, 1)
+    prompts = json.loads((args.run / "eval" / "summary" / "prompts.json").read_text())
+    val_prompts = (prompts.get("validation") or {}).get("count")
+    exact = verdicts(points, {i: {**c, "token": 0.0, "sample": 0.0} for i, c in precise.items()}, "token", 1, 1,
+                     val_prompts=val_prompts)
     print(f"verdict with the precise KL ({args.samples} token samples per prompt): difference "
           f"{exact['mean_difference']:+.4f}, 95% CI width {exact['median_width']:.4f}, "
           f"{'detected' if exact['detected'] else 'not detected'}")
     for kind, k in SETTINGS:
-        v = verdicts(points, precise, kind, k, args.draws)
+        v = verdicts(points, precise, kind, k, args.draws, val_prompts=val_prompts)
         print(f"KL {k} x {kind:6s}: detects a difference in {v['detected']:.0%} of {v['draws']} draws, median 95% CI "
               f"width {v['median_width']:.4f}, mean difference {v['mean_difference']:+.4f}")
     ratios = [c["sample"] / c["token"] for c in precise.values() if c["token"] > 0]
