@@ -49,7 +49,7 @@ def checkpoint_steps(folder: Path) -> list[int]:
 
 
 @pytest.mark.parametrize("marker", [
-    "trainer_state.json", "model.safetensors", "checkpoint-3/", "filter_report.json", "run_info.json", "done.json",
+    "trainer_state.json", "checkpoint-3/", "filter_report.json", "run_info.json", "done.json", "ppo_state.json",
 ])
 def test_a_used_output_folder_is_refused_and_left_untouched(tmp_path, capsys, marker):
     out = fake_run(tmp_path / "used", marker)

@@ -1,12 +1,16 @@
 """Runs that cannot be lost: output-folder checks, default checkpointing, resume, signals.
 
-- :func:`prepare_output_dir` refuses a folder that holds another run (before anything is
-  written into it), and resolves ``resume`` to a complete checkpoint or a one-line error.
+- :func:`prepare_output_dir` refuses a folder that holds another run, or files a run would
+  overwrite that are not a run's (before anything is written into it), and resolves
+  ``resume`` to a complete checkpoint of the recipe's trainer or a one-line error
+  (``run_folder.claim`` calls it, and holds the folder for the run's life).
 - :func:`checkpoint_defaults` keeps a checkpoint along every recipe that says nothing
   about saving.
 - :func:`train` runs ``trainer.train()`` so that SIGINT/SIGTERM save a resumable
-  ``checkpoint-N`` at the next step boundary (then :class:`TrainingInterrupted`), and a
-  failed save leaves no half-written checkpoint behind (then :class:`SaveError`).
+  ``checkpoint-N`` at the next step boundary (then :class:`TrainingInterrupted`), a
+  failed save leaves no half-written checkpoint behind (then :class:`SaveError`), a NaN or
+  infinite loss or gradient norm stops the run at that step without saving (then
+  :class:`TrainingDiverged`), and a signal during the final save lets it finish.
 
 A checkpoint is the Trainer's own ``checkpoint-N`` folder. It counts as complete once its
 ``trainer_state.json`` parses: the Trainer writes that file after the model, optimizer,
@@ -28,8 +32,8 @@ from pathlib import Path
 from .errors import RunFolderError, SaveError
 
 __all__ = [
-    "TrainingInterrupted", "checkpoint_defaults", "complete_checkpoints", "is_checkpoint", "last_checkpoint",
-    "prepare_output_dir", "run_files", "save_failure", "train",
+    "TrainingDiverged", "TrainingInterrupted", "checkpoint_defaults", "complete_checkpoints", "is_checkpoint",
+    "last_checkpoint", "nonfinite_weights", "prepare_output_dir", "run_files", "save_failure", "train",
 ]
 
 log = logging.getLogger("trl_plus")
@@ -39,8 +43,9 @@ CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # What a finished or started run leaves in its output folder (a model, its state, our reports).
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
            "adapter_model.safetensors", "adapter_model.bin")
-RUN_FILES = (TRAINER_STATE, "run_info.json", "recipe.yaml", "filter_report.json", "ppo_state.json", *WEIGHTS,
-             "done.json")
+# What only a run of ours leaves (with checkpoint-N folders): a folder holding one of these holds a run.
+RUN_MARKERS = (TRAINER_STATE, "run_info.json", "filter_report.json", "ppo_state.json", "dpo_state.json", "done.json")
+RUN_FILES = (*RUN_MARKERS, "recipe.yaml", *WEIGHTS)
 # Used where a recipe sets none of these: a checkpoint every 10% of the run, at most
 # DEFAULT_MAX_SAVE_INTERVAL steps apart, the last two kept.
 SAVE_KEYS = ("save_strategy", "save_steps", "save_total_limit")
@@ -53,14 +58,38 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on SIGINT/SIGTERM after saving ``checkpoint`` (at ``step``).
 
     A ``KeyboardInterrupt``, so that code catching ``Exception`` lets it through, as it
-    would Ctrl-C. ``exit_code`` is 130 for SIGINT and 143 for SIGTERM.
+    would Ctrl-C. ``exit_code`` is 130 for SIGINT and 143 for SIGTERM. ``how`` says what
+    was saved: ``"checkpoint"`` (a checkpoint at the end of the step), ``"finished"`` (the
+    signal came during the final save, which was finished first: ``checkpoint`` is the
+    output folder, the run is complete), ``"at_once"`` (a second signal: stopped without
+    saving; ``checkpoint`` is the last complete one, or None).
     """
 
-    def __init__(self, signum: int, checkpoint: str | None, step: int):
-        self.signum, self.checkpoint, self.step = signum, checkpoint, step
+    def __init__(self, signum: int, checkpoint: str | None, step: int, how: str = "checkpoint"):
+        self.signum, self.checkpoint, self.step, self.how = signum, checkpoint, step, how
         self.signal_name = signal.Signals(signum).name
         self.exit_code = EXIT_CODES.get(signum, 130)
-        super().__init__(f"{self.signal_name} at step {step}; saved checkpoint {checkpoint}")
+        if how == "finished":
+            text = (f"{self.signal_name} during the final save, which was finished first: "
+                    f"the run is complete in {checkpoint}")
+        elif how == "at_once":
+            last = f"the last complete checkpoint is {checkpoint}" if checkpoint else "no checkpoint was saved"
+            text = f"a second {self.signal_name} at step {step}: stopped at once, without saving; {last}"
+        else:
+            text = f"{self.signal_name} at step {step}; saved checkpoint {checkpoint}"
+        super().__init__(text)
+
+
+class TrainingDiverged(SaveError):
+    """The loss or the gradient norm became NaN or infinite (or the weights did): training
+    stopped at ``step`` and the model was not saved as a checkpoint or as the final one.
+
+    A run failure (exit 1), like a failed save: what was saved before stays.
+    """
+
+    def __init__(self, message: str, step: int):
+        self.step = step
+        super().__init__(message)
 
 
 # -- checkpoints on disk ---------------------------------------------------------------------
@@ -114,9 +143,9 @@ def last_checkpoint(folder: str | os.PathLike) -> str | None:
 
 
 def run_files(folder: str | os.PathLike) -> list[str]:
-    """What in ``folder`` shows that a run already used it (empty for a fresh folder)."""
+    """What in ``folder`` shows that a run of ours already used it (empty for a fresh folder)."""
     folder = Path(folder)
-    return [p.name + "/" for p in _checkpoint_dirs(folder)] + [name for name in RUN_FILES if (folder / name).exists()]
+    return [p.name + "/" for p in _checkpoint_dirs(folder)] + [name for name in RUN_MARKERS if (folder / name).exists()]
 
 
 # -- before a run ----------------------------------------------------------------------------
@@ -128,17 +157,30 @@ def _is_main_launch_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def prepare_output_dir(output_dir: str | os.PathLike, resume=None, overwrite: bool = False) -> str | None:
+def prepare_output_dir(output_dir: str | os.PathLike, resume=None, overwrite: bool = False, *,
+                       trainer: str | None = None, keep=(), clean: bool = True,
+                       recipe_name: str = "this recipe") -> str | None:
     """Check ``output_dir`` before anything is written into it; returns the checkpoint to resume from.
+
+    (``run_folder.claim`` calls this, before and again under the folder's lock.)
 
     :param resume: None (a new run), True (the last complete checkpoint in ``output_dir``)
         or a checkpoint folder.
     :param overwrite: replace a run already in ``output_dir``: its ``checkpoint-*`` folders
-        are deleted (they would otherwise be taken for this run's), its other files are
-        replaced as the new run writes them.
-    :raises RunFolderError: the folder holds another run (and neither ``resume`` nor
-        ``overwrite`` is given), or there is no checkpoint to resume from.
+        and every file a run writes (model, tokenizer, state, reports, a PPO critic) are
+        deleted before this run starts, so that nothing of it mixes with the new run; files
+        a run would overwrite that are not a run's go too. Other files stay.
+    :param trainer: ``"dpo"`` or ``"ppo"``: a checkpoint to resume that the other trainer
+        saved is refused.
+    :param keep: files in the folder the run reads (the recipe being run): never counted
+        as files it would overwrite.
+    :param clean: delete the old checkpoints when overwriting (False: check only).
+    :raises RunFolderError: the folder holds another run or files a run would overwrite
+        (and neither ``resume`` nor ``overwrite`` is given), there is no checkpoint to
+        resume from, or the checkpoint is another trainer's.
     """
+    from .run_folder import check_resume_kind, foreign_files
+
     output_dir = Path(output_dir)
     if resume and overwrite:
         raise RunFolderError("give --resume or --overwrite, not both")
@@ -147,20 +189,56 @@ def prepare_output_dir(output_dir: str | os.PathLike, resume=None, overwrite: bo
         if found is None:
             raise RunFolderError(f"--resume: no checkpoint to resume from in {output_dir}{_why_none(output_dir)}; "
                                  "train without --resume to start the run")
+        check_resume_kind(found, trainer, recipe_name)
         return found
     if resume:
-        return str(_checked_checkpoint(Path(resume)))
-    used = run_files(output_dir)
-    if used and not overwrite and _is_main_launch_process():
-        shown = ", ".join(used[:5]) + (", ..." if len(used) > 5 else "")
-        raise RunFolderError(
-            f"--output-dir: {output_dir} already holds a run ({shown}); continue it with --resume, replace it "
-            "with --overwrite (in Python: resume_from_checkpoint=True or overwrite=True), or choose another folder"
-        )
-    if used and _is_main_launch_process():
+        found = str(_checked_checkpoint(Path(resume)))
+        check_resume_kind(found, trainer, recipe_name)
+        if _is_main_launch_process() and not _same_folder(Path(found).parent, output_dir):
+            # continued into another folder: that one is checked as for a new run
+            where = f"; to continue {found} elsewhere, give an empty --output-dir (or its own, {Path(found).parent})"
+            _refuse_used(output_dir, keep, where)
+        return found
+    if not _is_main_launch_process():
+        return None
+    if not overwrite:
+        _refuse_used(output_dir, keep)
+    if overwrite and clean:  # what is left of the run replaced would mix with this one's (a critic/ by a DPO model)
         for old in _checkpoint_dirs(output_dir):
             shutil.rmtree(old)
+        for name in foreign_files(output_dir, keep):
+            path = output_dir / name.rstrip("/")
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     return None
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _refuse_used(output_dir: Path, keep=(), hint: str = "") -> None:
+    """Refuse a folder that holds a run, or files a run would overwrite that are not a run's."""
+    from .run_folder import foreign_files
+
+    used = run_files(output_dir)
+    if used:
+        shown = ", ".join(used[:5]) + (", ..." if len(used) > 5 else "")
+        raise RunFolderError(
+            f"--output-dir: {output_dir} already holds a run ({shown}); " + (hint.lstrip("; ") if hint else
+            "continue it with --resume, replace it with --overwrite (in Python: resume_from_checkpoint=True or "
+            "overwrite=True), or choose another folder")
+        )
+    foreign = foreign_files(output_dir, keep)
+    if foreign:
+        shown = ", ".join(foreign[:6]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 6 else "")
+        raise RunFolderError(
+            f"--output-dir: {output_dir} holds files that training would overwrite and that are not from a "
+            f"trl-plus run ({shown}); " + (hint.lstrip("; ") if hint else
+            "choose another --output-dir (or move them), or replace them with --overwrite (in Python: overwrite=True)")
+        )
 
 
 def _why_none(folder: Path) -> str:
@@ -199,7 +277,8 @@ def checkpoint_defaults(recipe) -> dict:
 
 
 class _Checkpointing:
-    """Stops at the next step boundary after a signal, with a checkpoint; caps the default interval.
+    """Stops at the next step boundary after a signal, with a checkpoint; stops a run whose
+    loss or gradient norm is not finite, without one; caps the default interval.
 
     A ``TrainerCallback`` once :func:`_callback` mixes it in (importing transformers only
     when training, so that this module stays light for the CLI's early checks).
@@ -210,37 +289,87 @@ class _Checkpointing:
         self.cap_interval = cap_interval
         self.signum: int | None = None
         self.stopped = False
+        self.phase = "training"  # or "final save"
+        self.diverged: tuple[int, str] | None = None  # (step, what was not finite)
+        self._losses: list = []  # this optimizer step's micro-batch losses (tensors: read once per step)
+        self._grad_norm = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.cap_interval and state.save_steps > DEFAULT_MAX_SAVE_INTERVAL:
             state.save_steps = DEFAULT_MAX_SAVE_INTERVAL
         self.trainer.start_step = state.global_step
 
+    # what Trainer's loop hands back, kept for on_step_end (see train())
+    def note_loss(self, loss) -> None:
+        if hasattr(loss, "detach"):
+            self._losses.append(loss.detach())
+
+    def note_grad_norm(self, value) -> None:
+        self._grad_norm = value
+
     def on_step_end(self, args, state, control, **kwargs):
-        if self._any_process_signalled():
+        problem = self._not_finite()
+        signalled, diverged = self._any_process(self.signum is not None, problem is not None)
+        if diverged:
+            control.should_save = False
+            control.should_evaluate = False
+            control.should_training_stop = True
+            self.diverged = (state.global_step, problem or "on another process")
+        elif signalled:
             control.should_save = True
             control.should_training_stop = True
             self.stopped = True
         return control
 
-    def _any_process_signalled(self) -> bool:
-        flag = self.signum is not None
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.diverged:
+            control.should_save = False
+            control.should_evaluate = False
+        return control
+
+    def _not_finite(self) -> str | None:
+        """What was not finite in the step that just ended (None: all was)."""
+        import math
+
+        import torch
+
+        losses, self._losses = self._losses, []
+        grad_norm, self._grad_norm = self._grad_norm, None
+        values = torch.stack([x.float().mean() for x in losses]).tolist() if losses else []
+        bad_loss = next((v for v in values if not math.isfinite(v)), None)
+        norm = float(grad_norm) if grad_norm is not None else None
+        # fp16 with loss scaling skips the optimizer step of an infinite gradient: not a divergence
+        skipped = bool(getattr(getattr(self.trainer, "accelerator", None), "optimizer_step_was_skipped", False))
+        bad_norm = norm is not None and not math.isfinite(norm) and not skipped
+        parts = ([f"the loss is {bad_loss}"] if bad_loss is not None else []) + (
+            [f"the gradient norm is {norm}"] if bad_norm else [])
+        return " and ".join(parts) or None
+
+    def _any_process(self, *flags: bool) -> tuple[bool, ...]:
         accelerator = getattr(self.trainer, "accelerator", None)
         if accelerator is None or accelerator.num_processes == 1:
-            return flag
+            return flags
         import torch
 
         # Every rank must stop at the same step, or the others wait for it forever.
-        return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum").item() > 0)
+        total = accelerator.reduce(torch.tensor([float(f) for f in flags], device=accelerator.device), "sum")
+        return tuple(bool(v > 0) for v in total.tolist())
+
+    def _any_process_signalled(self) -> bool:
+        return self._any_process(self.signum is not None)[0]
 
     def handle(self, signum, frame) -> None:
         if self.signum is not None:  # the second one: stop now, without a checkpoint
-            if signum == signal.SIGTERM:
-                raise SystemExit(EXIT_CODES[signal.SIGTERM])
-            raise KeyboardInterrupt
+            state = getattr(self.trainer, "state", None)
+            raise TrainingInterrupted(signum, last_checkpoint(self.trainer.args.output_dir),
+                                      getattr(state, "global_step", 0), how="at_once")
         self.signum = signum
-        log.warning("trl-plus: %s received: saving a checkpoint at the end of this step "
-                    "(send it again to stop at once, without one)", signal.Signals(signum).name)
+        if self.phase == "final save":
+            log.warning("trl-plus: %s received during the final save: finishing it first (send it again to stop at "
+                        "once; the final model would then be incomplete)", signal.Signals(signum).name)
+        else:
+            log.warning("trl-plus: %s received: saving a checkpoint at the end of this step "
+                        "(send it again to stop at once, without one)", signal.Signals(signum).name)
 
 
 def _callback(trainer, cap_interval: bool):
@@ -249,12 +378,64 @@ def _callback(trainer, cap_interval: bool):
     return type("Checkpointing", (_Checkpointing, TrainerCallback), {})(trainer, cap_interval)
 
 
-def _guard_saves(trainer) -> None:
+def nonfinite_weights(trainer) -> bool:
+    """Whether any trained weight (the model's, and the optimizer's groups: PPO's critic) is
+    NaN or infinite, on any process (each reads its own shard). Read in slices, so that no
+    copy of a whole tensor is made."""
+    import torch
+
+    params = {id(p): p for p in trainer.model.parameters()}
+    optimizer = getattr(trainer, "optimizer", None)
+    for group in getattr(optimizer, "param_groups", None) or []:
+        params.update((id(p), p) for p in group["params"])
+    bad = False
+    for p in params.values():
+        # this process's shard: DeepSpeed ZeRO-3 keeps it in ds_tensor, FSDP 2 in the DTensor's local part
+        local = getattr(p, "ds_tensor", None)
+        if local is None:
+            local = p.to_local() if hasattr(p, "to_local") else p
+        if not local.is_floating_point() or local.numel() == 0:
+            continue
+        flat = local.detach().reshape(-1)
+        for start in range(0, flat.numel(), 1 << 24):
+            if not bool(torch.isfinite(flat[start:start + (1 << 24)]).all()):
+                bad = True
+                break
+        if bad:
+            break
+    accelerator = getattr(trainer, "accelerator", None)
+    if accelerator is not None and accelerator.num_processes > 1:
+        flag = torch.tensor([float(bad)], device=accelerator.device)
+        bad = bool(accelerator.reduce(flag, "sum").item() > 0)
+    return bad
+
+
+def _diverged(trainer, step: int, what: str) -> TrainingDiverged:
+    recipe = getattr(trainer, "recipe", None)
+    section = getattr(recipe, "trainer", None) if recipe is not None else None
+    lr = getattr(trainer.args, "learning_rate", None)
+    setting = f"{section}.learning_rate" if section else "learning_rate"
+    last = last_checkpoint(trainer.args.output_dir)
+    kept = f"the last complete checkpoint is {last}" if last else "no checkpoint was saved"
+    return TrainingDiverged(
+        f"training diverged at step {step}: {what}; the model was not saved ({kept}). Lower {setting} "
+        f"(it is {lr:g}) or look at the data and rewards of that step, then train again"
+        + (" (--resume continues from that checkpoint)" if last else ""),
+        step,
+    )
+
+
+def _guard_saves(trainer, callback=None) -> None:
     """Wrap the trainer's checkpoint save: a failure removes the half-written folder and
-    becomes a :class:`SaveError` naming it (the previous checkpoint is left as it was)."""
+    becomes a :class:`SaveError` naming it (the previous checkpoint is left as it was); a
+    model whose weights are not finite is not saved (:class:`TrainingDiverged`)."""
     save = trainer._save_checkpoint
 
     def save_checkpoint(model, trial):
+        if callback is not None and callback.diverged:
+            return  # never a checkpoint of a diverged model
+        if nonfinite_weights(trainer):
+            raise _diverged(trainer, trainer.state.global_step, "the weights hold NaN or infinite values")
         folder = Path(trainer._get_output_dir(trial=trial)) / f"checkpoint-{trainer.state.global_step}"
         alone = trainer.accelerator.num_processes == 1
         if alone and folder.exists():  # left by an earlier attempt at this step: rewritten from scratch
@@ -285,8 +466,8 @@ def save_failure(what: str, folder: str | os.PathLike, exc: Exception) -> SaveEr
     return SaveError(message + (f"; the last complete checkpoint is {last}, resume from it with --resume" if last else ""))
 
 
-def train(trainer, resume_from_checkpoint=None, recipe=None):
-    """``trainer.train(resume_from_checkpoint)``, with a checkpoint on SIGINT/SIGTERM.
+def train(trainer, resume_from_checkpoint=None, recipe=None, save=None):
+    """``trainer.train(resume_from_checkpoint)``, with a checkpoint on SIGINT/SIGTERM, then ``save()``.
 
     The first signal stops training at the end of the current optimizer step, saves
     ``checkpoint-N`` there (model, optimizer, scheduler, RNG; PPO adds its critic and KL
@@ -294,26 +475,61 @@ def train(trainer, resume_from_checkpoint=None, recipe=None):
     handlers are set only in the main thread. ``trainer.start_step`` is the global step
     training started from (the checkpoint's when resuming).
 
+    A step whose loss or gradient norm is NaN or infinite ends training there, without a
+    checkpoint, and raises :class:`TrainingDiverged` naming the step; weights that are not
+    finite are never saved, as a checkpoint or as the final model.
+
     :param recipe: the recipe the run came from; if it sets no save settings, the default
         interval is capped at ``DEFAULT_MAX_SAVE_INTERVAL`` steps.
+    :param save: the final save (model, state, the run's files), run with the signal
+        handlers still set: a signal during it lets it finish, then raises
+        :class:`TrainingInterrupted` (``how="finished"``); a second one stops at once.
     """
-    _guard_saves(trainer)
     callback = _callback(trainer, cap_interval=recipe is not None and bool(checkpoint_defaults(recipe)))
+    _guard_saves(trainer, callback)
     trainer.add_callback(callback)
     trainer.resumed_from = resume_from_checkpoint
+    training_step, get_grad_norm = trainer.training_step, getattr(trainer, "_get_grad_norm", None)
+    wrapped = ("training_step", "_get_grad_norm")
+    own = {name: vars(trainer)[name] for name in wrapped if name in vars(trainer)}  # put back as they were
+
+    def noted_training_step(*args, **kwargs):
+        loss = training_step(*args, **kwargs)
+        callback.note_loss(loss)
+        return loss
+
+    def noted_grad_norm(*args, **kwargs):
+        norm = get_grad_norm(*args, **kwargs)
+        callback.note_grad_norm(norm)
+        return norm
+
+    trainer.training_step = noted_training_step
+    if get_grad_norm is not None:
+        trainer._get_grad_norm = noted_grad_norm
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in EXIT_CODES:
             previous[signum] = signal.signal(signum, callback.handle)
     try:
         result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        step = trainer.state.global_step
+        if callback.diverged:
+            raise _diverged(trainer, *callback.diverged)
+        if callback.stopped:
+            folder = Path(trainer.args.output_dir) / f"checkpoint-{step}"
+            raise TrainingInterrupted(callback.signum, str(folder) if is_checkpoint(folder) else None, step)
+        if save is not None:
+            if nonfinite_weights(trainer):
+                raise _diverged(trainer, step, "the weights hold NaN or infinite values")
+            callback.phase = "final save"
+            save()
+            if callback.signum is not None:
+                raise TrainingInterrupted(callback.signum, str(trainer.args.output_dir), step, how="finished")
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         trainer.remove_callback(callback)
-    if callback.stopped:
-        step = trainer.state.global_step
-        folder = Path(trainer.args.output_dir) / f"checkpoint-{step}"
-        raise TrainingInterrupted(callback.signum, str(folder) if is_checkpoint(folder) else None, step)
+        for name in wrapped:
+            vars(trainer).pop(name, None)
+        vars(trainer).update(own)
     return result
-

@@ -29,34 +29,50 @@ def add_train_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..checkpointing import TrainingInterrupted, prepare_output_dir
+    from ..checkpointing import TrainingInterrupted
     from ..errors import RecipeError
     from ..manager import Hooks
+    from ..run_folder import check_output_path, claim
 
     hooks = Hooks()
     recipe = load_for_command(args, hooks)
     output_dir = str(cli_path(args.output_dir or Path("runs") / Path(str(recipe.source)).stem))
     if recipe.trainer is None:  # a pipeline recipe (stages:) has no single trainer
         raise RecipeError("this recipe describes a pipeline (stages:); run it with `trl-plus compare`", "trainer")
+    check_output_path(output_dir)  # a file, below a file, read-only, too long: before anything else
     resume = args.resume
     if isinstance(resume, str):
         resume = str(cli_path(resume)) if Path(resume).expanduser().is_dir() else resume
-    # Before any model loads, and before anything is written into the folder.
-    resume = prepare_output_dir(output_dir, resume, args.overwrite)
-    module = importlib.import_module(f"trl_plus.trainers.{recipe.trainer}")
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun / accelerate, say things once
-    try:
-        module.train_from_recipe(recipe, output_dir, hooks=hooks, resume_from_checkpoint=resume, overwrite=args.overwrite)
-    except TrainingInterrupted as exc:
-        if main_process:
-            saved = f"saved checkpoint {exc.checkpoint}" if exc.checkpoint else "no checkpoint could be saved"
-            print(f"trl-plus: interrupted by {exc.signal_name} at step {exc.step}; {saved}", file=sys.stderr)
-            launcher = " (under the same launcher)" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-            print(f"trl-plus: resume with{launcher}: {resume_command(args, output_dir)}", file=sys.stderr)
-        return exc.exit_code
+    # Before any model loads, and before anything is written into the folder: what it holds is
+    # checked, then it is claimed (a lock held until this run ends; train_from_recipe shares it).
+    with claim(output_dir, recipe.trainer, resume, args.overwrite, recipe) as resume:
+        module = importlib.import_module(f"trl_plus.trainers.{recipe.trainer}")
+        try:
+            module.train_from_recipe(recipe, output_dir, hooks=hooks, resume_from_checkpoint=resume,
+                                     overwrite=args.overwrite)
+        except TrainingInterrupted as exc:
+            if main_process:
+                print(f"trl-plus: {interrupted_message(exc)}", file=sys.stderr)
+                if exc.how != "finished" and exc.checkpoint:
+                    launcher = " (under the same launcher)" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+                    print(f"trl-plus: resume with{launcher}: {resume_command(args, output_dir)}", file=sys.stderr)
+            return exc.exit_code
     if main_process:
         print(f"saved to {output_dir}")
     return 0
+
+
+def interrupted_message(exc) -> str:
+    if exc.how == "finished":
+        return (f"interrupted by {exc.signal_name} during the final save, which was finished first: "
+                f"the run is complete, saved to {exc.checkpoint}")
+    if exc.how == "at_once":
+        saved = f"the last complete checkpoint is {exc.checkpoint}" if exc.checkpoint else "nothing to resume from"
+        running = f" ({exc.running})" if getattr(exc, "running", None) else ""  # set by RewardMix: what hung
+        return f"stopped at once by a second {exc.signal_name} at step {exc.step}, without saving{running}; {saved}"
+    saved = f"saved checkpoint {exc.checkpoint}" if exc.checkpoint else "no checkpoint could be saved"
+    return f"interrupted by {exc.signal_name} at step {exc.step}; {saved}"
 
 
 def resume_command(args, output_dir: str) -> str:

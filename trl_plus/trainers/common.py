@@ -45,20 +45,25 @@ def restore_schedule(schedule, state: dict | None) -> None:
 def save_run(trainer, output_dir: str, recipe=None, started: float | None = None) -> None:
     """Save model, tokenizer, trainer state (log history) and the recipe, on the main process.
 
-    ``run_info.json`` records the wall time, the final global step and, for a resumed run,
-    the checkpoint and step it continued from. A failed write is a ``SaveError`` naming
-    the folder (the run's checkpoints are left as they were).
+    The recipe's copy goes to ``recipe.yaml``, unless that file is the recipe being run:
+    then it is left as it is, and the resolved copy (if it differs) goes to
+    ``recipe.resolved.yaml``. ``run_info.json``, written last, records the trainer, the
+    wall time, the final global step and, for a resumed run, the checkpoint and step it
+    continued from. A failed write is a ``SaveError`` naming the folder (the run's
+    checkpoints are left as they were).
     """
     from ..checkpointing import save_failure
+    from ..run_folder import recipe_copy_name
 
     try:
         trainer.save_model(output_dir)
         trainer.save_state()
         if trainer.is_world_process_zero():
-            if recipe is not None:
-                (Path(output_dir) / "recipe.yaml").write_text(recipe.to_yaml())
+            if recipe is not None and (name := recipe_copy_name(recipe, output_dir)):
+                (Path(output_dir) / name).write_text(recipe.to_yaml())
             if started is not None:
-                info = {"wall_time_s": round(time.time() - started, 3), "global_step": trainer.state.global_step}
+                info = {"trainer": getattr(recipe, "trainer", None) if recipe is not None else None,
+                        "wall_time_s": round(time.time() - started, 3), "global_step": trainer.state.global_step}
                 if getattr(trainer, "resumed_from", None):
                     info["resumed_from"] = {"checkpoint": str(trainer.resumed_from), "global_step": trainer.start_step}
                 (Path(output_dir) / "run_info.json").write_text(json.dumps(info, indent=2))

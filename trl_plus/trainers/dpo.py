@@ -12,6 +12,7 @@ from pathlib import Path
 import trl
 from transformers import TrainerCallback
 
+from ..run_folder import claims_output_dir
 from . import peft_support
 from .common import hooks_for, restore_schedule, save_run, schedule_state, tokenizer_of, write_filter_report
 
@@ -188,13 +189,13 @@ class DPOTrainer(trl.DPOTrainer):
             self.hooks.step_end(trainer=self, step=self.state.global_step, metrics=dict(logs))
 
 
+@claims_output_dir("dpo")  # checks the folder and holds it for the run (run_folder.claim)
 def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoint=None, overwrite=False) -> DPOTrainer:
     """Build everything a ``trainer: dpo`` recipe describes, train, and save into ``output_dir``."""
     from .. import checkpointing
     from ..loading import load_model, load_split, load_tokenizer, peft_config, require_columns
     from ..recipe import build_trainer_config
 
-    resume_from_checkpoint = checkpointing.prepare_output_dir(output_dir, resume_from_checkpoint, overwrite)
     hooks = hooks_for(hooks)
     started = time.time()
     tokenizer = load_tokenizer(recipe.model)
@@ -226,6 +227,7 @@ def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoin
         plugin_manager=hooks,
         recipe=recipe,
     )
-    checkpointing.train(trainer, resume_from_checkpoint, recipe)
-    save_run(trainer, output_dir, recipe, started)
+    # the final save runs under the signal handlers: a signal during it lets it finish
+    checkpointing.train(trainer, resume_from_checkpoint, recipe,
+                        save=lambda: save_run(trainer, output_dir, recipe, started))
     return trainer

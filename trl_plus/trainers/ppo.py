@@ -29,6 +29,7 @@ from accelerate.utils import gather
 from ..data_checks import DataOptions, prepare_dataset
 from ..errors import RecipeError
 from ..reward_checks import unscored_guard
+from ..run_folder import claims_output_dir
 from . import peft_support
 from .common import hooks_for, save_run, tokenizer_of, write_filter_report
 from .ppo_checkpoint import PPOCheckpointMixin
@@ -235,13 +236,13 @@ def _to_tensor(values, device) -> torch.Tensor:
     return torch.tensor([math.nan if v is None else float(v) for v in values], dtype=torch.float32, device=device)
 
 
+@claims_output_dir("ppo")  # checks the folder and holds it for the run (run_folder.claim)
 def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoint=None, overwrite=False) -> PPOTrainer:
     """Build everything a ``trainer: ppo`` recipe describes, train, and save into ``output_dir``."""
     from .. import checkpointing
     from ..loading import load_model, load_split, load_tokenizer, model_init_kwargs, peft_config, require_columns
     from ..recipe import build_trainer_config
 
-    resume_from_checkpoint = checkpointing.prepare_output_dir(output_dir, resume_from_checkpoint, overwrite)
     hooks = hooks_for(hooks)
     started = time.time()
     tokenizer = load_tokenizer(recipe.model)
@@ -275,6 +276,7 @@ def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoin
         recipe=recipe,
         critic=critic,
     )
-    checkpointing.train(trainer, resume_from_checkpoint, recipe)
-    save_run(trainer, output_dir, recipe, started)
+    # the final save runs under the signal handlers: a signal during it lets it finish
+    checkpointing.train(trainer, resume_from_checkpoint, recipe,
+                        save=lambda: save_run(trainer, output_dir, recipe, started))
     return trainer
