@@ -45,12 +45,64 @@ _KINDS = {
 }
 
 
+_warned_unknown: set = set()  # what was warned about (a blocked name, a variable's value): once each
+_ON, _OFF = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
+
+
 def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+    """An on/off environment variable; a value that is neither (``ture``) is read as on (it
+    was set, to say something: for a switch like "disable autoload" the safe side), with a
+    warning naming it, once."""
+    value = os.environ.get(name, "").strip().lower()
+    if value not in _ON | _OFF and (name, value) not in _warned_unknown:
+        import difflib
+        import logging
+
+        _warned_unknown.add((name, value))
+        close = difflib.get_close_matches(value, sorted(_ON | _OFF - {""}), n=1)
+        logging.getLogger("trl_plus").warning(
+            "%s=%r is neither on (1, true, yes, on) nor off (0, false, no, off): read as on.%s",
+            name, os.environ[name], f" Did you mean: {close[0]}?" if close else "",
+        )
+    return value not in _OFF
 
 
 def blocked_plugins() -> list[str]:
     return [p.strip() for p in os.environ.get(BLOCK_ENV, "").split(",") if p.strip()]
+
+
+def plugin_names() -> list[str]:
+    """Every name a plugin can be blocked by: the built-ins' module names, short and long,
+    and the ``trl_plus`` entry points' names (installed, whether loaded or not)."""
+    from importlib.metadata import entry_points
+
+    names = [n for m in BUILTIN_PLUGINS for n in (m, m.removeprefix("trl_plus.plugins."))]
+    try:
+        names += [ep.name for ep in entry_points(group=PROJECT)]
+    except Exception:  # broken metadata: the loading itself reports it
+        pass
+    return sorted(set(names))
+
+
+
+
+def _warn_unknown_blocked(blocked: list[str], source: str) -> None:
+    """A blocked name that is no plugin blocks nothing: say so, once per name, with the
+    closest plugin name (a misspelling must not leave a plugin quietly running)."""
+    import difflib
+    import logging
+
+    known = plugin_names()
+    for name in blocked:
+        if name in known or name in _warned_unknown:
+            continue
+        _warned_unknown.add(name)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        logging.getLogger("trl_plus").warning(
+            "%s names %r, which is no plugin: nothing is blocked under that name.%s Plugins: %s",
+            source, name, f" Did you mean: {close[0]}?" if close else "",
+            ", ".join(n for n in known if not n.startswith("trl_plus.")),
+        )
 
 
 def get_plugin_manager(autoload: bool | None = None, blocked: list[str] | None = None) -> pluggy.PluginManager:
@@ -63,6 +115,8 @@ def get_plugin_manager(autoload: bool | None = None, blocked: list[str] | None =
     """
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
+    _warn_unknown_blocked(blocked_plugins() if blocked is None else list(blocked),
+                          BLOCK_ENV if blocked is None else "blocked=")
     for name in blocked_plugins() if blocked is None else blocked:
         pm.set_blocked(name)
         if not name.startswith("trl_plus.plugins."):

@@ -21,6 +21,7 @@ import difflib
 import hashlib
 import importlib
 import json
+import math
 import os
 import re
 import types
@@ -35,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from .errors import RecipeError, RecipeProblems, TrlPlusError
+from .registry import shown, yaml_hint
 
 # trainer name -> (module, config class, section)
 TRAINERS = {
@@ -46,7 +48,7 @@ FREE_SECTIONS = ("eval", "report")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every number finite
 
 
 class ModelSection(_Strict):
@@ -119,7 +121,9 @@ class DataSection(_Strict):
 
 
 class ComponentSpec(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # The core's own keys, strictly: "false" is no bool (the component's keys are checked
+    # against its factory's annotations: trl_plus.registry.ComponentInfo.check_values).
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, strict=True)
     name: str
 
 
@@ -205,15 +209,176 @@ def find_recipe(name_or_path: str | Path) -> Path:
     )
 
 
+# The most values (mappings, lists and scalars, counted as written out: through YAML
+# aliases too) a recipe may hold. A recipe is a page of settings; an alias "bomb" of a few
+# lines expands to billions of values, and every walk over the recipe would hang on it.
+MAX_RECIPE_VALUES = 100_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (plain data only, no Python objects) for recipes; use
+    :func:`read_yaml`, which also refuses duplicate keys and bounds what aliases expand to."""
+
+
+def _node_items(node) -> list | None:
+    """(path part, child) of a YAML node; None for a scalar."""
+    if isinstance(node, yaml.MappingNode):
+        return [(k.value if isinstance(k, yaml.ScalarNode) else "?", v) for k, v in node.value]
+    if isinstance(node, yaml.SequenceNode):
+        return list(enumerate(node.value))
+    return None
+
+
+def _data_items(value) -> list | None:
+    """(path part, child) of a recipe mapping or list; None for anything else."""
+    if isinstance(value, dict):
+        return list(value.items())
+    if isinstance(value, (list, tuple)):
+        return list(enumerate(value))
+    return None
+
+
+class _Endless(Exception):
+    def __init__(self, loc, obj):
+        self.loc, self.obj = loc, obj
+
+
+def _expanded_sizes(root, items) -> dict:
+    """Every container's size (values below it, counted as written out), by ``id``; each
+    container is counted once however often an alias repeats it, so this takes as long as
+    the text is long. Raises :class:`_Endless` for a container that holds itself."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(obj, loc):
+        children = items(obj)
+        if children is None:
+            return 1
+        key = id(obj)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _Endless(loc, obj)
+        active.add(key)
+        total = 1 + sum(size(child, loc + (part,)) for part, child in children)
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root, ())
+    return sizes
+
+
+def _check_expansion(root, items, line=lambda obj: None) -> None:
+    """Refuse a recipe that writes out to more than ``MAX_RECIPE_VALUES`` values, or holds
+    itself (``&a [*a]``), naming the key where it happens."""
+
+    def at(loc, obj):
+        n = line(obj)
+        return f"{_format_loc(loc) or 'the recipe'}{f' (line {n})' if n else ''}"
+
+    try:
+        sizes = _expanded_sizes(root, items)
+    except _Endless as exc:
+        raise RecipeError(f"{at(exc.loc, exc.obj)} contains itself through a YAML alias (an endless value): "
+                          "write the values out") from None
+    except RecursionError:
+        raise RecipeError("the recipe is nested too deeply to read (thousands of levels)") from None
+    total = sizes.get(id(root), 1)
+    if total <= MAX_RECIPE_VALUES:
+        return
+    loc, obj = (), root
+    while True:  # down to the smallest value that is too large alone
+        big = [(part, child) for part, child in items(obj) or () if sizes.get(id(child), 1) > MAX_RECIPE_VALUES]
+        if not big:
+            break
+        part, obj = big[0]
+        loc += (part,)
+    raise RecipeError(
+        f"{at(loc, obj)} expands to {sizes.get(id(obj), 1):,} values (YAML aliases, *name, repeat what they "
+        f"point to); a recipe may hold at most {MAX_RECIPE_VALUES:,}: write fewer values, or put data in a file"
+    )
+
+
+def _duplicate_keys(root, loader, source=None) -> list[tuple[str, str]]:
+    """(key path, message) for every key written twice in one mapping (a merge key, ``<<``,
+    may be overridden: that is what it is for)."""
+    found, seen_nodes = [], set()
+
+    def walk(node, loc):
+        if id(node) in seen_nodes:
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict = {}
+            for key_node, value_node in node.value:
+                if key_node.tag != _MERGE_TAG and isinstance(key_node, yaml.ScalarNode):
+                    key, line = loader.construct_object(key_node), key_node.start_mark.line + 1
+                    try:
+                        first = lines.get(key)
+                        lines.setdefault(key, line)
+                    except TypeError:  # an unhashable key: construction says so
+                        first = None
+                    if first is not None:
+                        found.append((_format_loc(loc + (key,)),
+                                      f"written twice in one mapping{f' of {source}' if source else ''} "
+                                      f"({f'lines {first} and {line}' if first != line else f'both on line {line}'}); "
+                                      "YAML would silently keep only the last: delete one"))
+                walk(value_node, loc + (key_node.value if isinstance(key_node, yaml.ScalarNode) else "?",))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, child in enumerate(node.value):
+                walk(child, loc + (i,))
+
+    walk(root, ())
+    return found
+
+
+def _load_yaml(text: str, source=None):
+    """``text`` as plain data (``yaml.SafeLoader``), refused with a :class:`RecipeError` when a
+    key is written twice in one mapping or aliases expand it beyond ``MAX_RECIPE_VALUES``
+    values; both are checked on the parsed nodes, before anything is built or walked.
+    Raises ``yaml.YAMLError`` for text that is not YAML."""
+    loader = RecipeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, _node_items, lambda n: n.start_mark.line + 1)
+        duplicates = _duplicate_keys(node, loader, source)
+        if duplicates:
+            raise RecipeProblems(duplicates)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise RecipeError("the recipe is nested too deeply to read (thousands of levels)") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml(text: str, source: str | Path | None = None):
+    """A recipe's YAML text as plain data: every recipe is read through here (see
+    :func:`_load_yaml`); errors name ``source``."""
+    try:
+        return _load_yaml(text, source)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{source or 'the recipe'}: not valid YAML: {exc}") from None
+    except RecipeProblems:
+        raise
+    except RecipeError as exc:
+        raise RecipeError(f"{source}: {exc}" if source else str(exc)) from None
+
+
 def parse_override(text: str) -> tuple[list[str | int], Any]:
     if "=" not in text:
         raise RecipeError(f"--set expects KEY=VALUE, got {text!r}")
     key, _, value = text.partition("=")
     parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = _load_yaml(value) if value.strip() else ""
     except yaml.YAMLError:
         parsed = value
+    except RecipeError as exc:
+        raise RecipeError(f"--set {key.strip()}=...: {exc}") from None
     return parts, parsed
 
 
@@ -291,7 +456,10 @@ def _pydantic_problems(exc: ValidationError) -> list[tuple[str, str]]:
         elif err["type"] == "missing":
             out.append((key, "missing required key"))
         else:
-            out.append((key, f"{err['msg']} (got {err.get('input')!r})"))
+            kind = err["type"].partition("_")[0]
+            hint = yaml_hint(err.get("input"), wants_number=kind in ("int", "float"), wants_bool=kind == "bool",
+                             wants_text=kind == "string", integer=kind == "int")
+            out.append((key, f"{err['msg']} (got {shown(err.get('input'))}){hint}"))
     return out
 
 
@@ -417,10 +585,9 @@ def _check_trainer_section(spec: RecipeModel, problems: Problems) -> None:
             problems.add(where, f"unknown {cls.__name__} field {key!r}." + (f" Did you mean: {hint[0]}?" if hint else ""))
         elif key == "output_dir":
             problems.add(where, "set the output folder with --output-dir, not in the recipe")
-        elif (expected := _simple_types(hints.get(key))) and not _type_ok(value, expected):
-            problems.add(where, f"expected {' or '.join(sorted({t.__name__ for t in expected}))}, got {value!r}")
-        elif (message := _out_of_range(key, value, section)) is not None:
-            problems.add(where, message)
+        elif found := trainer_value_problems(hints, key, value, section):
+            for loc, message in found:
+                problems.add(_format_loc((section, key) + loc), message)
         else:
             continue
         bad = True
@@ -434,6 +601,42 @@ def _check_trainer_section(spec: RecipeModel, problems: Problems) -> None:
         m = _FIELD_MESSAGE.match(str(exc))
         key = f"{section}.{m['field']}" if m and m["field"] in fields else section
         problems.add(key, f"{cls.__name__} rejected the section: {exc}")
+
+
+def trainer_value_problems(hints: dict, key: str, value, section: str) -> list[tuple[tuple, str]]:
+    """(location inside the value, message) for a trainer-config value that is not finite
+    (anywhere in it), not of its field's type (with how YAML may have misread it), or out
+    of range; [] when it is fine. ``hints``: the config class's type hints."""
+    from .registry import _kinds
+
+    bad = _non_finite(value)
+    if bad is not None:
+        return [(bad[0], f"must be a finite number, got {bad[1]}")]
+    annotation = hints.get(key)
+    kinds, words = _kinds(annotation) if annotation is not None else (set(), [])
+    hint = yaml_hint(value, wants_number=bool({int, float} & kinds), wants_bool=bool in kinds,
+                     wants_text=str in kinds and bool not in kinds, words=words,
+                     integer=int in kinds and float not in kinds)
+    expected = _simple_types(annotation)
+    if expected and not _type_ok(value, expected):
+        return [((), f"expected {' or '.join(sorted({t.__name__ for t in expected}))}, got {shown(value)}{hint}")]
+    if isinstance(value, bool) and kinds and bool not in kinds:  # e.g. save_strategy: no
+        return [((), f"expected {' or '.join(repr(w) for w in words) if words else 'a string'}, got {value}{hint}")]
+    message = _out_of_range(key, value, section)
+    return [((), message)] if message is not None else []
+
+
+def _non_finite(value, loc: tuple = ()) -> tuple[tuple, float] | None:
+    """(location, value) of the first float in ``value`` (a number, list or mapping) that is
+    not finite (inf, nan), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (loc, value)
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for part, item in items:
+        found = _non_finite(item, loc + (part,))
+        if found is not None:
+            return found
+    return None
 
 
 def _out_of_range(key: str, value, section: str = "dpo") -> str | None:
@@ -501,6 +704,8 @@ def build_trainer_config(spec: RecipeModel, output_dir: str, device_defaults: bo
     return cls(output_dir=output_dir, **values)
 
 
+# ``ppo.critic_init`` values that name no model: the policy's backbone, the recipe's reward model.
+CRITIC_INIT_WORDS = ("policy", "reward")
 _PY_FILE_REF = re.compile(r"^(?P<file>[^:]+\.py):(?P<attr>[\w.]+)$")
 _PY_MODULE_REF = re.compile(r"^(?P<module>[A-Za-z_]\w*):(?P<attr>[\w.]+)$")
 _MISSING = object()
@@ -523,8 +728,9 @@ def _resolve_paths(raw: dict, base: Path, only=None) -> None:
     Data files and prompt sets (``data.*``, ``eval.prompts``, ``eval.val_prompts``,
     ``stages.pairs.dataset``), model folders (``model.*``, ``eval.reference``,
     ``eval.kl.reference``, ``stages.sft.base``, a ``reward_model``'s ``model`` in any
-    component spec), ``file.py:attr`` references (and ``module:attr`` ones whose
-    ``module.py`` is in ``base``: a module beside the recipe), ``eval.cache`` and
+    component spec, ``ppo.critic_init`` unless ``policy`` or ``reward``), ``file.py:attr``
+    references (and ``module:attr`` ones whose ``module.py`` is in ``base``: a module beside
+    the recipe), ``eval.cache`` and
     ``dpo.ref_logps_cache``. A name that is no local path (a hub id, ``tiny:...``) is left
     as it is: see ``trl_plus.loading.local_path``.
 
@@ -569,6 +775,9 @@ def _resolve_paths(raw: dict, base: Path, only=None) -> None:
         put(ev.get("kl"), "reference", ("eval", "kl", "reference"))
         put(ev, "cache", ("eval", "cache"), always=True)
     put(raw.get("dpo"), "ref_logps_cache", ("dpo", "ref_logps_cache"), always=True)
+    ppo = raw.get("ppo")
+    if isinstance(ppo, dict) and ppo.get("critic_init") not in CRITIC_INIT_WORDS:
+        put(ppo, "critic_init", ("ppo", "critic_init"))  # a model folder (a hub id is left as it is)
     stages = raw.get("stages")
     if isinstance(stages, dict):
         put(stages.get("sft"), "base", ("stages", "sft", "base"))
@@ -599,15 +808,138 @@ def _resolve_paths(raw: dict, base: Path, only=None) -> None:
             raw[key] = fix(raw[key], (key,))
 
 
+def check_python_ref(ref: Any, where: str = "function") -> None:
+    """A ``module:attr`` or ``file.py:attr`` reference checked without running any of it
+    (``trl-plus validate --no-import``): the module's file is found (``importlib``'s
+    finders, no package imported) and its source, parsed with ``ast``, defines the
+    attribute's first name at its top level (a def, class, assignment or import; a class
+    also its next name). A module without Python source (built in, compiled) is only found.
+    Raises :class:`RecipeError` under ``where``."""
+    import ast
+
+    if not isinstance(ref, str) or ":" not in ref:
+        raise RecipeError(f"expected 'module:attr' or 'file.py:attr', got {shown(ref)}", where)
+    module_ref, _, attr = ref.rpartition(":")
+    if module_ref.endswith(".py"):
+        origin = Path(module_ref).expanduser()
+        if not origin.is_file():
+            raise RecipeError(f"cannot find {module_ref!r} for {ref!r}: no such file", where)
+    else:
+        origin = _module_file(module_ref, ref, where)
+        if origin is None:
+            return  # found, but no source to read
+    try:
+        tree = ast.parse(origin.read_bytes(), filename=str(origin))
+    except SyntaxError as exc:
+        raise RecipeError(f"{origin} for {ref!r} is not valid Python: {exc.msg} (line {exc.lineno})", where) from None
+    except (OSError, ValueError) as exc:
+        raise RecipeError(f"cannot read {origin} for {ref!r}: {exc}", where) from None
+    names = _top_level_names(tree.body)
+    first, *rest = attr.split(".")
+    if first not in names:
+        if "*" in names or "__getattr__" in names:
+            return  # a star import or a module __getattr__: only running it would tell
+        public = sorted(n for n in names if not n.startswith("_"))
+        close = difflib.get_close_matches(first, public, n=1)
+        raise RecipeError(f"{module_ref!r} defines no {first!r} at its top level (read without importing it)."
+                          + (f" Did you mean: {close[0]}?" if close else "")
+                          + f" It defines: {', '.join(public[:20]) or 'nothing'}{' ...' if len(public) > 20 else ''}",
+                          where)
+    node = names[first]
+    if rest and isinstance(node, ast.ClassDef):
+        members = _top_level_names(node.body)
+        if rest[0] not in members and not node.bases:
+            raise RecipeError(f"class {first!r} in {module_ref!r} defines no {rest[0]!r} (read without importing it)",
+                              where)
+
+
+def _module_file(module_ref: str, ref: str, where: str) -> Path | None:
+    """The source file of module ``module_ref``, found as ``import`` would find it but
+    without importing it or its packages; None when it has no Python source."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    search, spec = None, None
+    parts = module_ref.split(".")
+    for i in range(len(parts)):
+        name = ".".join(parts[: i + 1])
+        loaded = sys.modules.get(name)
+        spec = getattr(loaded, "__spec__", None) if loaded is not None else None
+        try:
+            if spec is None and i == 0:
+                spec = importlib.util.find_spec(name)  # a top-level name: nothing is imported to find it
+            elif spec is None:
+                for finder in sys.meta_path:
+                    find = getattr(finder, "find_spec", None)
+                    spec = find(name, search) if find is not None else None
+                    if spec is not None:
+                        break
+        except (ImportError, ValueError) as exc:
+            raise RecipeError(f"cannot find module {name!r} for {ref!r}: {exc}", where) from None
+        if spec is None:
+            raise RecipeError(f"cannot find module {name!r} for {ref!r} (looked for it without importing anything)",
+                              where)
+        search = spec.submodule_search_locations
+        if search is None and i < len(parts) - 1:
+            raise RecipeError(f"cannot find module {module_ref!r} for {ref!r}: {name!r} is not a package", where)
+    origin = getattr(spec, "origin", None)
+    return Path(origin) if origin and origin.endswith(".py") and Path(origin).is_file() else None
+
+
+def _top_level_names(body) -> dict:
+    """The names a module (or class) body binds at its top level, also inside if/try/with
+    blocks: name -> the statement ("*" for a star import)."""
+    import ast
+
+    names: dict = {}
+
+    def targets(node, stmt):
+        if isinstance(node, ast.Name):
+            names.setdefault(node.id, stmt)
+        elif isinstance(node, (ast.Tuple, ast.List)):
+            for elt in node.elts:
+                targets(elt, stmt)
+        elif isinstance(node, ast.Starred):
+            targets(node.value, stmt)
+
+    for stmt in body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.setdefault(stmt.name, stmt)
+        elif isinstance(stmt, ast.Assign):
+            for target in stmt.targets:
+                targets(target, stmt)
+        elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
+            targets(stmt.target, stmt)
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            for alias in stmt.names:
+                names.setdefault(alias.asname or alias.name.split(".")[0], stmt)
+        elif isinstance(stmt, (ast.If, ast.Try, ast.With, ast.For, ast.While)) or type(stmt).__name__ == "TryStar":
+            for block in ("body", "orelse", "finalbody"):
+                names.update({k: v for k, v in _top_level_names(getattr(stmt, block, [])).items() if k not in names})
+            for handler in getattr(stmt, "handlers", []):
+                names.update({k: v for k, v in _top_level_names(handler.body).items() if k not in names})
+    return names
+
+
 def _looks_like_file(path: str) -> bool:
-    return Path(path).suffix in {".jsonl", ".json", ".csv", ".parquet", ".txt"} or path.startswith(("/", "./", "../"))
+    from .data_checks import file_format
+
+    return file_format(path) is not None or path.startswith(("/", "./", "../"))
 
 
-def _check_data(spec: RecipeModel, written: dict, base: Path, from_cli, problems: Problems) -> None:
+def _check_data(spec: RecipeModel, written: dict, base: Path, from_cli, problems: Problems, hooks=None) -> None:
     """Data files exist; a missing one is named as written and as resolved, and where
-    a relative path was looked up (:param from_cli: ``from_cli(location)``: given by ``--set``)."""
+    a relative path was looked up (:param from_cli: ``from_cli(location)``: given by ``--set``).
+    One that exists is checked as the loader will read it (``trl_plus.loading.data_file_check``)."""
+    from .loading import data_file_check
+
     for split in ("train", "eval"):
         entry = getattr(spec.data, split)
+        if entry is not None and Path(entry.path).is_file():
+            problem = data_file_check(entry.path, spec.data.on_error, hooks)
+            if problem:
+                problems.add(f"data.{split}.path", problem)
         if entry is None or not _looks_like_file(entry.path) or Path(entry.path).exists():
             continue
         loc = ("data", split, "path")
@@ -676,6 +1008,16 @@ def check_judge(spec: Any, where: str, components) -> None:
         components.judge(spec, where)
 
 
+def _written_out(value):
+    """A copy of a recipe in which nothing is shared: what a YAML alias repeated becomes a
+    copy of its own, so that ``--set`` and path resolution change one place only."""
+    if isinstance(value, dict):
+        return {k: _written_out(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_written_out(v) for v in value]
+    return copy.deepcopy(value)
+
+
 def _validate_sections(raw: dict, problems: Problems) -> RecipeModel:
     """The typed recipe; a top-level section pydantic rejects is reported and left out,
     so that the other sections are still checked."""
@@ -702,7 +1044,8 @@ def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: l
 
     if not isinstance(raw, dict):
         raise RecipeError(f"a recipe is a mapping of keys, got {type(raw).__name__}")
-    raw = copy.deepcopy(raw)
+    _check_expansion(raw, _data_items)  # a mapping built in Python, or read by other means
+    raw = _written_out(raw)
     base = source.parent if source else Path.cwd()
     written = copy.deepcopy(raw)  # as written, for messages that say where a path was looked up
     _resolve_paths(raw, base)
@@ -736,9 +1079,20 @@ def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: l
                 with problems.check(f"model.{key}"):
                     check_model_name(getattr(spec.model, key), f"model.{key}")
     if spec.data is not None:
-        _check_data(spec, written, base, from_cli, problems)
+        _check_data(spec, written, base, from_cli, problems, hooks)
     if spec.trainer is not None:
         _check_trainer_section(spec, problems)
+    critic = spec.ppo.get("critic_init") if spec.trainer == "ppo" else None
+    if isinstance(critic, str) and critic and critic not in CRITIC_INIT_WORDS and not problems.under("ppo.critic_init"):
+        from .loading import resolve_model_ref
+
+        with problems.check("ppo.critic_init"):  # a folder must exist, a hub id be valid (and cached offline)
+            resolve_model_ref(critic, "ppo.critic_init", lookup=False)
+    elif critic == "reward" and not any(r.name == "reward_model" and isinstance(getattr(r, "model", None), str)
+                                        for r in spec.rewards):
+        problems.add("ppo.critic_init", "critic_init 'reward' starts the critic from the recipe's reward model, and "
+                                        "rewards lists no 'reward_model' source with a model: add one, or use "
+                                        "critic_init: policy or a model path")
     _check_components(spec, hooks, problems)
     recipe = Recipe(spec, raw, source)
     for kind in kinds:  # a pipeline: its stages, and its eval section as its eval stage runs it
@@ -753,15 +1107,21 @@ def validate_dict(raw: Any, hooks=None, source: Path | None = None, overrides: l
 
 
 def load_recipe(name_or_path: str | Path, overrides: list[str] = (), hooks=None, deep: bool = False) -> Recipe:
-    """Find, read (``yaml.safe_load``), override and validate a recipe (see
+    """Find, read (:func:`read_yaml`: plain data), override and validate a recipe (see
     :func:`validate_dict`); calls ``recipe_loaded``."""
     from .manager import Hooks
 
     path = find_recipe(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not a recipe: not UTF-8 text (byte {exc.start}); a recipe is a YAML file") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read the recipe: {exc.strerror or exc}") from None
+    raw = read_yaml(text, path)
+    if raw is None:
+        raise RecipeError(f"{path}: the recipe is empty (no keys, or only comments); start from a shipped recipe, "
+                          "e.g. trl-plus validate tiny-dpo")
     hooks = Hooks.of(hooks)
     recipe = validate_dict(raw, hooks, source=path.resolve(), overrides=list(overrides), deep=deep)
     hooks.recipe_loaded(recipe)

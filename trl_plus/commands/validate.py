@@ -5,9 +5,25 @@ sections and keys, trainer-config values, every component built as a dry run (re
 sources import, URLs are http(s), schedules and filters accept their arguments; no model
 loads), and for a pipeline what its stages point to. ``train``, ``compare`` and ``eval
 --recipe`` run the same checks at start-up.
+
+What it runs: the recipe itself is plain data (read as YAML, no tags that build Python
+objects). Building the components as a dry run calls the factories of the installed
+plugins (as every command does), and for a ``python`` reward source imports the module
+the recipe names (``module:attr`` or ``file.py:attr``), which runs that module's
+top-level code, and instantiates a class with the entry's ``kwargs``. With
+``--no-import`` no such module is imported: its file is found and its source is read
+(``ast``) to see that it defines the attribute.
 """
 
 from __future__ import annotations
+
+EXECUTES = (
+    "What validate runs: the recipe is plain data, but a python reward source's module (module:attr or "
+    "file.py:attr) is imported to check it, which runs that module's top-level code (and a class is "
+    "instantiated with its kwargs); installed plugins are loaded as by every command. With --no-import "
+    "nothing the recipe names is imported: the module's file is found and its source read (not run) for "
+    "the attribute. Use --no-import on a recipe you do not trust."
+)
 
 
 def add_recipe_arguments(p) -> None:
@@ -20,8 +36,14 @@ def add_recipe_arguments(p) -> None:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("validate", help="validate a recipe without running it")
+    p = sub.add_parser("validate", help="validate a recipe without running it",
+                       description="Check a recipe completely, without loading a model. " + EXECUTES)
     add_recipe_arguments(p)
+    p.add_argument(
+        "--no-import", action="store_true",
+        help="import no module the recipe names (python reward sources): check statically that the module's "
+             "file is found and defines the attribute, without running any of it",
+    )
     p.set_defaults(func=run)
 
 
@@ -35,10 +57,15 @@ def load_for_command(args, hooks):
 
 
 def run(args) -> int:
-    from ..manager import Hooks
+    import contextlib
 
-    recipe = load_for_command(args, Hooks())
+    from ..manager import Hooks
+    from ..registry import no_imports
+
+    with no_imports() if getattr(args, "no_import", False) else contextlib.nullcontext():
+        recipe = load_for_command(args, Hooks())
     stages = [name for name, value in recipe.stages.items() if isinstance(value, dict)]
     what = f"trainer: {recipe.trainer}" if recipe.trainer else "pipeline: " + " -> ".join(stages)
-    print(f"{recipe.source}: ok ({what}, hash {recipe.hash})")
+    how = "; python references read, not imported" if getattr(args, "no_import", False) else ""
+    print(f"{recipe.source}: ok ({what}, hash {recipe.hash}{how})")
     return 0

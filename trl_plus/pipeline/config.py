@@ -21,7 +21,7 @@ from ..recipe import PeftSection
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every number finite (betas: [.inf] is refused)
 
 
 class CorpusStage(_Strict):
@@ -186,7 +186,7 @@ _RESERVED = {"output_dir", "seed", "save_steps", "save_strategy", "beta", "kl_co
 
 
 def _check_args(stage: str, args: dict, problems) -> None:
-    from ..recipe import _out_of_range
+    from ..recipe import _format_loc, _type_hints, trainer_value_problems
 
     module, name = _ARG_CONFIGS[stage]
     try:
@@ -194,6 +194,7 @@ def _check_args(stage: str, args: dict, problems) -> None:
     except ImportError:
         return  # the trainer is missing: the stage itself says so when it runs
     fields = {f.name for f in dataclasses.fields(cls)}
+    hints = _type_hints(cls)
     for key in args:
         where = f"stages.{stage}.args.{key}"
         if key in _RESERVED:
@@ -201,8 +202,10 @@ def _check_args(stage: str, args: dict, problems) -> None:
         elif key not in fields:
             hint = difflib.get_close_matches(key, sorted(fields), n=1)
             problems.add(where, f"unknown {name} field {key!r}." + (f" Did you mean: {hint[0]}?" if hint else ""))
-        elif (message := _out_of_range(key, args[key], "ppo" if stage.startswith("ppo") else stage)) is not None:
-            problems.add(where, message)  # the value ranges a trainer recipe is held to
+        else:  # what a trainer recipe's values are held to: finite, of the field's type, in range
+            section = "ppo" if stage.startswith("ppo") else stage
+            for loc, message in trainer_value_problems(hints, key, args[key], section):
+                problems.add(_format_loc(("stages", stage, "args", key) + loc), message)
 
 
 def parse(recipe) -> PipelineConfig:
