@@ -170,7 +170,7 @@ def test_url_credentials_and_token_params_never_shown(plugin_manager, json_endpo
         ("file:///etc/passwd", "must start with http:// or https://"),
         ("127.0.0.1:8000/score", "must start with http:// or https://"),
         ("http:///score", "url has no host"),
-        (8000, "got a int"),
+        (8000, "got (a int|8000)"),  # the factory's check, or the keyword type check before it
     ],
 )
 @pytest.mark.parametrize("kind", ["http", "http_pairwise"])
@@ -266,3 +266,181 @@ def test_64_concurrent_batches_keep_every_score_in_order(plugin_manager, json_en
     expected = {f"{b}:{start}": 2 if f"{b}:{start}" in retried else 1 for b in range(64) for start in (0, 4, 8)}
     assert seen == expected  # each sub-batch once, the failed ones exactly twice
     assert len(srv.requests) == shared.client.attempts == 64 * 3 + len(retried)
+
+
+# ---------------------------------------------------------------------------------------
+# timeout bounds the whole request; answers are capped in size. A raw server on 127.0.0.1
+# that answers as a test says, byte by byte if need be; every loop of it is bounded.
+# ---------------------------------------------------------------------------------------
+
+
+class RawServer:
+    """``behave(conn, stop)`` writes the answer to each request (read whole first)."""
+
+    def __init__(self, behave):
+        self.stop = threading.Event()
+        self.sent = 0  # body bytes written, all requests together
+        self.requests = 0
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.05)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/"
+        self._behave = behave
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            self.requests += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        with conn:
+            conn.settimeout(5)
+            try:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536) or b"\r\n\r\n"
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = [line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+                while len(body) < int(length[0] if length else 0):
+                    body += conn.recv(65536)
+                self._behave(self, conn)
+            except OSError:  # the client hung up: that is what these tests want
+                pass
+
+    def send(self, conn, data: bytes) -> None:
+        conn.sendall(data)
+        self.sent += len(data)
+
+    def close(self):
+        self.stop.set()
+        self._sock.close()
+
+
+@pytest.fixture
+def raw_server():
+    servers = []
+
+    def start(behave) -> RawServer:
+        servers.append(RawServer(behave))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+SCORES = b'{"scores": [1.0]}'
+
+
+def head(length: int | None = len(SCORES), extra: bytes = b"") -> bytes:
+    size = b"Content-Length: %d\r\n" % length if length is not None else b"Connection: close\r\n"
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + size + extra + b"\r\n"
+
+
+def trickle(srv, conn, data: bytes, every: float) -> None:
+    for byte in data:
+        if srv.stop.wait(every):
+            return
+        srv.send(conn, bytes([byte]))
+
+
+def _timed_failure(plugin_manager, url, timeout=1.0, **kw):
+    built = source(plugin_manager, url, timeout=timeout, **{"retries": 0, **kw})
+    start = time.monotonic()
+    with pytest.raises(RewardSourceError) as info:
+        built(["p"], ["x"])
+    return str(info.value), time.monotonic() - start
+
+
+def test_a_body_that_drips_is_cut_off_at_timeout(plugin_manager, raw_server):
+    srv = raw_server(lambda srv, conn: (conn.sendall(head()), trickle(srv, conn, SCORES, 0.2)))
+    message, took = _timed_failure(plugin_manager, srv.url)
+    assert took < 2.0  # 1 byte per 0.2 s would take 3.4 s: timeout (1 s) bounds the whole request
+    assert "answered 200 OK, but its body came too slowly: " in message and f"of {len(SCORES)} bytes in" in message
+    assert "the timeout of 1 s bounds the whole request, body included" in message
+    assert "could not connect" not in message
+
+
+def test_a_server_that_stalls_after_its_headers_says_so(plugin_manager, raw_server):
+    srv = raw_server(lambda srv, conn: (conn.sendall(head()), srv.stop.wait(10)))
+    message, took = _timed_failure(plugin_manager, srv.url, timeout=0.5)
+    assert took < 1.5
+    assert "answered 200 OK, then stalled after its headers: no byte of the body came" in message
+    assert "could not connect" not in message
+
+
+def test_a_body_that_stalls_midway_says_how_much_came(plugin_manager, raw_server):
+    srv = raw_server(lambda srv, conn: (conn.sendall(head() + SCORES[:5]), srv.stop.wait(10)))
+    message, took = _timed_failure(plugin_manager, srv.url, timeout=0.5)
+    assert took < 1.5
+    assert f"then its body stalled: 5 of {len(SCORES)} bytes came, then nothing for" in message
+
+
+def test_trickled_headers_are_cut_off_too(plugin_manager, raw_server):
+    srv = raw_server(lambda srv, conn: trickle(srv, conn, head(extra=b"X-Pad: " + b"a" * 100 + b"\r\n"), 0.05))
+    message, took = _timed_failure(plugin_manager, srv.url, timeout=0.5)
+    assert took < 1.5
+    assert "timed out after 0.5 s waiting for an answer (connected; its status line and headers were still incomplete)" \
+        in message
+
+
+def big_answer(total: int, declared: bool):
+    def behave(srv, conn):
+        srv.send(conn, head(total if declared else None))
+        piece = b"[" + b"1," * 32767 + b"1]"
+        while srv.sent < total and not srv.stop.is_set():
+            srv.send(conn, piece)
+    return behave
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_an_answer_over_max_response_bytes_is_refused_unread(plugin_manager, raw_server, declared):
+    total = 400 * 2**20
+    srv = raw_server(big_answer(total, declared))
+    message, took = _timed_failure(plugin_manager, srv.url, timeout=10, retries=3)
+    assert srv.requests == 1  # never retried: the same answer would come again
+    assert "over max_response_bytes = 10485760 (10 MiB)" in message and "not retried: raise max_response_bytes" in message
+    if declared:
+        assert "a body of 400 MiB (its Content-Length)" in message and "not read" in message
+    else:
+        assert "stopped reading after 10." in message
+    assert srv.sent < 100 * 2**20  # the client hung up long before the 400 MiB
+
+
+def test_max_response_bytes_is_the_recipes_and_counts_the_body_decompressed(plugin_manager, raw_server):
+    import gzip
+
+    answer = b'{"scores": [2.0], "pad": "' + b" " * 5000 + b'"}'
+    fine = raw_server(lambda srv, conn: srv.send(conn, head(len(answer)) + answer))
+    assert source(plugin_manager, fine.url, max_response_bytes=len(answer))(["p"], ["x"]) == [2.0]
+    message, _ = _timed_failure(plugin_manager, fine.url, max_response_bytes=len(answer) - 1)
+    assert f"over max_response_bytes = {len(answer) - 1} (4.9 KiB)" in message
+
+    bomb = gzip.compress(b'{"scores": [1.0], "pad": "' + b" " * (50 * 2**20) + b'"}')  # 50 KiB that inflate to 50 MiB
+    zipped = raw_server(lambda srv, conn: srv.send(conn, head(len(bomb), b"Content-Encoding: gzip\r\n") + bomb))
+    message, _ = _timed_failure(plugin_manager, zipped.url)
+    assert len(bomb) < 2**20 and "with a body over max_response_bytes = 10485760 (10 MiB)" in message
+
+    with pytest.raises(RecipeError, match="max_response_bytes"):
+        source(plugin_manager, fine.url, max_response_bytes=0)
+
+
+def test_the_judge_has_the_same_bounds(plugin_manager, raw_server):
+    srv = raw_server(big_answer(400 * 2**20, True))
+    j = judge(plugin_manager, srv.url, retries=2, swap=False)
+    with pytest.raises(ComponentError, match=r"HTTP judge .*over max_response_bytes = 10485760 \(10 MiB\)"):
+        j(["p"], ["a"], ["b"])  # never retried, and it stops the evaluation (every batch would fail the same way)
+    assert srv.requests == 1
+
+
+def test_an_answer_nested_too_deeply_is_named_and_retried(plugin_manager, json_endpoint):
+    srv = json_endpoint(lambda body: (200, b"[" * 200_000 + b"]" * 200_000))
+    with pytest.raises(RewardSourceError) as info:
+        source(plugin_manager, srv.url, retries=1)(["p"], ["x"])
+    message = str(info.value)
+    assert "answered JSON nested too deeply (application/json, 400000 bytes); gave up after 2 attempts" in message
+    assert "RecursionError" not in message

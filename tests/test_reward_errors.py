@@ -207,3 +207,282 @@ def test_gold_and_judge_sources_are_checked_the_same_way(plugin_manager):
     )
     with pytest.raises(RewardSourceError, match=rf"eval\.judges\.source \(python: {__name__}:returns_scalar\) returned a float"):
         judge(["p"], ["a"], ["b"])
+
+
+# ---------------------------------------------------------------------------------------
+# a reward that never returns: its time budget, or a second signal, ends the run by name
+# ---------------------------------------------------------------------------------------
+
+HANGING_REWARD = '''
+import pathlib, time
+
+CALLS = {"n": 0}
+
+
+def score(prompts, completions, marker, release, hang_at=1, **kw):
+    CALLS["n"] += 1
+    if CALLS["n"] >= hang_at:
+        pathlib.Path(marker).touch()
+        end = time.monotonic() + 20  # bounded: the test releases it sooner
+        while time.monotonic() < end and not pathlib.Path(release).exists():
+            time.sleep(0.02)
+    return [float(len(c)) for c in completions]
+'''
+
+
+@pytest.fixture
+def hanging_reward(tmp_path):
+    """A python reward file that hangs from its ``hang_at``-th call until the test ends."""
+    module = tmp_path / "hanging_reward.py"
+    module.write_text(HANGING_REWARD)
+    marker, release = tmp_path / "hanging", tmp_path / "release"
+    yield module, {"marker": str(marker), "release": str(release)}
+    release.touch()
+
+
+def test_a_python_reward_that_never_returns_ends_at_its_timeout(plugin_manager, hanging_reward):
+    import time
+
+    module, kwargs = hanging_reward
+    spec = {"name": "python", "function": f"{module}:score", "kwargs": kwargs, "timeout": 0.3, "alias": "slowpoke"}
+    mix = plugin_manager.components().reward_mix([spec])
+    start = time.monotonic()
+    with pytest.raises(RewardSourceError) as info:
+        mix(["p"], ["x"])
+    assert time.monotonic() - start < 3
+    message = str(info.value)
+    assert message.startswith("reward source rewards[0] 'slowpoke': python reward ")
+    assert "did not return within 0.3 s (its timeout)" in message and "'timeout'" in message
+
+
+@pytest.mark.parametrize("value", [0, -1, "10", True, float("inf")])
+def test_a_python_reward_timeout_is_checked(plugin_manager, value):
+    with pytest.raises(RecipeError, match="timeout"):
+        plugin_manager.components().reward_source({"name": "python", "function": f"{__name__}:returns_some_none",
+                                                   "timeout": value})
+
+
+SWALLOWING_REWARD = '''
+import signal, threading, time
+
+
+def uses_alarm(prompts, completions, **kw):  # as math checkers bound their parsing: main thread only
+    signal.signal(signal.SIGALRM, lambda *a: None)
+    signal.alarm(30)
+    signal.alarm(0)
+    return [1.0] * len(completions)
+
+
+def swallows(prompts, completions, **kw):
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        try:
+            threading.Event().wait(5)  # a blocking wait, and every Exception swallowed
+        except Exception:
+            pass
+    return [1.0] * len(completions)
+'''
+
+
+def test_the_timeout_stops_blocking_waits_and_leaves_the_reward_its_main_thread(plugin_manager, tmp_path):
+    import threading
+    import time
+
+    module = tmp_path / "swallowing_reward.py"
+    module.write_text(SWALLOWING_REWARD)
+    alarm = plugin_manager.components().reward_source({"name": "python", "function": f"{module}:uses_alarm", "timeout": 5})
+    assert alarm(["p"], ["x"]) == [1.0]  # signal.alarm works: the call runs in the main thread
+    stuck = plugin_manager.components().reward_source({"name": "python", "function": f"{module}:swallows", "timeout": 0.3})
+    start = time.monotonic()
+    with pytest.raises(RewardSourceError, match="did not return within 0.3 s"):
+        stuck(["p"], ["x"])
+    assert time.monotonic() - start < 3
+    errors = []  # from another thread (no signals there): a worker thread, abandoned at the deadline
+    thread = threading.Thread(target=lambda: errors.append(pytest.raises(RewardSourceError, stuck, ["p"], ["x"])))
+    thread.start()
+    thread.join(5)
+    assert errors and "did not return within 0.3 s" in str(errors[0].value)
+
+
+def test_no_timeout_and_the_caller_state_reach_the_reward(plugin_manager):
+    import torch
+
+    spec = {"name": "python", "function": f"{__name__}:grad_enabled", "timeout": None}
+    source = plugin_manager.components().reward_source(spec)
+    with torch.no_grad():  # grad mode is per thread: the reward sees the caller's
+        assert source(["p"], ["x"]) == [0.0]
+    assert source(["p"], ["x"]) == [1.0]
+    bounded = plugin_manager.components().reward_source({**spec, "timeout": 5})
+    seen = []
+
+    def off_main_thread():  # there the call runs in a worker thread, given the caller's grad mode
+        with torch.no_grad():
+            seen.append(bounded(["p"], ["x"]))
+
+    import threading
+
+    thread = threading.Thread(target=off_main_thread)
+    thread.start()
+    thread.join(10)
+    assert seen == [[0.0]]
+
+
+def grad_enabled(prompts, completions, **kw):
+    import torch
+
+    return [float(torch.is_grad_enabled())] * len(completions)
+
+
+def calls_sys_exit(prompts, completions, **kw):
+    import sys
+
+    sys.exit(3)
+
+
+def test_a_reward_calling_sys_exit_is_an_error_not_an_exit(plugin_manager):
+    mix = plugin_manager.components().reward_mix([{"name": "python", "function": f"{__name__}:calls_sys_exit"}])
+    with pytest.raises(RewardSourceError, match=r"python reward .*calls_sys_exit called sys\.exit\(3\)"):
+        mix(["p"], ["x"])
+
+
+def _hang_args(tmp_path, module, kwargs, **sets):
+    reward = "rewards.0={name: python, function: '%s:score', alias: stuck, kwargs: {marker: '%s', release: '%s', " \
+             "hang_at: 3}%s}" % (module, kwargs["marker"], kwargs["release"],
+                                 "".join(f", {k}: {v}" for k, v in sets.items()))
+    return ["train", "tiny-ppo", "--output-dir", str(tmp_path / "out"), "--set", "ppo.max_steps=6",
+            "--set", "ppo.num_mini_batches=1", "--set", "ppo.num_ppo_epochs=1", "--set", "ppo.per_device_train_batch_size=8",
+            "--set", "ppo.save_steps=1", "--set", reward]
+
+
+def test_cli_reward_timeout_ends_the_run_and_keeps_the_last_checkpoint(tmp_path, capsys, hanging_reward, one_thread):
+    module, kwargs = hanging_reward
+    code = main(_hang_args(tmp_path, module, kwargs, timeout=1))
+    err = capsys.readouterr().err
+    assert code == 1, err[-2000:]
+    assert "reward source rewards[0] 'stuck': python reward" in err and "did not return within 1 s" in err
+    import re
+
+    # (a library logger's handler may still hold an earlier test's closed stream: its noise is not ours)
+    assert "Traceback" not in re.sub(r"--- Logging error ---.*?\nArguments: [^\n]*\n", "", err, flags=re.S)
+    out = tmp_path / "out"
+    assert (out / "checkpoint-2" / "trainer_state.json").exists()  # the two finished steps' checkpoints stay
+    assert not (out / "model.safetensors").exists()
+
+
+def test_a_second_sigterm_while_a_reward_hangs_names_it_and_exits_143(tmp_path, capsys, hanging_reward, one_thread):
+    import os
+    import signal
+    import threading
+    import time
+    from pathlib import Path
+
+    module, kwargs = hanging_reward
+    sent = []
+
+    def send_twice():
+        marker = Path(kwargs["marker"])
+        end = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < end:
+            time.sleep(0.02)
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):  # training's handler must be in place
+            return
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGTERM)
+            sent.append(time.monotonic())
+            time.sleep(0.3)
+
+    helper = threading.Thread(target=send_twice, daemon=True)
+    helper.start()
+    code = main(_hang_args(tmp_path, module, kwargs, timeout=60))
+    helper.join(5)
+    err = capsys.readouterr().err
+    assert len(sent) == 2, err[-2000:]
+    assert code == 143, err[-2000:]
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    assert "stopped at once by a second SIGTERM at step 2, without saving (reward source rewards[0] 'stuck' (python: " in err
+    assert "was still running (" in err and f"the last complete checkpoint is {checkpoint}" in err
+    assert time.monotonic() - sent[-1] < 30  # at once, not at the reward's own end
+    assert (checkpoint / "trainer_state.json").exists() and not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_a_signal_while_a_reward_hangs_outside_training_names_it(plugin_manager, hanging_reward):
+    """Without training's handlers (an evaluation, a library caller): Ctrl-C, or SIGTERM's
+    default exit, while a source hangs still names it."""
+    import os
+    import signal
+    import threading
+    import time
+    from pathlib import Path
+
+    from trl_plus.reward_checks import SourceInterrupted
+
+    module, kwargs = hanging_reward
+    mix = plugin_manager.components().reward_mix([{"name": "python", "function": f"{module}:score", "kwargs": kwargs}])
+
+    def exit_143(signum, frame):
+        raise SystemExit(143)
+
+    previous = signal.signal(signal.SIGTERM, exit_143)
+    try:
+        def send():
+            end = time.monotonic() + 30
+            while not Path(kwargs["marker"]).exists() and time.monotonic() < end:
+                time.sleep(0.02)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=send, daemon=True).start()
+        with pytest.raises(SourceInterrupted) as info:
+            mix(["p"], ["x"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert info.value.exit_code == 143
+    assert str(info.value).startswith(f"SIGTERM while reward source rewards[0] (python: {module}:score) was still running")
+
+
+# ---------------------------------------------------------------------------------------
+# booleans are not scores
+# ---------------------------------------------------------------------------------------
+
+
+def returns_bools(prompts, completions, **kw):
+    return [True, 1.0, None][: len(completions)]
+
+
+def returns_bool_array(prompts, completions, **kw):
+    import numpy as np
+
+    return np.array([False] * len(completions))
+
+
+def returns_bool_tensor(prompts, completions, **kw):
+    import torch
+
+    return torch.ones(len(completions), dtype=torch.bool)
+
+
+def returns_numpy_bool_entries(prompts, completions, **kw):
+    import numpy as np
+
+    return [np.bool_(True)] * len(completions)
+
+
+@pytest.mark.parametrize("fn, shown", [("returns_bools", "True"), ("returns_bool_array", "False"),
+                                       ("returns_bool_tensor", "True"), ("returns_numpy_bool_entries", "np.True_")])
+def test_boolean_scores_are_refused(plugin_manager, fn, shown):
+    mix = plugin_manager.components().reward_mix([{"name": "python", "function": f"{__name__}:{fn}"}])
+    with pytest.raises(RewardSourceError) as info:
+        mix(["p"] * 3, ["a", "b", "c"])
+    message = str(info.value)
+    assert f"returned {shown}" in message and "for completion 0" in message
+    assert "a yes/no is not one: answer 1.0 or 0.0" in message
+
+
+def test_boolean_scores_from_http_and_gold_are_refused(plugin_manager, json_endpoint):
+    from trl_plus.eval.harness import _gold_scores
+
+    srv = json_endpoint(lambda body: (200, {"scores": [True, 0.5]}))
+    mix = plugin_manager.components().reward_mix([{"name": "http", "url": srv.url, "retries": 0}])
+    with pytest.raises(RewardSourceError, match=r"returned True for completion 0 \(a bool\)"):
+        mix(["p", "q"], ["a", "b"])
+    with pytest.raises(RewardSourceError, match=r"eval\.gold returned True for completion 0"):
+        _gold_scores(lambda p, c: [True, 1.0], ["p"] * 2, ["a", "b"])

@@ -100,16 +100,18 @@ def scorer(json_endpoint, monkeypatch):
 
 def test_training_with_an_http_reward_never_writes_or_prints_the_token(tmp_path, scorer, capfd, one_thread):
     out = tmp_path / "run"
-    url = scorer.url + "score?api_key=keyparam-SECRET-77"
+    url = scorer.url + "score?api_key=keyparam-SECRET-77&jwt=jwt-SECRET-1&code=code-SECRET-2&model=m1"
     reward = f"rewards.0={{name: http, url: '{url}', token_env: {TOKEN_ENV}, alias: remote, backoff: 0.01}}"
     assert main(["train", "tiny-ppo", "--output-dir", str(out), *FAST_PPO, "--set", reward]) == 0
     captured = capfd.readouterr()
     assert len(scorer.requests) == 2  # one rollout batch per step, each with the token
     assert (out / "model.safetensors").exists()
-    for secret in (TOKEN, "keyparam-SECRET-77"):
+    for secret in (TOKEN, "keyparam-SECRET-77", "jwt-SECRET-1", "code-SECRET-2"):
         assert _files_holding(out, secret) == []
         assert secret not in captured.out and secret not in captured.err
-    assert TOKEN_ENV in (out / "recipe.yaml").read_text()  # the variable's name is kept, never its value
+    saved = (out / "recipe.yaml").read_text()
+    assert TOKEN_ENV in saved  # the variable's name is kept, never its value
+    assert "score?api_key=***&jwt=***&code=***&model=***" in saved  # in saved files, every query value goes
 
 
 def test_failing_http_reward_error_holds_no_token(tmp_path, json_endpoint, monkeypatch, capfd, one_thread):
@@ -134,8 +136,9 @@ def test_eval_with_an_http_judge_and_gold_never_writes_or_prints_the_token(tmp_p
     out = tmp_path / "eval"
     code = main([
         "eval", "tiny:causal-lm", "--reference", "tiny:causal-lm", "--prompts", str(prompts), "--no-kl",
-        "--judge", f"http_pairwise:url={scorer.url}?access_token=qparam-SECRET-5,token_env={TOKEN_ENV},backoff=0.01",
-        "--gold", f"http:url={scorer.url},token_env={TOKEN_ENV}",
+        "--judge", f"http_pairwise:url={scorer.url}?access_token=qparam-SECRET-5&jwt=jwt-SECRET-6&bearer=br-SECRET-7"
+                   f",token_env={TOKEN_ENV},backoff=0.01",
+        "--gold", f"http:url={scorer.url}?pass=pass-SECRET-8&code=code-SECRET-9&model=m1,token_env={TOKEN_ENV}",
         "--out", str(out), "--max-new-tokens", "4", "--quiet",
     ])
     captured = capfd.readouterr()
@@ -145,8 +148,9 @@ def test_eval_with_an_http_judge_and_gold_never_writes_or_prints_the_token(tmp_p
     assert results["win_rates"]["http_pairwise"]["judged"] == 3
     assert results["gold_reward"]["failed"] == 0
     assert all(h["Authorization"] == f"Bearer {TOKEN}" for h, _ in scorer.requests)
-    assert results["win_rates"]["http_pairwise"]["judge"]["url"].endswith("?access_token=***")
-    for secret in (TOKEN, "qparam-SECRET-5"):
+    assert results["win_rates"]["http_pairwise"]["judge"]["url"].endswith("?access_token=***&jwt=***&bearer=***")
+    assert results["manifest"]["gold"]["url"].endswith("?pass=***&code=***&model=***")
+    for secret in (TOKEN, "qparam-SECRET-5", "jwt-SECRET-6", "br-SECRET-7", "pass-SECRET-8", "code-SECRET-9"):
         assert _files_holding(out, secret) == []
         assert secret not in captured.out and secret not in captured.err
 
@@ -157,3 +161,69 @@ def test_a_token_is_read_only_from_the_named_variable(plugin_manager, monkeypatc
         plugin_manager.components().reward_source({"name": "http", "url": "http://127.0.0.1:9/", "token_env": "UNSET_TOKEN_VAR"})
     with pytest.raises(RecipeError, match="no keyword 'token'"):
         plugin_manager.components().reward_source({"name": "http", "url": "http://127.0.0.1:9/", "token": TOKEN})
+
+
+# ---------------------------------------------------------------------------------------
+# addresses in messages, and values that look like credentials anywhere in a message
+# ---------------------------------------------------------------------------------------
+
+LIVE_KEY = "sk-live-4f9a8B7c6D5e4F3a2B1c0D9e8F7a6B5c4D3e"  # 44 characters, a key's shape
+
+
+def test_credential_query_values_are_hidden_in_messages(plugin_manager):
+    from trl_plus.redact import redact_url
+
+    url = ("http://127.0.0.1:9/score?jwt=j-111&bearer=b-222&pass=p-333&code=c-444&X-Amz-Signature=s-555"
+           "&session_id=s-666&q=" + LIVE_KEY + "&model=m1#access_token=f-777")
+    shown = redact_url(url)
+    assert shown == ("http://127.0.0.1:9/score?jwt=***&bearer=***&pass=***&code=***&X-Amz-Signature=***"
+                     "&session_id=***&q=***&model=m1")
+    with pytest.raises(TrlPlusError) as info:  # the endpoint is down: the message names it, redacted
+        plugin_manager.components().reward_source({"name": "http", "url": url, "retries": 0, "timeout": 1})(["p"], ["x"])
+    for secret in ("j-111", "b-222", "p-333", "c-444", "s-555", "s-666", "f-777", LIVE_KEY):
+        assert secret not in str(info.value)
+    # a webhook-style token in the path is hidden too
+    assert redact_url("https://hooks.example.com/services/T0/B0/" + LIVE_KEY) == "https://hooks.example.com/services/T0/B0/***"
+
+
+@pytest.mark.parametrize("setting", [
+    "rewards.0={name: http, url: 'http://127.0.0.1:9/', token_env: %s}",
+    "rewards.0={name: http, url: %s}",
+    "ppo.learning_rate=%s",
+    "ppo.seed=%s",
+    "rewards.0.name=%s",
+    "rewards.0.function=%s",
+])
+def test_a_token_where_a_name_or_number_goes_is_shown_by_its_shape(capsys, setting):
+    assert main(["validate", "tiny-ppo", "--set", setting % LIVE_KEY]) == 2
+    err = capsys.readouterr().err
+    assert LIVE_KEY not in err and LIVE_KEY[8:20] not in err
+    assert "'sk-l…(44 chars)'" in err or "<a 44-character string that looks like a credential>" in err, err
+
+
+def test_token_env_holding_a_token_says_to_name_a_variable(plugin_manager):
+    with pytest.raises(RecipeError, match=r"token_env: must be the NAME of the environment variable .* not the token"):
+        plugin_manager.components().reward_source({"name": "http", "url": "http://127.0.0.1:9/", "token_env": LIVE_KEY})
+
+
+def test_what_is_not_a_credential_is_still_shown():
+    from trl_plus.redact import hide_secrets, looks_like_secret
+
+    for word in ("Meta-Llama-3.1-70B-Instruct-AWQ-INT4", "DeepSeek-R1-Distill-Qwen-1.5B", "BertForSequenceClassification",
+                 "3f2a9c1b4d5e6f708192a3b4c5d6e7f8091a2b3c", "550e8400-e29b-41d4-a716-446655440000",
+                 "per_device_train_batch_size", "trl-lib/ultrafeedback_binarized", "checkpoint-500"):
+        assert not looks_like_secret(word), word
+        assert hide_secrets(f"no model {word!r} at /runs/{word}/x") == f"no model {word!r} at /runs/{word}/x"
+    for word in (LIVE_KEY, "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8", "AKIAIOSFODNN7EXAMPLE",
+                 "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlMTIz", "xoxb-123456789012-AbCdEf12GhIj34KlMn"):
+        assert looks_like_secret(word), word
+
+
+def test_inline_secrets_in_a_recipe_are_not_saved(plugin_manager):
+    from trl_plus.recipe import load_recipe
+
+    sets = ["rewards.0.kwargs.api_key=hunter2-pw", f"rewards.0.kwargs.note={LIVE_KEY}"]
+    saved = load_recipe("tiny-ppo", sets, hooks=plugin_manager).to_yaml()
+    assert "hunter2-pw" not in saved and LIVE_KEY not in saved
+    assert "api_key: '...(10 chars)'" in saved and "note: sk-l...(44 chars)" in saved
+    assert "chars: e" in saved and "toy_rewards.py:char_share" in saved  # the rest as written

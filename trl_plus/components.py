@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,8 @@ from typing import Any
 
 from .data_checks import short_row
 from .errors import ComponentError, RecipeError, RecipeProblems, RewardSourceError, UnknownComponentError
-from .reward_checks import REF_ATTRIBUTE, checked_scores, source_name
+from .registry import STATIC_CHECK, imports_allowed
+from .reward_checks import REF_ATTRIBUTE, checked_scores, interrupted_in, source_name
 
 REWARD_CORE_KEYS = ("weight", "normalize", "alias")
 
@@ -108,8 +111,11 @@ class RewardMix:
         return [s.name for s in self.sources]
 
     def _call(self, src: _Source, prompts, completions, columns):
+        start = time.monotonic()
         try:
             return src.fn(prompts, completions, **columns)
+        except (KeyboardInterrupt, SystemExit) as exc:  # a signal while it ran (or its own sys.exit): name it
+            raise interrupted_in(src.name, exc, time.monotonic() - start) from None
         except RewardSourceError as exc:
             if str(exc).startswith("reward source "):
                 raise
@@ -367,7 +373,7 @@ def _rekeyed(exc: RecipeError, where: str, keywords: Sequence[str]) -> RecipeErr
     key = exc.key
     if isinstance(exc, RecipeProblems) or (key and (key == where or key.startswith((f"{where}.", f"{where}[")))):
         return exc
-    if key in keywords:
+    if key in keywords or (key and re.split(r"[.\[]", key)[0] in keywords):  # kwargs.chars -> rewards[0].kwargs.chars
         where, message = f"{where}.{key}", str(exc).removeprefix(f"{key}: ")
     else:  # no key, or the key of a component it built in turn: kept in the message
         message = str(exc)
@@ -419,8 +425,14 @@ class Components:
             if kwargs.get("model") is not None:
                 resolve_model_ref(kwargs["model"], f"{where}.model", lookup=False)
             return _Unbuilt(name)
+        # trl-plus validate --no-import: a factory that would import what the recipe names
+        # (a python reward's module) is checked by its static check instead of being called.
+        static = getattr(info.factory, STATIC_CHECK, None) if self.dry_run and not imports_allowed() else None
         self._depth += 1
         try:
+            if static is not None:
+                static(**kwargs)
+                return _Unbuilt(name)
             return registry.create(name, kwargs, where, self.context)
         except _NeedsRun:
             if not self.dry_run:

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 
 class TrlPlusError(Exception):
-    """Base class of every error trl-plus raises on purpose."""
+    """Base class of every error trl-plus raises on purpose.
+
+    Its message never holds a secret: a value that looks like a credential (a token pasted
+    where a name or a number was expected) is shown by its shape, addresses lose their
+    credentials (``trl_plus.redact.hide_secrets``)."""
+
+    def __init__(self, *args):
+        from .redact import hide_secrets
+
+        super().__init__(*(hide_secrets(a) if isinstance(a, str) else a for a in args))
 
 
 class RecipeError(TrlPlusError):

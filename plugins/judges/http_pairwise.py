@@ -16,7 +16,13 @@ import math
 
 import trl_plus
 from trl_plus.errors import ComponentError
-from trl_plus.plugins.rewards.http_client import BadAnswer, HttpClient, checked_number, shape_of
+from trl_plus.plugins.rewards.http_client import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    BadAnswer,
+    HttpClient,
+    checked_number,
+    shape_of,
+)
 
 LABELS = {"a": 1.0, "b": 0.0, "tie": 0.5}
 
@@ -45,7 +51,8 @@ def combine(p_ab: float | None, p_ba: float | None) -> float | None:
 
 
 class HttpPairwiseJudge:
-    """Options as for the ``http`` reward source (``http_client``), plus ``swap``.
+    """Options as for the ``http`` reward source (``http_client``: ``timeout`` bounds each
+    whole request, ``max_response_bytes`` each answer), plus ``swap``.
 
     A batch that still fails after its retries fails its pairs (None) and is counted in
     ``failures`` (the reason, never the token); a 401/403, another 4xx or a redirect stops
@@ -62,11 +69,12 @@ class HttpPairwiseJudge:
         token_env: str | None = None,
         batch_size: int = 16,
         swap: bool = True,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ):
         checked_number(batch_size, "batch_size", 1, integer=True)
         self.client = HttpClient(
             url, what="HTTP judge", timeout=timeout, retries=retries, backoff=backoff, max_wait=max_wait,
-            token_env=token_env, error=ComponentError,
+            token_env=token_env, max_response_bytes=max_response_bytes, error=ComponentError,
         )
         self.batch_size, self.swap = batch_size, bool(swap)
         self.failures: list[str] = []  # why batches failed (never the token)

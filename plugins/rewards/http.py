@@ -9,18 +9,27 @@ from __future__ import annotations
 
 import trl_plus
 from trl_plus.errors import RewardSourceError
-from trl_plus.plugins.rewards.http_client import BadAnswer, HttpClient, checked_number, shape_of
+from trl_plus.plugins.rewards.http_client import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    BadAnswer,
+    HttpClient,
+    checked_number,
+    shape_of,
+)
 
 
 class HttpSource:
     """Scores batches of ``batch_size`` by POSTing JSON to ``url``.
 
-    :param timeout: seconds to wait for each answer.
+    :param timeout: seconds one request may take, whole: connecting, the answer's headers
+        and its body (an answer that trickles in is cut off at it, then retried).
     :param retries: how many times a batch is sent again after a timeout, a refused
         connection, a 429/5xx or an unusable answer (never after a 401/403).
     :param backoff: the first wait before a retry, doubled at each further one.
     :param max_wait: the longest wait before one retry, a server's ``Retry-After`` included.
     :param token_env: name of the environment variable holding a bearer token.
+    :param max_response_bytes: the largest answer read, in bytes (default 10 MiB); a larger
+        one stops the run with a message naming this key (it is never read into memory).
     """
 
     def __init__(
@@ -32,11 +41,12 @@ class HttpSource:
         max_wait: float = 60.0,
         token_env: str | None = None,
         batch_size: int = 64,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ):
         checked_number(batch_size, "batch_size", 1, integer=True)
         self.client = HttpClient(
             url, what="HTTP reward source", timeout=timeout, retries=retries, backoff=backoff,
-            max_wait=max_wait, token_env=token_env, error=RewardSourceError,
+            max_wait=max_wait, token_env=token_env, max_response_bytes=max_response_bytes, error=RewardSourceError,
         )
         self.batch_size = batch_size
         self.trl_plus_ref = f"http: {self.client.shown}"  # how errors name this source

@@ -4,7 +4,13 @@ What a failure looks like, the same for both (every message names the endpoint w
 credentials removed, and never holds the token):
 
 - connection refused or no route: retried; then "connection refused (is the server running?)";
-- no answer within ``timeout``: retried; then "timed out after N s";
+- ``timeout`` bounds each whole request: connecting, the status line and headers, and the
+  body. Past it the connection is shut and the attempt retried; the message says where it
+  was: "connecting timed out", "timed out ... waiting for an answer" (no headers yet),
+  "stalled after its headers" (no body), "its body stalled" (part of it came, then
+  nothing), "its body came too slowly" (a trickle); never "could not connect";
+- an answer over ``max_response_bytes`` (default 10 MiB) is not read into memory: never
+  retried, the message names the limit (a ``Content-Length`` over it is refused unread);
 - 401 / 403: never retried; the message says so and names the token's environment variable;
 - 429 and 5xx: retried with exponential backoff (``backoff * 2**k`` seconds), waiting at least
   what ``Retry-After`` asks, each wait capped at ``max_wait``; at most ``retries`` retries,
@@ -20,22 +26,31 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import json
 import math
 import os
 import re
+import socket
 import threading
 import time
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from trl_plus.errors import ComponentError, RecipeError
-from trl_plus.redact import SECRET_PARAM, redact_url
+from trl_plus.redact import SECRET_PARAM, looks_like_secret, redact_url, shape
 
 _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: a valid header value
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DEFAULT_MAX_RESPONSE_BYTES = 10 * 2**20  # 10 MiB: thousands of scores; a larger answer is a broken server
 
 
 def _without_userinfo(url: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _shown_value(value: str) -> str:
+    """A value a message quotes: by its shape if it looks like a credential, an address redacted."""
+    return shape(value) if looks_like_secret(value) else redact_url(value)
 
 
 def check_url(url) -> str:
@@ -48,7 +63,7 @@ def check_url(url) -> str:
     except ValueError:
         parts, host = None, None
     if parts is None or parts.scheme not in ("http", "https"):
-        raise RecipeError(f"must start with http:// or https://, got {redact_url(url)!r}", "url")
+        raise RecipeError(f"must start with http:// or https://, got {_shown_value(url)!r}", "url")
     if not host:
         raise RecipeError(f"url has no host: {redact_url(url)!r}", "url")
     return url
@@ -60,6 +75,12 @@ def read_token(token_env: str | None) -> str | None:
         return None
     if not isinstance(token_env, str):
         raise RecipeError(f"must be the name of an environment variable, got a {type(token_env).__name__}", "token_env")
+    if not _ENV_NAME.match(token_env) or looks_like_secret(token_env):
+        raise RecipeError(
+            f"must be the NAME of the environment variable that holds the token, not the token itself: got "
+            f"{shape(token_env)!r}. Put the token in a variable (export SCORER_TOKEN=...) and write "
+            "token_env: SCORER_TOKEN", "token_env",
+        )
     token = os.environ.get(token_env, "").strip()
     if not token:
         raise RecipeError(f"environment variable {token_env!r} (token_env) is not set", "token_env")
@@ -132,10 +153,113 @@ class _Retry(Exception):
         self.reason, self.wait = reason, wait
 
 
+def _size(n: int) -> str:
+    """``10 MiB``, ``400.0 MB``-style sizes for messages (binary units, bytes below 1 KiB)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} bytes"
+
+
+# The request in flight in this thread, so that the connection pool can tell its watchdog
+# which connection it is using (one request at a time per thread: the session is per thread).
+_in_flight = threading.local()
+
+
+class _Watchdog:
+    """Ends one request when its ``timeout`` is up, whatever it is waiting for: at the
+    deadline the connection's socket is shut down, so a read blocked on it returns at once
+    (a server that trickles its headers or body one byte at a time never trips a per-read
+    timeout). ``fired`` tells the request why its connection broke."""
+
+    def __init__(self, seconds: float):
+        self.start = time.monotonic()
+        self.deadline = self.start + seconds
+        self.conn = None  # the pool's connection, set by _TrackingPool
+        self.fired = False
+        self._lock = threading.Lock()
+        self._over = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._over:
+                return
+            self.fired = True
+            sock = getattr(self.conn, "sock", None)
+        if sock is None:
+            return
+        try:  # the plain socket's shutdown: a TLS socket's would also drop its TLS state under the reader
+            socket.socket.shutdown(sock, socket.SHUT_RDWR) if isinstance(sock, socket.socket) else sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError, ValueError):
+            pass
+
+    def expired(self) -> bool:
+        return self.fired or time.monotonic() >= self.deadline
+
+    def stop(self) -> None:
+        with self._lock:
+            self._over = True
+        self._timer.cancel()
+
+
+_POOLS: dict | None = None
+
+
+def _tracking_pools() -> dict:
+    """urllib3 connection pools that hand the connection of each request to its watchdog."""
+    global _POOLS
+    if _POOLS is None:
+        from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+        class Tracking:
+            def _get_conn(self, *args, **kwargs):
+                conn = super()._get_conn(*args, **kwargs)
+                watch = getattr(_in_flight, "watch", None)
+                if watch is not None:
+                    watch.conn = conn
+                return conn
+
+        _POOLS = {"http": type("TrackingHTTPConnectionPool", (Tracking, HTTPConnectionPool), {}),
+                  "https": type("TrackingHTTPSConnectionPool", (Tracking, HTTPSConnectionPool), {})}
+    return _POOLS
+
+
+def _new_session():
+    """A ``requests.Session`` whose connections the watchdogs can shut (through an HTTP proxy
+    too; behind a SOCKS proxy only the per-read timeout and the deadline between reads apply)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = _tracking_pools()
+
+        def proxy_manager_for(self, proxy, **kwargs):
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            if not proxy.lower().startswith("socks"):
+                manager.pool_classes_by_scheme = _tracking_pools()
+            return manager
+
+    session = requests.Session()
+    adapter = Adapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 class HttpClient:
     """POSTs JSON to one endpoint, with the retry rules of this module.
 
     :param what: how messages name the endpoint's role (``"HTTP reward source"``).
+    :param timeout: seconds one whole request may take: connecting, the answer's headers
+        and its body (a server that trickles its answer is cut off too).
+    :param max_response_bytes: the largest answer read (its body, decompressed); a larger
+        one is refused, unread where its ``Content-Length`` says so, never retried.
     :param error: the error class raised (a ``ComponentError``); it gets ``fatal = True``
         when asking again cannot help (401/403, other 4xx, a redirect), so a caller that
         tolerates failed batches still stops on those.
@@ -151,6 +275,7 @@ class HttpClient:
         backoff: float = 0.5,
         max_wait: float = 60.0,
         token_env: str | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         error: type[ComponentError] = ComponentError,
     ):
         self.url = check_url(url)
@@ -160,6 +285,7 @@ class HttpClient:
         self.retries = checked_number(retries, "retries", 0, integer=True)
         self.backoff = float(checked_number(backoff, "backoff", 0))
         self.max_wait = float(checked_number(max_wait, "max_wait", 0))
+        self.max_response_bytes = checked_number(max_response_bytes, "max_response_bytes", 1, integer=True)
         self.token_env = token_env
         self._token = read_token(token_env)  # checked now, not at the first batch
         # ``user:password@`` is sent as Basic auth, unless a bearer token is given: then it wins.
@@ -176,9 +302,7 @@ class HttpClient:
     def _session(self):
         session = getattr(self._local, "session", None)
         if session is None:
-            import requests
-
-            session = self._local.session = requests.Session()
+            session = self._local.session = _new_session()
         return session
 
     def _scrub(self, text: str) -> str:
@@ -222,23 +346,43 @@ class HttpClient:
         raise self.fail(f"{reason}; gave up after {tries}")
 
     def _attempt(self, payload, parse):
-        import requests
-
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         with self._count:
             self.attempts += 1
+        watch = _in_flight.watch = _Watchdog(self.timeout)
+        resp = None
         try:
-            resp = self._session.post(
-                self._post_url, json=payload, headers=headers, timeout=self.timeout, allow_redirects=False
+            resp = self._send(payload, headers, watch)
+            return self._answer(resp, parse, watch)
+        finally:
+            watch.stop()
+            _in_flight.watch = None
+            if resp is not None:
+                resp.close()  # a body not read to its end closes the connection: it is not reused
+
+    def _send(self, payload, headers, watch):
+        """POST and wait for the status line and headers (the body is read by ``_body``)."""
+        import requests
+
+        try:
+            return self._session.post(
+                self._post_url, json=payload, headers=headers, timeout=(self.timeout, self.timeout),
+                allow_redirects=False, stream=True,
             )
         except requests.exceptions.ConnectTimeout:
             raise _Retry(f"connecting timed out after {self.timeout:g} s") from None
         except requests.exceptions.Timeout:
-            raise _Retry(f"timed out after {self.timeout:g} s waiting for an answer") from None
+            raise _Retry(f"timed out after {self.timeout:g} s waiting for an answer (connected; no status line "
+                         "and headers came)") from None
         except requests.exceptions.ConnectionError as exc:
+            if watch.fired:  # the watchdog shut it: the server was trickling its headers
+                raise _Retry(f"timed out after {self.timeout:g} s waiting for an answer (connected; its status line "
+                             "and headers were still incomplete)") from None
             raise _Retry(_connect_failure(exc)) from None
         except requests.exceptions.RequestException as exc:
             raise self.fail(f"the request could not be sent ({type(exc).__name__})", fatal=True) from None
+
+    def _answer(self, resp, parse, watch):
         status = resp.status_code
         label = f"{status} {resp.reason}".strip() if resp.reason else str(status)
         if status in (401, 403):
@@ -257,19 +401,94 @@ class HttpClient:
                 f"answered {label} (a redirect{where}); not followed: put the final address in url", fatal=True
             )
         if not 200 <= status < 300:
-            detail = self._scrub(resp.text[:200]).strip()
+            text = self._body(resp, label, watch, limit=400, whole=False).decode("utf-8", "replace")
+            detail = self._scrub(text[:200]).strip()
             raise self.fail(f"answered {label}; not retried" + (f": {detail!r}" if detail else ""), fatal=True)
+        raw = self._body(resp, label, watch)
         try:
-            body = resp.json()
-        except ValueError:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
             kind = resp.headers.get("Content-Type", "no content type")
-            raise _Retry(f"answered invalid JSON ({kind}, {len(resp.content)} bytes)") from None
+            why = "JSON nested too deeply" if isinstance(exc, RecursionError) else "invalid JSON"
+            raise _Retry(f"answered {why} ({kind}, {len(raw)} bytes)") from None
         if parse is None:
             return body
         try:
             return parse(body)
         except BadAnswer as exc:
             raise _Retry(f"answered {exc}") from None
+
+    def _body(self, resp, label: str, watch: _Watchdog, limit: int | None = None, whole: bool = True) -> bytes:
+        """The answer's body, read within the request's deadline and up to ``limit`` bytes
+        (``max_response_bytes``): past the limit, an error (``whole``) or the first
+        ``limit`` bytes (an error page, shown shortened)."""
+        import http.client
+
+        import requests
+        import urllib3
+
+        limit = self.max_response_bytes if limit is None else limit
+        cap = f"max_response_bytes = {self.max_response_bytes} ({_size(self.max_response_bytes)})"
+        declared = resp.headers.get("Content-Length", "")
+        declared = int(declared) if declared.strip().isdigit() else None
+        if whole and declared is not None and declared > limit:
+            raise self.fail(
+                f"answered {label} with a body of {_size(declared)} (its Content-Length), over {cap}; not read, "
+                "not retried: raise max_response_bytes if answers this big are right", fatal=True,
+            )
+        chunks, got = [], 0
+        headers_at = last = time.monotonic()
+        broke, cut = None, False
+        try:
+            for chunk in _chunks(resp):
+                if chunk:
+                    chunks.append(chunk)
+                    got += len(chunk)
+                    last = time.monotonic()
+                if got > limit:
+                    if not whole:
+                        return b"".join(chunks)[:limit]
+                    raise self.fail(
+                        f"answered {label} with a body over {cap} (stopped reading after {_size(got)}); not retried: "
+                        "raise max_response_bytes if answers this big are right", fatal=True,
+                    )
+                if watch.expired():  # without a watchdog (a SOCKS proxy): the deadline, checked between reads
+                    cut = True
+                    break
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
+                OSError, ValueError) as exc:
+            broke = exc
+        complete = broke is None and declared is not None and got >= declared
+        if cut or (watch.fired and not complete):
+            now = time.monotonic()
+            of = f" of {declared}" if declared is not None else ""
+            bound = f"the timeout of {self.timeout:g} s bounds the whole request, body included"
+            if got == 0:
+                raise _Retry(f"answered {label}, then stalled after its headers: no byte of the body came ({bound})")
+            if now - last >= 0.5 * (now - headers_at):
+                raise _Retry(f"answered {label}, then its body stalled: {got}{of} bytes came, then nothing for "
+                             f"{now - last:.1f} s ({bound})")
+            raise _Retry(f"answered {label}, but its body came too slowly: {got}{of} bytes in {now - headers_at:.1f} s "
+                         f"({bound})")
+        if broke is not None:
+            raise _Retry(f"answered {label}, then the connection broke while it sent the body ({got} bytes came: "
+                         f"{type(broke).__name__})")
+        return b"".join(chunks)
+
+
+def _chunks(resp, size: int = 64 * 1024):
+    """The body as it arrives, decompressed, in pieces of at most ``size``: each read returns
+    what the socket holds (``read1``), so a trickle is seen as one; older urllib3 without
+    ``read1``: ``iter_content`` (which waits for whole pieces: the watchdog still ends it)."""
+    read1 = getattr(resp.raw, "read1", None)
+    if read1 is None:
+        yield from resp.iter_content(chunk_size=size)
+        return
+    while True:
+        chunk = read1(size, decode_content=True)
+        if not chunk:
+            return
+        yield chunk
 
 
 def shape_of(value) -> str:

@@ -6,12 +6,16 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import math
 import sys
 import traceback
 from pathlib import Path
 
 import trl_plus
 from trl_plus.errors import RecipeError
+from trl_plus.reward_checks import call_with_deadline
+
+DEFAULT_TIMEOUT = 600.0  # seconds one call (one batch) may take; a hung reward ends the run with a message
 
 
 def load_object(ref: str):
@@ -56,14 +60,18 @@ def _where(exc: BaseException) -> str:
 
 
 class PythonSource:
-    """A callable as reward source, named by its reference in errors (``python: mod:fn``)."""
+    """A callable as reward source, named by its reference in errors (``python: mod:fn``).
 
-    def __init__(self, ref: str, fn):
-        self.fn, self.trl_plus_ref = fn, f"python: {ref}"
+    Each call is given at most ``timeout`` seconds (None: no limit; see
+    ``reward_checks.call_with_deadline``): a reward that never returns ends the run with a
+    message naming it, instead of holding it for ever."""
+
+    def __init__(self, ref: str, fn, timeout: float | None = DEFAULT_TIMEOUT):
+        self.fn, self.trl_plus_ref, self.timeout = fn, f"python: {ref}", timeout
         self.__name__ = ref.rpartition(":")[2].rpartition(".")[2]
 
     def __getattr__(self, name):  # the wrapped object's attributes stay reachable
-        if name == "fn":
+        if name in ("fn", "timeout"):
             raise AttributeError(name)
         return getattr(self.fn, name)
 
@@ -71,22 +79,50 @@ class PythonSource:
         return f"PythonSource({self.trl_plus_ref[len('python: '):]!r})"
 
     def __call__(self, prompts, completions, **columns):
-        return self.fn(prompts, completions, **columns)
+        return call_with_deadline(self.fn, (prompts, completions), columns, timeout=self.timeout,
+                                  what=f"python reward {self.trl_plus_ref[len('python: '):]}")
 
 
-def python_source(function: str, kwargs: dict | None = None):
-    """A Python callable as reward source; a class is instantiated with ``kwargs``."""
+def _checked_timeout(timeout) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+        raise RecipeError(f"must be a number of seconds > 0 (or null for no limit), got {timeout!r}", "timeout")
+    return float(timeout)
+
+
+def python_source(function: str, kwargs: dict | None = None, timeout: float | None = DEFAULT_TIMEOUT):
+    """A Python callable as reward source; a class is instantiated with ``kwargs``.
+
+    :param timeout: seconds one call (one batch of completions) may take before the run
+        stops with an error naming this source (default 600; null: no limit).
+    """
+    timeout = _checked_timeout(timeout)
     obj = load_object(function)
+    from trl_plus.registry import check_call_kwargs
+
+    check_call_kwargs(obj, kwargs, "kwargs", f"python reward {function}")  # names and annotated types, before any call
     if inspect.isclass(obj):
         try:
-            return PythonSource(function, obj(**(kwargs or {})))
+            return PythonSource(function, obj(**(kwargs or {})), timeout)
         except (TypeError, ValueError):
             raise
         except Exception as exc:
             raise RecipeError(f"{function!r}({', '.join(kwargs or {})}) raised {type(exc).__name__}: {exc}{_where(exc)}") from exc
     if not callable(obj):
         raise RecipeError(f"{function!r} is not callable", "function")
-    return PythonSource(function, functools.partial(obj, **kwargs) if kwargs else obj)
+    return PythonSource(function, functools.partial(obj, **kwargs) if kwargs else obj, timeout)
+
+
+def _static_check(function: str, **_):
+    """``trl-plus validate --no-import``: ``function``'s module is found and defines the
+    attribute, read without importing (running) it."""
+    from trl_plus.recipe import check_python_ref
+
+    check_python_ref(function, "function")
+
+
+python_source.trl_plus_static_check = _static_check  # trl_plus.registry.STATIC_CHECK
 
 
 @trl_plus.hookimpl
