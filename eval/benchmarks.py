@@ -101,6 +101,145 @@ def _no_environment_dump():
             setattr(evaluator, name, original)
 
 
+def _manager_for(names: list[str]):
+    return task_manager(shipped_only=set(names) <= set(offline_tasks()))
+
+
+def _check_known(names: list[str], manager) -> None:
+    unknown = [n for n in names if n not in manager.all_tasks]
+    if unknown:
+        from trl_plus.registry import did_you_mean
+
+        hint = did_you_mean(unknown[0], offline_tasks()) or did_you_mean(unknown[0], manager.all_tasks)
+        raise RecipeError(
+            f"unknown lm-eval task {unknown[0]!r}.{hint} Shipped offline tasks: {', '.join(offline_tasks())} "
+            f"(or {OFFLINE_PACK!r} for all of them); hub tasks need lm-eval's task list",
+            "eval.tasks",
+        )
+
+
+# ``dataset_path`` values that name a ``datasets`` builder reading local ``data_files``.
+_FILE_BUILDERS = ("json", "csv", "parquet", "arrow", "text")
+
+
+def task_datasets(names: list[str], manager=None) -> dict[str, dict]:
+    """The data each lm-eval task of ``names`` reads, per leaf task (groups and tags
+    expanded) as ``{"path", "name", "data_files"}``, read from the task index alone: no
+    dataset is loaded. A Python-defined task whose config names no dataset is left out."""
+    from lm_eval.tasks._index import Kind
+
+    manager = manager or _manager_for(names)
+    index = manager.task_index
+    out: dict[str, dict] = {}
+    seen: set[str] = set()
+
+    def leaf(name: str, cfg: dict) -> None:
+        path = cfg.get("dataset_path")
+        if isinstance(path, str):
+            files = (cfg.get("dataset_kwargs") or {}).get("data_files")
+            out[name] = {"path": path, "name": cfg.get("dataset_name"), "data_files": files}
+
+    def walk(item) -> None:
+        if isinstance(item, dict):  # a group member given inline
+            if "dataset_path" in item:
+                leaf(str(item.get("task", "?")), item)
+            elif isinstance(item.get("task"), str):
+                walk(item["task"])
+            return
+        if not isinstance(item, str) or item in seen:
+            return
+        seen.add(item)
+        entry = index.get(item)
+        if entry is None:
+            return
+        if entry.kind == Kind.GROUP:
+            members = (entry.cfg or {}).get("task") or []
+            for member in members if isinstance(members, list) else [members]:
+                walk(member)
+        elif entry.kind == Kind.TAG:
+            members = [n for n, e in index.items() if item in e.tags and e.kind != Kind.TAG]
+            for member in members or sorted(entry.tags):
+                walk(member)
+        else:
+            leaf(item, entry.cfg or {})
+
+    for name in names:
+        walk(name)
+    return out
+
+
+def _dataset_cached(path: str, name: str | None) -> bool:
+    from datasets import config
+
+    from trl_plus.loading import hub_cached
+
+    if hub_cached(path, "dataset") and not name:
+        return True
+    prepared = Path(config.HF_DATASETS_CACHE) / path.replace("/", "___")
+    if name:
+        return (prepared / name).is_dir() or hub_cached(path, "dataset")
+    return prepared.is_dir()
+
+
+def _hub_problem(path: str) -> str | None:
+    """Why hub dataset ``path`` (not in the local cache) cannot be loaded now, or None:
+    the hub answers that it has it."""
+    import os
+
+    from trl_plus.loading import hub_offline
+
+    if hub_offline() or os.environ.get("HF_DATASETS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return "is not in the local cache and the hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        HfApi().dataset_info(path, timeout=10)
+    except GatedRepoError:
+        return "is gated on the hub: accept its terms on its page and log in (hf auth login)"
+    except RepositoryNotFoundError:
+        return "is not on the hub (or is private)"
+    except Exception as exc:  # no connection, proxy, DNS, server error: all say the same here
+        return f"is not in the local cache, and the hub could not be reached ({type(exc).__name__})"
+    return None
+
+
+def check_tasks(tasks: list[str]) -> None:
+    """Before any model loads or any completion is drawn: every lm-eval task named is
+    known, and the data of each can be loaded (local ``data_files`` exist; a hub dataset
+    is in the local cache, or the hub has it: asked once per dataset). Raises
+    :class:`RecipeError` under ``eval.tasks`` naming the task, its dataset, and how to
+    cache it or use the offline pack."""
+    names = expand_tasks(list(tasks))
+    if not names:
+        return
+    manager = _manager_for(names)
+    _check_known(names, manager)
+    uncached: dict[str, list[tuple[str, str | None]]] = {}  # hub dataset -> [(task, config)] not cached
+    for task, data in task_datasets(names, manager).items():
+        files = data["data_files"]
+        if data["path"] in _FILE_BUILDERS or files:
+            listed = files.values() if isinstance(files, dict) else files if isinstance(files, list) else [files]
+            missing = [f for f in listed if isinstance(f, str) and "://" not in f and not Path(f).exists()]
+            if missing:
+                raise RecipeError(f"lm-eval task {task!r} reads {missing[0]!r}, which does not exist", "eval.tasks")
+        elif not (Path(data["path"]).expanduser().exists() or _dataset_cached(data["path"], data["name"])):
+            uncached.setdefault(data["path"], []).append((task, data["name"]))
+    for path, missing in uncached.items():
+        problem = _hub_problem(path)
+        if problem is None:
+            continue
+        (task, name), more = missing[0], len(missing) - 1
+        config_arg = f", {name!r}" if name else ""
+        raise RecipeError(
+            f"lm-eval task {task!r}{f' (and {more} more)' if more else ''} needs hub dataset {path!r}"
+            f"{f' ({name})' if name else ''}, which {problem}; cache it once with the hub in reach (python -c "
+            f"\"import datasets; datasets.load_dataset({path!r}{config_arg})\"), or use the shipped offline pack "
+            f"(--tasks {OFFLINE_PACK})",
+            "eval.tasks",
+        )
+
+
 def _check_tokenizer(tokenizer) -> None:
     if tokenizer is not None and tokenizer.eos_token is None and tokenizer.bos_token is None:
         raise DataError("lm-eval needs a tokenizer with an eos or a bos token; this one has neither")
@@ -132,17 +271,8 @@ def run_lm_eval(
         return {}
     names = expand_tasks(list(tasks))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    manager = task_manager(shipped_only=set(names) <= set(offline_tasks()))
-    unknown = [n for n in names if n not in manager.all_tasks]
-    if unknown:
-        from trl_plus.registry import did_you_mean
-
-        hint = did_you_mean(unknown[0], offline_tasks())
-        raise RecipeError(
-            f"unknown lm-eval task {unknown[0]!r}.{hint} Shipped offline tasks: {', '.join(offline_tasks())} "
-            f"(or {OFFLINE_PACK!r} for all of them); hub tasks need lm-eval's task list",
-            "eval.tasks",
-        )
+    manager = _manager_for(names)
+    _check_known(names, manager)
     if isinstance(model, (str, Path)):
         lm, model_args = "hf", {"pretrained": str(model), "device": device, "dtype": "float32"}
     else:

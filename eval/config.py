@@ -51,6 +51,7 @@ class EvalSection(_Strict):
     prompt_column: str = "prompt"
     reference_column: str | None = None  # reference completions in the prompt set
     max_prompts: int | None = Field(None, ge=1)
+    drop_empty: bool = False  # drop empty or whitespace-only prompts (counted in eval.json) instead of refusing them
     reference: str | None = None  # reference checkpoint (default: the recipe's model)
     judges: list[str | dict[str, Any]] = []
     gold: str | dict[str, Any] | None = None  # a reward source spec

@@ -100,13 +100,18 @@ def evaluate_checkpoint(
     out_path = Path(out_dir) if out_dir is not None else None
     cache = cfg.cache or (str(out_path / CACHE_FILE) if out_path else None)
     pset = load_prompts(prompts, prompt_column=cfg.prompt_column, reference_column=cfg.reference_column,
-                        max_prompts=cfg.max_prompts, hooks=hooks)
+                        max_prompts=cfg.max_prompts, hooks=hooks, drop_empty=cfg.drop_empty)
+    if cfg.tasks:  # every lm-eval task's data can be loaded, before anything is generated or judged
+        from .benchmarks import check_tasks
+
+        check_tasks(cfg.tasks)
     gen = GenerationSettings(**cfg.generation.model_dump())
     boot = cfg.bootstrap
     results: dict[str, Any] = {
         "checkpoint": _name(checkpoint),
         "reference": _name(reference) if reference is not None else "reference completions",
-        "prompts": {"source": pset.source, "count": len(pset), "sha256": pset.sha256},
+        "prompts": {"source": pset.source, "count": len(pset), "sha256": pset.sha256,
+                    **({"empty_dropped": pset.empty_dropped} if pset.empty_dropped else {})},
     }
 
     # -- generations (cached: a re-run or a new judge never samples again) --------------

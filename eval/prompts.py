@@ -1,6 +1,10 @@
 """Prompt sets: a JSONL file, a ``datasets`` split, or a recipe's data, with an optional
 column of reference completions. Each set carries the sha256 of its content for the
-manifest and the generation cache."""
+manifest and the generation cache.
+
+An empty (or whitespace-only) prompt is refused, naming how many and the first, unless
+``drop_empty`` drops them (counted in ``PromptSet.empty_dropped``), as ``data.drop_empty``
+drops empty rows in training: nothing is generated or judged for a prompt that says nothing."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ class PromptSet:
     prompts: list[str]
     references: list[str] | None = None  # reference completions, one per prompt
     source: str = "<memory>"
+    empty_dropped: int = 0  # empty or whitespace-only prompts dropped on loading (drop_empty)
 
     @property
     def sha256(self) -> str:
@@ -32,20 +37,47 @@ class PromptSet:
         if n is None or n >= len(self.prompts):
             return self
         refs = self.references[:n] if self.references is not None else None
-        return PromptSet(self.prompts[:n], refs, self.source)
+        return PromptSet(self.prompts[:n], refs, self.source, self.empty_dropped)
 
 
-def _rows_from_jsonl(path: Path) -> list[dict]:
+def _rows_from_jsonl(path: Path, where: str) -> list[dict]:
+    import lzma
+
+    try:
+        return _read_jsonl(path, where)
+    except (OSError, EOFError, lzma.LZMAError) as exc:  # a damaged compressed file
+        raise DataError(f"{where}: the file {path} cannot be read: {exc}; it is damaged or truncated, or its suffix "
+                        "does not say how it is stored") from None
+
+
+def _read_jsonl(path: Path, where: str) -> list[dict]:
+    from trl_plus.data_checks import open_binary
+
     rows = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
+    with open_binary(path) as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{where}: {path}, line {i}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte "
+                                f"{exc.start + 1} of the line); re-encode the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except ValueError as exc:
-                raise DataError(f"{path}: line {i} is not JSON: {exc}") from None
+                raise DataError(f"{where}: {path}, line {i} is not JSON: {exc}") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{where}: {path}, line {i} is not a JSON object (a row with a prompt column) but "
+                                f"{type(row).__name__} {json.dumps(row)[:80]}")
+            rows.append(row)
     return rows
+
+
+def _is_json_lines(source) -> bool:
+    from trl_plus.data_checks import JSON_LINES, file_format, file_suffix
+
+    return isinstance(source, (str, Path)) and file_suffix(source)[0] in JSON_LINES and file_format(source) is not None
 
 
 def load_prompts(
@@ -56,26 +88,33 @@ def load_prompts(
     max_prompts: int | None = None,
     hooks=None,
     base_dir: str | Path | None = None,
+    drop_empty: bool = False,
 ) -> PromptSet:
     """A prompt set from a ``.jsonl`` path, a dataset spec mapping (``{path, split, name,
     data_files}``, loaded through the ``trl_plus_load_dataset`` hook), a ``datasets.Dataset``,
     a list of strings, or a :class:`PromptSet`.
 
     ``reference_column`` names the column of reference completions; when it is not
-    given, a ``reference`` or ``completion`` column is used if present.
+    given, a ``reference`` or ``completion`` column is used if present. An empty file is
+    said to be empty; empty or whitespace-only prompts are a :class:`DataError` unless
+    ``drop_empty`` (then they are dropped and counted in ``empty_dropped``).
     """
     if isinstance(source, PromptSet):
         return source.head(max_prompts)
     if isinstance(source, Sequence) and not isinstance(source, str) and all(isinstance(s, str) for s in source):
         return PromptSet(list(source)).head(max_prompts)
     where = "eval.prompts"
-    if isinstance(source, (str, Path)) and Path(str(source)).suffix in (".jsonl", ".json"):
+    if isinstance(source, (str, Path)) and (_is_json_lines(source) or Path(str(source)).suffix == ".json"):
         path = Path(source)
         if not path.is_absolute() and base_dir is not None:
             path = Path(base_dir) / path
         if not path.exists():
             raise DataError(f"{where}: file not found: {str(source)!r}")
-        rows, label = _rows_from_jsonl(path), str(path)
+    if isinstance(source, (str, Path)) and _is_json_lines(source):
+        rows, label = _rows_from_jsonl(path, where), str(path)
+        if not rows:
+            raise DataError(f"{where}: the file {label} is empty (no rows); give a file with a {prompt_column!r} "
+                            "column, one JSON object a line")
         columns = sorted({k for r in rows for k in r})
     else:
         from trl_plus.manager import Hooks
@@ -90,7 +129,14 @@ def load_prompts(
             path = Path(spec["path"])
             if base_dir is not None and not path.is_absolute() and (Path(base_dir) / path).exists():
                 spec["path"] = str(Path(base_dir) / path)
-            dataset = Hooks.of(hooks).load_dataset(spec)
+            if Path(spec["path"]).is_file() and Path(spec["path"]).stat().st_size == 0:
+                raise DataError(f"{where}: the file {spec['path']} is empty (no rows)")
+            try:
+                dataset = Hooks.of(hooks).load_dataset(spec)
+            except DataError as exc:
+                if str(exc).startswith(f"{where}:"):
+                    raise
+                raise DataError(f"{where}: {exc}") from exc.__cause__
             label = json.dumps(spec, sort_keys=True)
         else:
             dataset, label = source, "<dataset>"
@@ -121,4 +167,16 @@ def load_prompts(
                 raise DataError(f"{where}: row {i} of {label}: {reference_column!r} is {r!r}, not text")
     if not prompts:
         raise DataError(f"{where}: {label} has no prompts")
-    return PromptSet(prompts, refs, label)
+    empty = [i for i, p in enumerate(prompts) if not p.strip()]
+    if empty and not drop_empty:
+        raise DataError(
+            f"{where}: {len(empty)} of {len(prompts)} prompts of {label} are empty or whitespace only (the first: row "
+            f"{empty[0]}); remove them, or drop them with --drop-empty (eval.drop_empty: true)"
+        )
+    if empty:
+        keep = [i for i, p in enumerate(prompts) if p.strip()]
+        if not keep:
+            raise DataError(f"{where}: every prompt of {label} is empty or whitespace only ({len(prompts)})")
+        prompts = [prompts[i] for i in keep]
+        refs = [refs[i] for i in keep] if refs is not None else None
+    return PromptSet(prompts, refs, label, len(empty))

@@ -24,7 +24,15 @@ from .errors import DataError
 ON_ERROR = ("raise", "drop")
 CHECK_BATCH = 50_000
 MAX_EXAMPLES = 3
-JSON_LINES = (".jsonl",)
+
+# Data files the built-in loader reads, by suffix: the ``datasets`` builder of each. Text
+# formats may also be compressed (``train.jsonl.gz``): ``datasets`` decompresses them.
+FILE_FORMATS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".tsv": "csv",
+                ".txt": "text", ".parquet": "parquet", ".arrow": "arrow"}
+FORMAT_OPTIONS = {".tsv": {"sep": "\t"}}
+TEXT_FORMATS = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".txt")
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+JSON_LINES = (".jsonl", ".ndjson")
 
 # Reports of what loading dropped (malformed lines), keyed by the loaded dataset's
 # fingerprint, picked up by the trainer that prepares that dataset.
@@ -64,11 +72,81 @@ def _kind(value) -> str:
     return "an object"
 
 
+def file_suffix(path) -> tuple[str, str | None]:
+    """(format suffix, compression suffix or None) of a file name, lower case:
+    ``(".jsonl", ".gz")`` for ``train.jsonl.gz``, ``(".csv", None)`` for ``a.b.CSV``."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if len(suffixes) > 1 and suffixes[-1] in COMPRESSIONS:
+        return suffixes[-2], suffixes[-1]
+    return (suffixes[-1] if suffixes else ""), None
+
+
+def file_format(path) -> tuple[str, dict] | None:
+    """The ``datasets`` builder and its options for a data file, or None when the built-in
+    loader cannot read a file of that name (see :data:`FILE_FORMATS`)."""
+    suffix, compression = file_suffix(path)
+    if suffix not in FILE_FORMATS or (compression and suffix not in TEXT_FORMATS):
+        return None
+    return FILE_FORMATS[suffix], dict(FORMAT_OPTIONS.get(suffix, {}))
+
+
+def unknown_format(path) -> str:
+    """What to say about a data file whose suffix the built-in loader does not know."""
+    suffix, compression = file_suffix(path)
+    shown = "".join(Path(path).suffixes[-2:] if compression else Path(path).suffixes[-1:]) or "(none)"
+    known = ", ".join(FILE_FORMATS)
+    return (f"the data file {str(path)!r} has the suffix {shown!r}, which trl-plus cannot read: convert it to one of "
+            f"{known} (text formats may be compressed: {', '.join(COMPRESSIONS)}), or rename it if it already is one "
+            "of these formats")
+
+
+def open_binary(path):
+    """A data file opened for reading bytes, decompressed by its suffix."""
+    _, compression = file_suffix(path)
+    if compression is None:
+        return open(path, "rb")
+    import importlib
+
+    return importlib.import_module(COMPRESSIONS[compression]).open(path, "rb")
+
+
+def _not_utf8(raw: bytes, at: int) -> str:
+    return (f"not UTF-8 text (byte 0x{raw[at]:02x} at byte {at + 1} of the line); re-encode the file "
+            "as UTF-8 (iconv -f latin1 -t utf-8 FILE, say, for a Latin-1 file)")
+
+
+def utf8_problem(path, chunk: int = 1 << 24) -> tuple[int, str] | None:
+    """The first line of a text data file that is not UTF-8, as (line number, problem);
+    None when the whole file is UTF-8. Streams the file in large blocks of whole lines."""
+    line, rest = 1, b""
+    with open_binary(path) as f:
+        while True:
+            data = f.read(chunk)
+            block = rest + data
+            cut = block.rfind(b"\n") + 1 if data else len(block)
+            block, rest = block[:cut], block[cut:]
+            try:
+                block.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                start = block.rfind(b"\n", 0, exc.start) + 1
+                end = block.find(b"\n", exc.start)
+                raw = block[start : end if end >= 0 else len(block)]
+                return line + block.count(b"\n", 0, start), _not_utf8(raw, exc.start - start)
+            line += block.count(b"\n")
+            if not data:
+                return None
+
+
 def _lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
-    """(line number, raw line, problem or None) per non-blank line, streamed: a problem is
-    a parse error or a value that is not a JSON object (a row)."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, 1):
+    """(line number, line, problem or None) per non-blank line, streamed: a problem is a
+    line that is not UTF-8, a parse error, or a value that is not a JSON object (a row)."""
+    with open_binary(path) as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, "", _not_utf8(raw, exc.start)
+                continue
             if not line.strip():
                 continue
             try:
@@ -81,18 +159,87 @@ def _lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
 
 
 def is_json_lines(path) -> bool:
-    return isinstance(path, (str, os.PathLike)) and Path(path).suffix in JSON_LINES and Path(path).is_file()
+    return (isinstance(path, (str, os.PathLike)) and file_suffix(path)[0] in JSON_LINES
+            and file_format(path) is not None and Path(path).is_file())
 
 
 def read_jsonl_problem(path) -> tuple[int, str] | None:
     """The first bad line of a JSON Lines file as (line number, problem); ``(0, ...)``
-    when the file has no rows at all; None when every line is a good row."""
+    when the file has no rows at all; None when every line is a good row, or when the file
+    cannot be read line by line at all (a damaged compressed file: the loader says so)."""
+    import lzma
+
     rows = 0
-    for number, _, problem in _lines(Path(path)):
-        if problem is not None:
-            return number, problem
-        rows += 1
+    try:
+        for number, _, problem in _lines(Path(path)):
+            if problem is not None:
+                return number, problem
+            rows += 1
+    except (OSError, EOFError, lzma.LZMAError):
+        return None
     return None if rows else (0, "the file is empty (no rows)")
+
+
+def one_object_of_lists(path, dataset) -> bool:
+    """A ``.json`` file that is one object whose values are lists (columns, or rows under
+    one key): ``datasets`` reads it as a single row of lists. One conversation (chat
+    messages under each key) is a row, and not this."""
+    if file_suffix(path)[0] != ".json" or len(dataset) != 1 or not dataset.column_names:
+        return False
+    schema = dataset.data.schema
+    kinds = [schema.field(c).type for c in dataset.column_names]
+    return all(_list_type(k) and not is_chat_type(k) for k in kinds)
+
+
+def csv_header_problem(path) -> str | None:
+    """A CSV (or TSV) file whose header row names a column twice: ``datasets`` would rename
+    the second to ``NAME.1`` and the column would be ignored without a word."""
+    import csv
+    import io
+
+    suffix, _ = file_suffix(path)
+    with open_binary(path) as f:
+        text = io.TextIOWrapper(f, encoding="utf-8", errors="replace", newline="")
+        header = next(csv.reader(text, delimiter="\t" if suffix == ".tsv" else ","), None)
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header or [], 1):
+        if name in seen:
+            return (f"the header row names column {name!r} twice (columns {seen[name]} and {i}); rename or remove "
+                    "one of them")
+        seen[name] = i
+    return None
+
+
+def data_file_problem(path, on_error: str = "raise") -> str | None:
+    """What the built-in loader would refuse in a local data file, found without loading
+    it: an unknown suffix, an empty file, a CSV header naming a column twice, a line that
+    is not UTF-8 (in a JSON Lines file under ``on_error="drop"``, such a line is dropped
+    on loading instead). None when none of these (or when ``path`` is not a file)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    if file_format(path) is None:
+        return unknown_format(path)
+    if path.stat().st_size == 0:
+        return f"the file {str(path)!r} is empty (no rows)"
+    import lzma
+
+    suffix, compression = file_suffix(path)
+    try:
+        if suffix in (".csv", ".tsv"):
+            problem = csv_header_problem(path)
+            if problem:
+                return f"{path}: {problem}"
+        if suffix in TEXT_FORMATS and not (suffix in JSON_LINES and on_error == "drop"):
+            bad = utf8_problem(path)
+            if bad is not None:
+                drop = "; or set data.on_error: drop to drop such lines" if suffix in JSON_LINES else ""
+                return f"{path}, line {bad[0]}: {bad[1]}{drop}"
+    except (OSError, EOFError, lzma.LZMAError) as exc:  # a damaged or mislabelled compressed file
+        what = f"as a {COMPRESSIONS[compression]}-compressed file" if compression else "(a read error)"
+        return (f"the file {str(path)!r} cannot be read {what}: {exc}; it is damaged or truncated, or its suffix "
+                "does not say how it is stored")
+    return None
 
 
 def load_jsonl_dropping(path, load) -> tuple[object, dict]:
@@ -138,28 +285,54 @@ def _load_report_of(dataset) -> dict | None:
 def _text_type(t) -> bool:
     import pyarrow as pa
 
-    return pa.types.is_string(t) or pa.types.is_large_string(t)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _json_type(t) -> bool:
+    """``datasets``' ``Json`` feature: Arrow's JSON extension type, JSON text underneath."""
+    return getattr(t, "extension_name", None) == "arrow.json"
+
+
+def _list_type(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_list(t) or pa.types.is_large_list(t)
 
 
 def is_chat_type(t) -> bool:
-    """An Arrow type of chat messages: a list of structs with a ``role`` field."""
+    """An Arrow type of chat messages, in each form ``datasets`` stores them: a list of
+    structs with a ``role`` field (messages of one shape), or a list of JSON values
+    (``List(Json())``: what ``datasets`` makes of messages whose keys or value types differ
+    from row to row, tool calls say; each message must then be a JSON object)."""
     import pyarrow as pa
 
-    if not (pa.types.is_list(t) or pa.types.is_large_list(t)):
+    if not _list_type(t):
         return False
     value = t.value_type
-    return pa.types.is_struct(value) and value.get_field_index("role") >= 0
+    return (pa.types.is_struct(value) and value.get_field_index("role") >= 0) or _json_type(value)
+
+
+# JSON text of a value that says nothing: an empty or blank string, list or object, or null.
+_EMPTY_JSON = r'^\s*("(\s|\\[nrt])*"|\[\s*\]|\{\s*\}|null)\s*$'
 
 
 def _present(array):
-    """Per element: not null and, for a list, not empty."""
-    import pyarrow as pa
+    """Per element: not null and, for a list, not empty (for JSON text, not an empty or
+    blank string, list or object)."""
     import pyarrow.compute as pc
 
     present = pc.is_valid(array)
-    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+    if _list_type(array.type):
         present = pc.and_(present, pc.fill_null(pc.greater(pc.list_value_length(array), 0), False))
+    elif _json_type(array.type):
+        storage = array.storage if hasattr(array, "storage") else _json_storage(array)
+        empty = pc.fill_null(pc.match_substring_regex(storage, _EMPTY_JSON), True)
+        present = pc.and_(present, pc.invert(empty))
     return present
+
+
+def _loads(text):
+    return None if text is None else json.loads(text)
 
 
 def _bad_messages(column):
@@ -174,17 +347,23 @@ def _bad_messages(column):
     messages = pc.list_flatten(column)
     if len(messages) == 0:
         return bad
+    if isinstance(messages, pa.ChunkedArray):
+        messages = messages.combine_chunks()
     parents = pc.list_parent_indices(column).to_numpy()
-    ok = pc.and_(pc.is_valid(messages), pc.is_valid(pc.struct_field(messages, "role")))
-    said = None
-    for name in ("content", "tool_calls"):
-        if messages.type.get_field_index(name) >= 0:
-            has = _present(pc.struct_field(messages, name))
-            said = has if said is None else pc.or_(said, has)
-    if said is None:  # messages with neither field: none can be rendered
-        said = pa.array(np.zeros(len(messages), dtype=bool))
-    ok = pc.and_(ok, said)
-    wrong = np.logical_not(pc.fill_null(ok, False).to_numpy(zero_copy_only=False))
+    if _json_type(messages.type):  # each message is JSON text: decoded and checked one by one
+        texts = messages.storage.to_pylist()
+        wrong = np.fromiter((not _message_ok(_loads(t)) for t in texts), dtype=bool, count=len(texts))
+    else:
+        ok = pc.and_(pc.is_valid(messages), pc.is_valid(pc.struct_field(messages, "role")))
+        said = None
+        for name in ("content", "tool_calls"):
+            if messages.type.get_field_index(name) >= 0:
+                has = _present(pc.struct_field(messages, name))
+                said = has if said is None else pc.or_(said, has)
+        if said is None:  # messages with neither field: none can be rendered
+            said = pa.array(np.zeros(len(messages), dtype=bool))
+        ok = pc.and_(ok, said)
+        wrong = np.logical_not(pc.fill_null(ok, False).to_numpy(zero_copy_only=False))
     bad[np.unique(parents[wrong])] = True
     return bad[:n]
 
@@ -194,15 +373,23 @@ def _message_ok(message) -> bool:
             and bool(message.get("content") or message.get("tool_calls")))
 
 
+def _json_storage(column):
+    """The JSON text under a ``Json`` column (an array or chunked array of the extension type)."""
+    import pyarrow as pa
+
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    return pa.chunked_array([c.storage for c in chunks], type=column.type.storage_type)
+
+
 def _json_masks(column):
     """A column of mixed JSON values (``datasets``' ``Json`` feature, stored as JSON text):
-    text values start with a quote; lists (chat messages) are decoded and checked."""
+    text values start with a quote; lists (chat messages) are decoded and checked.
+    Returns (invalid, empty, chat) masks."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    storage = pa.chunked_array([c.storage for c in chunks], type=column.type.storage_type)
+    storage = _json_storage(column)
     head = pc.utf8_slice_codeunits(pc.utf8_ltrim_whitespace(storage), 0, 1)
     text = pc.fill_null(pc.equal(head, '"'), False).to_numpy(zero_copy_only=False)
     chat = pc.fill_null(pc.equal(head, "["), False).to_numpy(zero_copy_only=False)
@@ -210,26 +397,65 @@ def _json_masks(column):
     for i in np.flatnonzero(chat):
         messages = json.loads(storage[int(i)].as_py())
         invalid[i] = not (messages and all(_message_ok(m) for m in messages))
-    empty = text & pc.fill_null(pc.equal(pc.utf8_trim_whitespace(storage), '""'), False).to_numpy(zero_copy_only=False)
-    return invalid, empty
+    blank = pc.fill_null(pc.match_substring_regex(storage, _EMPTY_JSON), False).to_numpy(zero_copy_only=False)
+    return invalid, text & blank, chat
 
 
-def _column_masks(column) -> tuple[object, object, str | None]:
-    """(invalid mask, empty mask, what a non-text column holds) for one batch column."""
+def _column_masks(column) -> tuple[object, object, object, str | None]:
+    """(invalid, empty, chat, what a non-text column holds) for one batch column: masks of
+    the rows whose value is invalid, empty text, and chat messages (the rest is text)."""
     import numpy as np
     import pyarrow.compute as pc
 
     n = len(column)
-    if getattr(column.type, "extension_name", None) == "arrow.json":
+    no = np.zeros(n, dtype=bool)
+    if _json_type(column.type):
         return (*_json_masks(column), None)
     if _text_type(column.type):
         invalid = pc.is_null(column).to_numpy(zero_copy_only=False)
         length = pc.utf8_length(pc.utf8_trim_whitespace(column))
         empty = pc.fill_null(pc.equal(length, 0), False).to_numpy(zero_copy_only=False)
-        return invalid, empty, None
+        return invalid, empty, no, None
     if is_chat_type(column.type):
-        return _bad_messages(column), np.zeros(n, dtype=bool), None
-    return np.ones(n, dtype=bool), np.zeros(n, dtype=bool), str(column.type)
+        return _bad_messages(column), no, np.ones(n, dtype=bool), None
+    return np.ones(n, dtype=bool), no, no, str(column.type)
+
+
+_FORMS = {True: "chat messages", False: "plain text"}
+
+
+def _one_form(masks: dict, start: int, form, dataset, name: str):
+    """Every valid value of every checked column is in one form, plain text or chat
+    messages: TRL decides from the first row whether a dataset is conversational, and a
+    row of the other form trains wrongly or crashes deep inside TRL. ``form`` is (is chat,
+    row, column) of the first valid value (None before one is seen); returns it."""
+    import numpy as np
+
+    if form is None:
+        for column, (bad, chat) in masks.items():
+            valid = ~bad
+            if valid.any():
+                i = int(np.argmax(valid))
+                if form is None or start + i < form[1]:
+                    form = (bool(chat[i]), start + i, column)
+        if form is None:
+            return None
+    other = None
+    for column, (bad, chat) in masks.items():
+        wrong = ~bad & (chat != form[0])
+        if wrong.any():
+            i = int(np.argmax(wrong))
+            if other is None or i < other[0]:
+                other = (i, column)
+    if other is not None:
+        i, column = other
+        raise DataError(
+            f"{name} dataset row {start + i}: column {column!r} holds {_FORMS[not form[0]]}, but row {form[1]} "
+            f"(column {form[2]!r}) holds {_FORMS[form[0]]}; every row of a dataset must be in one form, all plain "
+            f"text or all chat messages (row: {str(short_row(dataset[start + i]))[:300]}); convert the rows of one "
+            "form to the other"
+        )
+    return form
 
 
 def _describe(value) -> str:
@@ -257,7 +483,9 @@ def check_rows(dataset, columns, name: str, options: DataOptions = DataOptions()
     render is an invalid row: with ``on_error="raise"`` the first one is a
     :class:`DataError` naming its index and column, with ``"drop"`` they are dropped and
     counted. Empty (or whitespace-only) strings are counted per column, and dropped with
-    ``drop_empty``.
+    ``drop_empty``. The values kept are all plain text or all chat messages (each form
+    ``datasets`` stores: see :func:`is_chat_type`); the first of the other form is a
+    :class:`DataError` whatever ``on_error`` says, naming that row and the first row.
     """
     import numpy as np
 
@@ -267,12 +495,15 @@ def check_rows(dataset, columns, name: str, options: DataOptions = DataOptions()
         return dataset, report
     drop = np.zeros(len(dataset), dtype=bool)
     start = 0
+    form = None
     for batch in dataset.select_columns(columns).with_format("arrow").iter(batch_size=CHECK_BATCH):
         n = batch.num_rows
         invalid = np.zeros(n, dtype=bool)
         first: tuple[int, str, str | None] | None = None
+        forms = {}
         for column in columns:
-            bad, empty, held = _column_masks(batch.column(column))
+            bad, empty, chat, held = _column_masks(batch.column(column))
+            forms[column] = (bad | empty if options.drop_empty else bad, chat)
             report["empty"][column] += int(np.count_nonzero(empty & ~bad))
             if options.drop_empty:
                 drop[start : start + n] |= empty
@@ -289,6 +520,7 @@ def check_rows(dataset, columns, name: str, options: DataOptions = DataOptions()
                 f"{name} dataset row {start + i}: column {column!r} {what}; expected text or a list of chat messages "
                 f"(row: {str(short_row(row))[:300]}); fix the row, or set data.on_error: drop to drop such rows"
             )
+        form = _one_form(forms, start, form, dataset, name)
         for i in np.flatnonzero(invalid)[: MAX_EXAMPLES - len(report["examples"])]:
             report["examples"].append({"row": start + int(i), **short_row(dataset[start + int(i)])})
         report["invalid_rows"] += int(np.count_nonzero(invalid))
@@ -305,12 +537,25 @@ def check_rows(dataset, columns, name: str, options: DataOptions = DataOptions()
 
 
 def conversational_column(dataset, columns) -> str | None:
-    """The first of ``columns`` that holds chat messages, or None."""
+    """The first of ``columns`` that holds chat messages, or None: by its type, or for a
+    column of mixed JSON values (``Json``), by its first value (:func:`check_rows` has
+    made sure that every row is of one form)."""
+    import pyarrow.compute as pc
+
     schema = dataset.data.schema
     for column in columns:
-        if column in dataset.column_names and is_chat_type(schema.field(column).type):
+        if column not in dataset.column_names:
+            continue
+        kind = schema.field(column).type
+        if is_chat_type(kind):
             return column
+        if _json_type(kind):
+            head = dataset.select_columns([column]).with_format("arrow")[: min(len(dataset), 1000)].column(0)
+            values = pc.drop_null(_json_storage(head))
+            if len(values) and values[0].as_py().lstrip().startswith("["):
+                return column
     return None
+
 
 
 def check_chat_template(dataset, columns, processing_class, name: str) -> None:
@@ -350,8 +595,8 @@ def prepare_dataset(dataset, columns, name: str, chain=None, *, options: DataOpt
         raise DataError(f"data.on_error must be one of {', '.join(ON_ERROR)}, got {options.on_error!r}")
     loaded = _load_report_of(dataset)
     rows_in = len(dataset)
-    check_chat_template(dataset, columns, processing_class, name)
     dataset, checks = check_rows(dataset, columns, name, options)
+    check_chat_template(dataset, columns, processing_class, name)
     checks = {"on_error": options.on_error, "drop_empty": options.drop_empty,
               "malformed_lines": loaded["malformed_lines"] if loaded else 0, **checks}
     if loaded:

@@ -78,10 +78,11 @@ def peft_config(section, where: str = "peft"):
 def load_split(split, hooks, where: str, on_error: str = "raise"):
     """One data split, loaded through the dataset hook, columns renamed, rows capped.
 
-    A local file that is empty, or a JSON Lines file with a malformed line, is a
-    :class:`DataError` naming the file (and the line and its parse error); with
-    ``on_error="drop"`` the malformed lines are dropped instead, and counted in the
-    filter report of the trainer that prepares the split.
+    A local file that is empty, or a JSON Lines file with a malformed line (not JSON, not
+    an object, not UTF-8), is a :class:`DataError` naming the file (and the line and its
+    problem); with ``on_error="drop"`` the malformed lines are dropped instead, and counted
+    in the filter report of the trainer that prepares the split. Every other error of the
+    loader is a :class:`DataError` under ``where.path``.
     """
     if split is None:
         return None
@@ -94,12 +95,13 @@ def load_split(split, hooks, where: str, on_error: str = "raise"):
     loaded = None
     try:
         dataset = hooks.load_dataset(spec)
-    except DataError:
-        if not data_checks.is_json_lines(path):
-            raise
-        problem = data_checks.read_jsonl_problem(path)
+    except DataError as exc:
+        problem = data_checks.read_jsonl_problem(path) if data_checks.is_json_lines(path) else None
         if problem is None:
-            raise
+            message = str(exc)
+            if message.startswith(f"{where}."):
+                raise
+            raise DataError(f"{where}.path: {message}") from exc.__cause__
         line, what = problem
         if line == 0:
             raise DataError(f"{where}.path: the file {str(path)!r} is empty (no rows)") from None
@@ -109,6 +111,11 @@ def load_split(split, hooks, where: str, on_error: str = "raise"):
                 "to drop malformed lines"
             ) from None
         dataset, loaded = data_checks.load_jsonl_dropping(path, lambda good: hooks.load_dataset({**spec, "path": good}))
+    if path.is_file() and data_checks.one_object_of_lists(path, dataset):
+        raise DataError(
+            f"{where}.path: {path} holds one JSON object of lists (keys: {', '.join(dataset.column_names)}), which "
+            "reads as a single row; write one JSON object a row (JSON Lines, or a JSON array of objects)"
+        )
     if split.columns:
         missing = [c for c in split.columns if c not in dataset.column_names]
         if missing:
@@ -124,12 +131,36 @@ def load_split(split, hooks, where: str, on_error: str = "raise"):
     return dataset
 
 
+def builtin_dataset_loader(hooks=None) -> bool:
+    """Whether data files are read by the built-in loader alone (no plugin implements
+    ``trl_plus_load_dataset``, which may read formats of its own)."""
+    from .manager import Hooks
+
+    impls = Hooks.of(hooks).pm.hook.trl_plus_load_dataset.get_hookimpls()
+    return all(impl.function.__module__ == "trl_plus.plugins.loading" for impl in impls)
+
+
+def data_file_check(path, on_error: str = "raise", hooks=None) -> str | None:
+    """What the built-in loader would refuse in the local data file ``path``, found at
+    start-up without loading it (``trl_plus.data_checks.data_file_problem``): an unknown
+    suffix, an empty file, a CSV header naming a column twice, a line that is not UTF-8.
+    None when there is nothing to say, or when a plugin loads datasets."""
+    from .data_checks import data_file_problem
+
+    if not builtin_dataset_loader(hooks):
+        return None
+    return data_file_problem(path, on_error)
+
+
 def require_columns(dataset, columns: list[str], where: str) -> None:
     missing = [c for c in columns if c not in dataset.column_names]
     if missing:
+        # A header written "prompt, chosen" makes a column " chosen": say so.
+        near = {m: c for m in missing for c in dataset.column_names if c != m and c.strip().lower() == m}
+        hint = "".join(f"; column {c!r} has spaces or capitals around the name {m!r}" for m, c in near.items())
         raise DataError(
             f"{where}: the dataset has no column {', '.join(repr(m) for m in missing)} "
-            f"(columns: {', '.join(dataset.column_names)}); rename with {where}.columns"
+            f"(columns: {', '.join(dataset.column_names)}){hint}; rename with {where}.columns"
         )
 
 
@@ -162,9 +193,9 @@ def _explicit_path(name: str, files: bool) -> bool:
         return True
     if not files:
         return False
-    from trl_plus.plugins.loading import FILE_FORMATS
+    from .data_checks import file_format
 
-    return Path(name).suffix in FILE_FORMATS
+    return file_format(name) is not None
 
 
 def local_path(name: str, base_dir: str | Path | None = None, files: bool = False) -> Path | None:
@@ -225,6 +256,53 @@ def hub_cached(repo_id: str, repo_type: str = "model") -> bool:
     return False
 
 
+def model_folder_problem(path, probe_hub: bool = False) -> str | None:
+    """What keeps the local folder ``path`` from loading as a model, or None: it holds
+    neither a saved model (``config.json`` with a ``model_type``) nor a PEFT adapter
+    (``adapter_config.json``), or it holds an adapter whose base model is missing (a
+    folder that is not there or holds no model, a hub id not in the cache with the hub
+    offline). Not a folder: None (a hub id or a ``tiny:`` name is checked elsewhere)."""
+    import json
+
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    adapter = folder / "adapter_config.json"
+    if adapter.is_file():
+        try:
+            base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        except (ValueError, AttributeError) as exc:
+            return f"the adapter's {adapter} is not a JSON object ({exc})"
+        if not isinstance(base, str) or not base:
+            return f"the adapter in {folder} names no base model (base_model_name_or_path in adapter_config.json)"
+        try:
+            found = resolve_model_ref(base, "base_model_name_or_path", probe_hub=probe_hub)
+        except RecipeError as exc:
+            problem = str(exc)[len(exc.key) + 2 :] if exc.key else str(exc)
+            return (f"the adapter in {folder} is for base model {base!r}, which cannot be found ({problem}); put the "
+                    "base model there, or set base_model_name_or_path in its adapter_config.json")
+        inner = model_folder_problem(found) if Path(found).is_dir() else None
+        return f"the adapter in {folder} is for base model {base!r}, but {inner}" if inner else None
+    config = folder / "config.json"
+    if not config.is_file():
+        hint = ""
+        checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: (len(p.name), p.name))
+        if checkpoints:
+            hint = f"; it holds checkpoints: give one, {checkpoints[-1]}"
+        elif any(folder.glob("*/config.json")) or any(folder.glob("*/adapter_config.json")):
+            inner = next(p.parent for p in sorted(folder.glob("*/*config.json")))
+            hint = f"; a model is one folder down: {inner}"
+        return (f"the folder {str(folder)!r} holds no model: neither config.json (a saved model) nor "
+                f"adapter_config.json (a PEFT adapter){hint}")
+    try:
+        settings = json.loads(config.read_text())
+    except ValueError as exc:
+        return f"{config} is not valid JSON ({exc})"
+    if not isinstance(settings, dict) or "model_type" not in settings:
+        return f"{config} is not a transformers model config (it has no model_type): the folder holds no model"
+    return None
+
+
 def resolve_model_ref(
     name: str,
     where: str,
@@ -232,6 +310,7 @@ def resolve_model_ref(
     repo_type: str = "model",
     probe_hub: bool = False,
     lookup: bool = True,
+    check_folder: bool = False,
 ) -> str:
     """``name`` as a loader should get it: an absolute folder (or file) that exists, a
     ``tiny:`` name, or a hub id; raises :class:`RecipeError` naming ``where`` otherwise.
@@ -241,6 +320,7 @@ def resolve_model_ref(
     uncached id (so a mistyped relative path is not reported as a hub connection error).
     ``lookup=False``: a relative name is not looked for on disk (a loaded recipe's paths
     are absolute already: what is still relative was found to be no local path).
+    ``check_folder``: a local model folder must hold a model (:func:`model_folder_problem`).
     """
     from .tiny import TINY_PREFIX
 
@@ -258,6 +338,10 @@ def resolve_model_ref(
         if not path.exists():
             what = "model folder" if noun == "model" else "dataset file or folder"
             raise RecipeError(f"no such {what}: {name!r}{looked}", where)
+        if check_folder and repo_type == "model":
+            problem = model_folder_problem(path, probe_hub=probe_hub)
+            if problem:
+                raise RecipeError(problem, where)
         return str(path)
     problem = hub_id_problem(name)
     if problem is not None:

@@ -45,6 +45,8 @@ def add_parser(sub) -> None:
     p.add_argument("--prompt-column", help="column of prompts (default: prompt)")
     p.add_argument("--reference-column", help="column of reference completions in the prompt set")
     p.add_argument("--max-prompts", type=int, help="use the first N prompts")
+    p.add_argument("--drop-empty", action="store_true",
+                   help="drop empty or whitespace-only prompts (counted) instead of refusing the prompt set")
     p.add_argument("--judge", action="append", default=[], metavar="NAME[:k=v,...]",
                    help="a judge or a reward source name (repeatable)")
     p.add_argument("--gold", metavar="NAME[:k=v,...]", help="a reward source as gold reward")
@@ -87,6 +89,8 @@ def _section_from_args(args, hooks) -> tuple[dict, object, str | None, Path | No
         if "prompts" not in section:
             split = recipe.spec.data.eval or recipe.spec.data.train
             section["prompts"] = {k: v for k, v in split.model_dump().items() if v is not None and k != "columns"}
+            if recipe.spec.data.drop_empty:  # the recipe's data, with its rule for empty rows
+                section.setdefault("drop_empty", True)
         reference = section.pop("reference", None) or recipe.spec.model.name_or_path
     elif args.overrides:
         raise RecipeError("--set needs --recipe")
@@ -95,6 +99,7 @@ def _section_from_args(args, hooks) -> tuple[dict, object, str | None, Path | No
         "reference_column": args.reference_column,
         "max_prompts": args.max_prompts,
         "cache": str(cli_path(args.cache)) if args.cache else None,
+        "drop_empty": True if args.drop_empty else None,
     }
     section.update({k: v for k, v in flags.items() if v is not None})
     if args.prompts:
@@ -130,7 +135,8 @@ def _section_from_args(args, hooks) -> tuple[dict, object, str | None, Path | No
         reference = args.reference
     if isinstance(reference, str):
         # a recipe's local reference is absolute already (resolved against its folder on loading)
-        reference = resolve_model_ref(reference, "--reference" if args.reference else "eval.reference", probe_hub=True)
+        reference = resolve_model_ref(reference, "--reference" if args.reference else "eval.reference", probe_hub=True,
+                                      check_folder=True)
     return section, reference, recipe_hash, base_dir
 
 
@@ -153,7 +159,9 @@ def run(args) -> int:
     config = check_eval_section(section, hooks)  # judges and gold reward built too, before any model loads
     if config.prompts is None:
         raise RecipeError("no prompt set: give --prompts FILE or a recipe with eval.prompts", "eval.prompts")
-    checkpoint = resolve_model_ref(args.checkpoint, "checkpoint", probe_hub=True)
+    checkpoint = resolve_model_ref(args.checkpoint, "checkpoint", probe_hub=True, check_folder=True)
+    if config.kl.enabled and isinstance(config.kl.reference, str):
+        resolve_model_ref(config.kl.reference, "eval.kl.reference", probe_hub=True, check_folder=True)
     if args.out:
         out = cli_path(args.out)
     elif Path(checkpoint).is_dir():
@@ -181,7 +189,9 @@ def _num(value) -> str:
 
 
 def summary_text(results: dict) -> str:
-    lines = [f"checkpoint {results['checkpoint']} vs {results['reference']} on {results['prompts']['count']} prompts"]
+    dropped = results["prompts"].get("empty_dropped")
+    lines = [f"checkpoint {results['checkpoint']} vs {results['reference']} on {results['prompts']['count']} prompts"
+             + (f" ({dropped} empty or whitespace-only prompts dropped)" if dropped else "")]
     for name, w in results.get("win_rates", {}).items():
         wr = "nan" if w["win_rate"] is None else f"{w['win_rate']:.3f}"
         lc = "nan" if w["lc_win_rate"] is None else f"{w['lc_win_rate']:.3f}"
