@@ -192,8 +192,11 @@ def test_pipeline_launcher_launches_every_run_and_resumes(tmp_path, monkeypatch,
     assert (run / "checkpoint-1").is_dir() and not (run / "done.json").exists()
     args_, merged = _accelerate_args(calls[0])
     assert Path(args_.config_file) == CONFIGS["cpu"] and merged.num_processes == 1
-    # a fresh start overwrites the run's own folder (it holds the recipe just written)
-    assert args_.training_script_args == ["train", str(run / "recipe.yaml"), "--output-dir", str(run), "--overwrite"]
+    # a fresh start overwrites the run's own folder; the unredacted recipe it reads lives only
+    # for the launched training's life, the run's recipe.yaml is the copy the training writes
+    assert args_.training_script_args == ["train", str(run / ".launch-recipe.yaml"), "--output-dir", str(run),
+                                          "--overwrite"]
+    assert not (run / ".launch-recipe.yaml").exists()
 
     capsys.readouterr()
     assert main(args) == 0
@@ -202,6 +205,7 @@ def test_pipeline_launcher_launches_every_run_and_resumes(tmp_path, monkeypatch,
     assert calls[1][-2:] == ["--resume", str(run / "checkpoint-1")] and len(calls) == 2
     marker = json.loads((run / "done.json").read_text())
     assert marker["global_step"] == 2 and marker["tokens"]
+    assert (run / "recipe.yaml").exists() and not (run / ".launch-recipe.yaml").exists()
     assert len(list((out / "eval" / "dpo" / "beta0.1-seed0").glob("step-*/eval.json"))) == 2
     assert (out / "report" / "report.md").exists()
 

@@ -104,7 +104,8 @@ def prompt_sets(ctx):
     raw = ctx.recipe.raw.get("eval") or {}
     column = raw.get("prompt_column", "prompt")
     load = lambda source: load_prompts(source, prompt_column=column, max_prompts=raw.get("max_prompts"),
-                                       hooks=ctx.hooks, base_dir=ctx.recipe.base_dir)
+                                       hooks=ctx.hooks, base_dir=ctx.recipe.base_dir,
+                                       drop_empty=bool(raw.get("drop_empty")))
     if raw.get("prompts"):
         test = load(raw["prompts"])
         if raw.get("val_prompts"):
@@ -152,8 +153,21 @@ def run_eval(ctx) -> Path:
     components = ctx.hooks.components()
     proxy_spec = reward_model_spec(ctx) if ctx.config.stages.reward is not None else None
     settings = GenerationSettings(**{k: v for k, v in section["generation"].items()})
-    done_all = fingerprint("eval", section, val.sha256, test.sha256, proxy_spec, BON_NS, BON_ESTIMATOR, sorted(upstream.items()))
-    if ctx.skip("eval", done_all):
+    inputs = ctx.inputs(section)  # the gold reward's and judges' model folders, files
+    input_parts = [inputs] if inputs else []
+    done_all = fingerprint("eval", section, val.sha256, test.sha256, proxy_spec, BON_NS, BON_ESTIMATOR, sorted(upstream.items()),
+                           *input_parts)
+
+    def point_fp(point: dict) -> str:
+        up = upstream.get(point["run"]) if point["run"] != "sft" else upstream.get("sft")
+        return fingerprint(f"eval/{point['id']}", section, val.sha256, test.sha256, proxy_spec, up, point["step"], *input_parts)
+
+    if getattr(ctx, "plan", None) is not None:
+        # every checkpoint (and best-of-n) this recipe evaluates: the report reads back these and no other
+        ctx.plan.record_points({point["id"]: point_fp(point) for point in points})
+        if proxy_spec is not None:
+            ctx.plan.record(f"eval/{BON_DIR}", _bon_fp(settings, test, upstream, section, input_parts))
+    if ctx.skip("eval", done_all, settings=section, upstream=upstream, inputs=inputs):
         return ctx.run.path("eval")
     proxy = components.reward_mix([proxy_spec]) if proxy_spec else None
     overlap = sorted(training_prompts(ctx) & (set(val.prompts) | set(test.prompts)))
@@ -162,8 +176,7 @@ def run_eval(ctx) -> Path:
         muted = lambda: contextlib.redirect_stderr(devnull)  # lm-eval's own bars
         for point in points:
             rel = f"eval/{point['id']}"
-            up = upstream.get(point["run"]) if point["run"] != "sft" else upstream.get("sft")
-            fp = fingerprint(rel, section, val.sha256, test.sha256, proxy_spec, up, point["step"])
+            fp = point_fp(point)
             if not ctx.run.is_done(rel, fp):
                 cfg = dict(section)
                 is_ref = point["method"] == "sft"
@@ -202,13 +215,19 @@ def run_eval(ctx) -> Path:
             _best_of_n(ctx, test, settings, section, proxy, upstream, components, reference)
             bar.update(1)
     with ctx.run.step("eval/summary", done_all) as (folder, info):
-        write_json(folder / "points.json", collect_points(ctx.run.root))
+        write_json(folder / "points.json", collect_points(ctx.run.root, getattr(ctx, "plan", None)))
         write_json(folder / "prompts.json", {"validation": {"count": len(val), "sha256": val.sha256, "source": val.source},
                                              "test": {"count": len(test), "sha256": test.sha256, "source": test.source},
                                              "shared_with_validation": len(set(val.prompts) & set(test.prompts)),
                                              "shared_with_training": len(overlap), "shared_examples": overlap[:5]})
-    write_json(ctx.run.path("eval", "done.json"), {"fingerprint": done_all})
+    write_json(ctx.run.path("eval", "done.json"), {"fingerprint": done_all, **(ctx.run.settings.get("eval") or {})})
     return ctx.run.path("eval")
+
+
+def _bon_fp(settings, test, upstream: dict, section: dict, extra: list = ()) -> str:
+    bon_settings = settings.replace(num_samples=max(BON_NS), temperature=1.0, top_p=1.0)
+    return fingerprint(f"eval/{BON_DIR}", bon_settings.to_dict(), test.sha256, upstream.get("sft"), upstream.get("reward"),
+                       section["gold"], BON_ESTIMATOR, *extra)
 
 
 def _best_of_n(ctx, test, settings, section, proxy, upstream, components, sft=None) -> None:
@@ -220,8 +239,8 @@ def _best_of_n(ctx, test, settings, section, proxy, upstream, components, sft=No
     n_max = max(BON_NS)
     bon_settings = settings.replace(num_samples=n_max, temperature=1.0, top_p=1.0)
     rel = f"eval/{BON_DIR}"
-    fp = fingerprint(rel, bon_settings.to_dict(), test.sha256, upstream.get("sft"), upstream.get("reward"), section["gold"],
-                     BON_ESTIMATOR)
+    inputs = ctx.inputs(section)
+    fp = _bon_fp(settings, test, upstream, section, [inputs] if inputs else [])
     if ctx.run.is_done(rel, fp):
         return
     with ctx.run.step(rel, fp) as (folder, info):
@@ -250,18 +269,30 @@ def _finite(x):
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
-def collect_points(root: Path) -> list[dict]:
-    """Every evaluated checkpoint under ``root/eval`` as one flat record (for the report).
+def collect_points(root: Path, plan=None) -> list[dict]:
+    """Every evaluated checkpoint under ``root/eval`` that the run folder's plan names, as
+    one flat record (for the report).
+
+    Only checkpoints of the recipe now being run count: with a ``plan.json`` (``plan``, or
+    the folder's own), a point enters when the plan lists it and its marker matches the
+    fingerprint the plan asks for (a run of a beta no longer in the sweep, or a seed trained
+    with other settings, stays on disk and out of the report). A folder written before
+    plans existed gives every point it holds.
 
     ``kl`` is None where no KL was estimated (never 0: such a point is off the frontier);
     per-prompt gold rewards leave failed scores out (None when every sample of a prompt
     failed), and so do the means.
     """
+    from .rundir import Plan
+
+    plan = plan if plan is not None else Plan.read(root)
     points = []
     for marker in sorted(Path(root, "eval").rglob("done.json")):
         info = read_json(marker, {})
         point = info.get("point")
         if not point:
+            continue
+        if plan is not None and not plan.point_current(point.get("id", "")):
             continue
         result = read_json(marker.parent / "eval.json", {})
         val = read_json(marker.parent / VAL_DIR / "eval.json", {})

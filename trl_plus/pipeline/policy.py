@@ -233,9 +233,12 @@ def run_policy(ctx, run: PolicyRun) -> Path:
     from ..recipe import validate_dict
 
     raw = _dpo_recipe(ctx, run) if run.method == "dpo" else _ppo_recipe(ctx, run)
-    upstream = [ctx.fingerprints.get(k) for k in ("pairs", "reward" if run.method == "ppo" else "sft")]
-    fp = fingerprint(run.rel, raw, upstream)
-    if ctx.skip(run.rel, fp):
+    names = ("pairs", "reward" if run.method == "ppo" else "sft")
+    upstream = [ctx.fingerprints.get(k) for k in names]
+    inputs = ctx.inputs(raw)  # files outside the run folder (PPO-GT's gold reward model)
+    fp = fingerprint(run.rel, raw, upstream, *([inputs] if inputs else []))
+    # the run's marker records its whole trainer recipe: a re-run names the key that changed
+    if ctx.skip(run.rel, fp, settings=raw, upstream=dict(zip(names, upstream)), inputs=inputs):
         return ctx.run.path(run.rel)
     recipe = validate_dict(raw, ctx.hooks, source=None)
     module = _trainer_module(run.method)

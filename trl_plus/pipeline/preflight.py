@@ -112,7 +112,8 @@ def _check_prompts(source: Any, where: str, raw_eval: Mapping, base: Path, hooks
         return
     try:
         load_prompts(source, prompt_column=raw_eval.get("prompt_column") or "prompt",
-                     max_prompts=raw_eval.get("max_prompts"), hooks=hooks, base_dir=base)
+                     max_prompts=raw_eval.get("max_prompts"), hooks=hooks, base_dir=base,
+                     drop_empty=bool(raw_eval.get("drop_empty")))
     except DataError as exc:
         # load_prompts reports under eval.prompts, whichever set it read
         message = str(exc).removeprefix("eval.prompts: ")
@@ -142,6 +143,11 @@ def _check_tasks(tasks: list, problems: Problems) -> None:
     for i, task in unknown:
         problems.add(f"eval.tasks[{i}]", f"unknown lm-eval task {task!r}.{did_you_mean(str(task), shipped)} "
                                           f"Shipped offline tasks: {', '.join(shipped)} (or {OFFLINE_PACK!r})")
+    if not unknown and tasks:  # each task's data can be loaded (cached, or the hub has it), before any training
+        from ..eval.benchmarks import check_tasks
+
+        with problems.check():
+            check_tasks([str(t) for t in tasks])
 
 
 def _check_pairs_dataset(name: Any, base: Path, hooks, problems: Problems) -> None:

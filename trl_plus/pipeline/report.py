@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from . import plots
-from .rundir import DONE, fingerprint, read_json, write_json
+from .rundir import DONE, Plan, fingerprint, read_json, run_status, write_json
 
 NAMES = {"ppo": "PPO (reward model)", "ppo_gt": "PPO (gold reward)", "dpo": "DPO", "sft": "SFT",
          "best_of_n": "best-of-n (SFT + reward model)"}
@@ -51,11 +51,19 @@ def _signed(x, digits: int = 3) -> str:
     return f"{x:+.{digits}f}" if isinstance(x, (int, float)) and not (isinstance(x, float) and math.isnan(x)) else "n/a"
 
 
+def _reads(root: Path):
+    """Which steps of the run folder the report reads: with a ``plan.json``, those of the
+    recipe now being run whose markers match it (see ``rundir.Plan``); else every one."""
+    plan = Plan.read(root)
+    return (lambda rel: True) if plan is None else plan.current
+
+
 def _histories(root: Path) -> dict:
     out = {}
+    reads = _reads(root)
     for state in sorted(root.glob("*/*/trainer_state.json")):
         method = state.parent.parent.name
-        if method in NAMES:
+        if method in NAMES and reads(f"{method}/{state.parent.name}"):
             out[f"{method}/{state.parent.name}"] = (method, read_json(state, {}).get("log_history", []))
     return out
 
@@ -64,7 +72,10 @@ def _kl_controllers(root: Path) -> list[str]:
     """One sentence per ``kl_targets`` run: the adaptive controller's horizon and how it was
     set (scaled to the run's samples, or the recipe's), and where its kl_coef ended."""
     lines = []
+    reads = _reads(root)
     for marker in sorted(root.glob("*/*/" + DONE)):
+        if not reads(f"{marker.parent.parent.name}/{marker.parent.name}"):
+            continue
         ctl = read_json(marker, {}).get("kl_controller")
         if not isinstance(ctl, dict) or ctl.get("horizon") is None:
             continue
@@ -81,9 +92,12 @@ def _kl_controllers(root: Path) -> list[str]:
 def _cost_rows(root: Path) -> list[dict]:
     """Wall time, peak memory and tokens per stage (sweep runs and eval checkpoints summed)."""
     agg: dict[str, dict] = defaultdict(lambda: {"wall_time_s": 0.0, "peak_rss_mb": 0.0, "tokens": 0, "steps": 0})
+    reads = _reads(root)
     for marker in root.rglob(DONE):
         rel = marker.parent.relative_to(root).parts
         if not rel or rel[0] == "report" or rel[-1] == "summary" or (len(rel) > 1 and rel[-1] == "val"):
+            continue
+        if not reads("/".join(rel)):  # a step of another recipe (a left-out run): not this run's cost
             continue
         info = read_json(marker, {})
         if "wall_time_s" not in info:
@@ -379,6 +393,8 @@ def _overoptimisation(points: list[dict], ref: dict) -> dict | None:
 def _best_of_n(root: Path) -> dict | None:
     """``eval/best_of_n/best_of_n.json``. A file written before the ties-aware KL holds the
     formula log n - (n-1)/n as ``kl``: it is labelled the upper bound it is."""
+    if not _reads(root)("eval/best_of_n"):
+        return None  # not this recipe's (no reward stage now, or made from an earlier SFT model)
     bon = read_json(root / "eval" / "best_of_n" / "best_of_n.json", None)
     if bon and any("kl_upper_bound" not in q for q in bon.get("points", [])):
         for q in bon.get("points", []):
@@ -419,9 +435,10 @@ def _pairs_quality(root: Path) -> dict | None:
     from .stages import HELDOUT_SCORES, read_jsonl
 
     path = root / "pairs" / "pairs.jsonl"
-    if not path.exists():
+    reads = _reads(root)
+    if not path.exists() or not reads("pairs"):
         return None
-    heldout = read_json(root / "reward" / HELDOUT_SCORES, None)
+    heldout = read_json(root / "reward" / HELDOUT_SCORES, None) if reads("reward") else None
     if heldout and not any(v is not None for v in heldout.get("gold_chosen", [])):
         heldout = None
     return preference_quality(read_jsonl(path), heldout=heldout)
@@ -470,6 +487,40 @@ def _family_line(cmp_list: list[dict]) -> str | None:
     return f"{head} ({'; '.join(parts)})."
 
 
+INCOMPLETE = "INCOMPLETE run"
+
+
+def _listed(items: list[str], shown: int = 6) -> str:
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def _missing_text(status: dict) -> str:
+    parts = []
+    if status["stages_missing"]:
+        parts.append(f"stages not finished: {_listed(status['stages_missing'])}")
+    if status["not_trained"]:
+        parts.append(f"{len(status['not_trained'])} run(s) not trained: "
+                     + _listed([f"{r['run']} ({r['why']})" for r in status["not_trained"]]))
+    pending = status["not_evaluated"]
+    if pending and all(p.endswith("/*") for p in pending):
+        parts.append(f"the checkpoints of {len(pending)} run(s) not evaluated: {_listed([p[:-2] for p in pending])}")
+    elif pending:
+        parts.append(f"{len(pending)} checkpoint(s) not evaluated: {_listed(pending)}")
+    return "; ".join(parts)
+
+
+def _incomplete_line(status: dict) -> str:
+    """The verdict's first line for a run that did not finish: what is missing."""
+    return (f"{INCOMPLETE}: this report covers only what was evaluated so far, and its verdict may change. Missing: "
+            f"{_missing_text(status)}. Finish the run with the same `trl-plus compare` command (it resumes where "
+            "it stopped); the report is rendered again at its end.")
+
+
+def _left_out_line(left: list[str]) -> str:
+    return (f"Left out of this report: {_listed(left)}: in the run folder, but not named by the recipe it was last "
+            "run with (its recipe.yaml); kept on disk, never mixed with the runs above.")
+
+
 SCOPE = ("Scope of every interval in this report: it is conditional on this SFT model, this reward model, these "
          "preference pairs and these test prompts; the training seeds are the replication, so the interval says how "
          "much another seed of the same recipe could move the answer, not how another SFT model, reward model or "
@@ -481,12 +532,15 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
     from .evaluate import collect_points
 
     report_cfg = report_cfg or read_json(root / "report" / "report_config.json", {}) or {}
+    status = run_status(root)
     points = [p for p in collect_points(root) if p.get("gold") is not None]
     ref = next((p for p in points if p["method"] == "sft"), None)
     if ref is None:
         from ..errors import DataError
 
-        raise DataError(f"{root}: no evaluated SFT reference under eval/; run the eval stage first")
+        missing = "" if status["complete"] else f" ({_missing_text(status)})"
+        raise DataError(f"{root}: no evaluated SFT reference under eval/ for the run's recipe{missing}; finish the "
+                        "run first (the same `trl-plus compare` command resumes it)")
     budget = report_cfg.get("kl_budget")
     excluded = [{"id": p["id"], "reason": "no KL estimate"} for p in points if p["method"] != "sft" and p.get("kl") is None]
     methods = sorted({p["method"] for p in points if p["method"] != "sft"}, key=lambda m: list(NAMES).index(m)
@@ -494,6 +548,10 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
     cmp_list = _comparisons(points, methods, budget)
     primary = cmp_list[0] if cmp_list else None
     lines = _verdict_lines(cmp_list, methods, excluded, budget)
+    if not status["complete"]:
+        lines.insert(0, _incomplete_line(status))
+    if status["left_out"]:
+        lines.append(_left_out_line(status["left_out"]))
     from .config import MIN_EFFECT
 
     min_effect = report_cfg.get("min_effect") or MIN_EFFECT
@@ -511,8 +569,11 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
         for row in _method_rows(cmp["gold"], ref.get("gold")):
             if row["method"] not in {r["method"] for r in methods_table}:
                 methods_table.append({**row, "kl_range": cmp["gold"].get("kl_range")})
+    title = report_cfg.get("title", "PPO vs DPO")
     return {
-        "title": report_cfg.get("title", "PPO vs DPO"),
+        "title": title if status["complete"] else f"{INCOMPLETE}: {title}",
+        "complete": status["complete"],
+        "status": status,
         "created": time.strftime("%Y-%m-%d %H:%M"),
         "run_dir": str(root.resolve()),
         "budget": budget,

@@ -19,7 +19,8 @@ import trl_plus
 
 from ..manager import Hooks
 from . import config as config_mod
-from .rundir import RunDir, fingerprint, write_json
+from .rundir import (POLICY_DIRS, STARTED, Plan, RunDir, describe_change, fingerprint, left_out, local_inputs, made_from,
+                     read_json, run_folder_error, write_json)
 
 STAGE_ORDER = ("corpus", "sft", "pairs", "reward", "ppo", "ppo_gt", "dpo", "eval", "report")
 
@@ -105,6 +106,7 @@ class Context:
         self.log = log
         self.fingerprints: dict[str, str] = {}
         self.skipped: list[str] = []
+        self.plan: Plan | None = None  # set by run_pipeline: what this recipe names (plan.json)
         self._bar_plugin = _BarPlugin(self)
         self.hooks.pm.register(self._bar_plugin, name=f"trl_plus.pipeline.progress.{id(self)}")
 
@@ -112,13 +114,36 @@ class Context:
         if self.hooks.pm.is_registered(self._bar_plugin):
             self.hooks.pm.unregister(self._bar_plugin)
 
-    def skip(self, rel: str, fp: str) -> bool:
-        """Record ``rel``'s fingerprint for the stages downstream; True when it is done already."""
+    def inputs(self, *settings) -> dict[str, str]:
+        """The local files and folders outside the run folder that ``settings`` name, each
+        with a hash of what it holds: part of a step's fingerprint (``rundir.local_inputs``)."""
+        return local_inputs(list(settings), self.run.root)
+
+    def skip(self, rel: str, fp: str, settings=None, upstream: dict | None = None, inputs: dict | None = None) -> bool:
+        """Record ``rel``'s fingerprint for the stages downstream (and in the plan); True
+        when it is done already with this fingerprint.
+
+        ``settings`` (what the step is made from) and ``upstream`` (the fingerprints of the
+        steps it reads) go into its marker when it runs; a step found on disk with another
+        fingerprint is redone, and the log says which setting changed.
+        """
         self.fingerprints[rel] = fp
+        if self.plan is not None:
+            self.plan.record(rel, fp)
         if self.run.is_done(rel, fp):
             self.skipped.append(rel)
             self.log(f"  {rel:<28} done already: skipped")
             return True
+        new = made_from(settings, upstream, inputs)
+        self.run.settings[rel] = new
+        verb = "retraining" if rel.split("/")[0] in POLICY_DIRS else "redoing it"
+        marker = self.run.marker(rel)
+        started = read_json(self.run.path(rel, STARTED), None)
+        if marker is not None:
+            self.log(f"  {rel:<28} out of date ({describe_change(marker, new)}): {verb}")
+        elif isinstance(started, dict) and started.get("fingerprint") != fp:
+            self.log(f"  {rel:<28} an interrupted attempt, out of date ({describe_change(started, new)}): "
+                     "starting over")
         return False
 
     @contextlib.contextmanager
@@ -148,12 +173,17 @@ class Context:
 LAUNCH_LOG = "launch.log"  # in a run's folder: the output of its launched processes
 
 
+LAUNCH_RECIPE = ".launch-recipe.yaml"  # the unredacted recipe a launched run reads, for its life only
+
+
 def train_launched(ctx, raw: dict, folder: Path, resume: str | None, label: str):
     """Train one run recipe as ``trl-plus train`` under the recipe's ``launcher:`` (every
     GPU, or several CPU processes); returns its trainer state, read back from the folder.
 
-    The recipe goes to ``folder/recipe.yaml`` first, so the launched processes read exactly
-    what the pipeline built (the folder is the run's own: a fresh start overwrites it,
+    The recipe goes to ``folder/.launch-recipe.yaml`` first (owner-only, removed when the
+    launched training ends, however it ends), so the launched processes read exactly what
+    the pipeline built, secrets included, while the run's ``recipe.yaml`` is the redacted
+    copy the training writes (the folder is the run's own: a fresh start overwrites it,
     ``resume`` names the checkpoint to continue from). Evaluation, and everything else,
     stays in this process.
     """
@@ -166,16 +196,22 @@ def train_launched(ctx, raw: dict, folder: Path, resume: str | None, label: str)
     from ..launching import launch_command
 
     launcher = ctx.config.launcher
-    recipe_file = folder / "recipe.yaml"
-    recipe_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    recipe_file = folder / LAUNCH_RECIPE
+    recipe_file.unlink(missing_ok=True)
+    fd = os.open(recipe_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(yaml.safe_dump(raw, sort_keys=False))
     train_args = [str(recipe_file), "--output-dir", str(folder)] + (["--resume", str(resume)] if resume else ["--overwrite"])
     cmd = launch_command(train_args, launcher.command, launcher.accelerate_config, launcher.num_processes)
     log_path = folder / LAUNCH_LOG
     _release_gpu_memory()  # what earlier stages cached on GPU 0 is the launched rank 0's
     processes = launcher.num_processes or "the config's"
     ctx.log(f"  {label}: {launcher.command} on {processes} processes (log: {log_path})")
-    with open(log_path, "a") as log:
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+    try:
+        with open(log_path, "a") as log:
+            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+    finally:
+        recipe_file.unlink(missing_ok=True)
     if code in (130, -2):  # interrupted (SIGINT): the run keeps its checkpoints, a re-run resumes it
         raise KeyboardInterrupt
     if code:
@@ -236,18 +272,31 @@ def run_pipeline(recipe, out: str | Path, hooks=None, progress: bool = True, log
     quiet_libraries()
     ctx = Context(recipe, out, hooks, progress, log)
     started = time.time()
+    claimed = False
     try:
+        ctx.run.check_ours(recipe.source)  # a folder of the user's own files is not a run folder
+        ctx.run.claim()  # one pipeline per folder at a time
+        claimed = True
+        if ctx.run.took_over:
+            log(f"  taking over {ctx.run.root}: the run that held it (pid {ctx.run.took_over.get('pid')}) is no "
+                "longer running (it crashed or was killed)")
         preflight.check_pipeline(ctx)  # what later stages need, checked before the first one runs
         with _muted_foreign_bars():
-            (ctx.run.path("recipe.yaml")).write_text(recipe.to_yaml())
+            _save_recipe(ctx)
             cfg = ctx.config.stages
+            runs = policy.planned_runs(ctx.config)
+            names = [s for s in ("corpus", "sft", "pairs", "reward") if s in ("sft", "pairs") or getattr(cfg, s) is not None]
+            ctx.plan = Plan.start(ctx.run.root, recipe.hash, names + ["eval"], [r.rel for r in runs])
+            extra = left_out(ctx.run.root, ctx.plan.runs, ctx.plan.data["stages"])
+            if extra:
+                log(f"  left out of the report, kept on disk (the recipe does not name them): {', '.join(extra)}")
             steps = []  # (stage, folder of its marker, function)
             if cfg.corpus is not None:
                 steps.append(("corpus", "corpus", lambda: stages.run_corpus(ctx)))
             steps += [("sft", "sft", lambda: stages.run_sft(ctx)), ("pairs", "pairs", lambda: stages.run_pairs(ctx))]
             if cfg.reward is not None:
                 steps.append(("reward", "reward", lambda: stages.run_reward(ctx)))
-            for run in policy.planned_runs(ctx.config):
+            for run in runs:
                 steps.append((run.method, run.rel, lambda run=run: policy.run_policy(ctx, run)))
             steps += [("eval", "eval", lambda: evaluate.run_eval(ctx)), ("report", None, lambda: report.run_report(ctx))]
             for i, (name, rel, fn) in enumerate(steps):
@@ -265,6 +314,51 @@ def run_pipeline(recipe, out: str | Path, hooks=None, progress: bool = True, log
                     break
             write_json(ctx.run.path("pipeline.json"), {"wall_time_s": round(time.time() - started, 2),
                                                        "skipped": ctx.skipped, "recipe_hash": recipe.hash})
+            if stop_after is None:
+                ctx.plan.finish()
+    except OSError as exc:  # writing under the run folder failed (a read-only or full disk)
+        error = run_folder_error(exc, ctx.run.root)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         ctx.close()
+        if claimed:
+            ctx.run.release()
+        if ctx.run.created and ctx.plan is None:  # refused before it began: leave no empty folder behind
+            with contextlib.suppress(OSError):
+                ctx.run.root.rmdir()
     return ctx.run.path("report")
+
+
+RESOLVED = "recipe.resolved.yaml"
+
+
+def _save_recipe(ctx) -> None:
+    """The recipe being run, saved as the run folder's ``recipe.yaml``, except when that
+    file is the recipe being run (a run re-run from its own copy, perhaps edited by hand):
+    it is never overwritten; what ``--set`` changed goes to ``recipe.resolved.yaml``."""
+    text = ctx.recipe.to_yaml()
+    target = ctx.run.path("recipe.yaml")
+    source = ctx.recipe.source
+    same = False
+    with contextlib.suppress(OSError, TypeError, ValueError):
+        same = source is not None and target.exists() and os.path.samefile(target, source)
+    if not same:
+        target.write_text(text)
+        ctx.run.path(RESOLVED).unlink(missing_ok=True)
+        return
+    if _loads(target.read_text()) == _loads(text):
+        ctx.run.path(RESOLVED).unlink(missing_ok=True)
+        return
+    ctx.run.path(RESOLVED).write_text(text)
+    ctx.log(f"  recipe.yaml is the recipe being run: left as it is; with the --set overrides it is saved as {RESOLVED}")
+
+
+def _loads(text: str):
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text

@@ -46,7 +46,7 @@ def _common_args(args: dict) -> dict:
 def run_corpus(ctx) -> Path:
     cfg = ctx.config.stages.corpus
     fp = fingerprint("corpus", cfg.model_dump())
-    if ctx.skip("corpus", fp):
+    if ctx.skip("corpus", fp, settings=cfg.model_dump()):
         return ctx.run.path("corpus")
     from .corpus import make_corpus, make_eval_prompts, make_prompts
 
@@ -68,8 +68,9 @@ def run_corpus(ctx) -> Path:
 
 def run_sft(ctx) -> Path:
     cfg = ctx.config.stages.sft
-    fp = fingerprint("sft", cfg.model_dump(), ctx.fingerprints.get("corpus"))
-    if ctx.skip("sft", fp):
+    inputs = ctx.inputs(cfg.model_dump())  # a base model folder: replaced, the stage is redone
+    fp = fingerprint("sft", cfg.model_dump(), ctx.fingerprints.get("corpus"), *([inputs] if inputs else []))
+    if ctx.skip("sft", fp, settings=cfg.model_dump(), upstream={"corpus": ctx.fingerprints.get("corpus")}, inputs=inputs):
         return ctx.run.path("sft")
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -113,8 +114,11 @@ def _gold(ctx):
 
 def run_pairs(ctx) -> Path:
     cfg = ctx.config.stages.pairs
-    fp = fingerprint("pairs", cfg.model_dump(), ctx.config.gold, ctx.fingerprints.get("sft"), ctx.fingerprints.get("corpus"))
-    if ctx.skip("pairs", fp):
+    inputs = ctx.inputs(cfg.model_dump(), ctx.config.gold)  # the preference file, prompts, gold reward model
+    fp = fingerprint("pairs", cfg.model_dump(), ctx.config.gold, ctx.fingerprints.get("sft"), ctx.fingerprints.get("corpus"),
+                     *([inputs] if inputs else []))
+    if ctx.skip("pairs", fp, settings={**cfg.model_dump(), "gold": ctx.config.gold},
+                upstream={k: ctx.fingerprints.get(k) for k in ("sft", "corpus")}, inputs=inputs):
         return ctx.run.path("pairs")
     with ctx.run.step("pairs", fp) as (folder, info):
         if cfg.dataset is not None:
@@ -188,7 +192,7 @@ def _sample_pairs(ctx, cfg) -> tuple[list[dict], int]:
 def run_reward(ctx) -> Path:
     cfg = ctx.config.stages.reward
     fp = fingerprint("reward", cfg.model_dump(), ctx.fingerprints.get("pairs"))
-    if ctx.skip("reward", fp):
+    if ctx.skip("reward", fp, settings=cfg.model_dump(), upstream={"pairs": ctx.fingerprints.get("pairs")}):
         return ctx.run.path("reward")
     import datasets
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
