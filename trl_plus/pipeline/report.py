@@ -424,12 +424,6 @@ def _bon_against(bon: dict | None, cmp_list: list[dict]) -> list[str]:
     return [r["text"] for r in rows]
 
 
-def _interp(xs: list[float], ys: list[float], x: float) -> float:
-    import numpy as np
-
-    return float(np.interp(x, xs, ys))
-
-
 def _pairs_quality(root: Path) -> dict | None:
     from .diagnostics import preference_quality
     from .stages import HELDOUT_SCORES, read_jsonl
