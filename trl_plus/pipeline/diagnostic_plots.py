@@ -56,6 +56,7 @@ def overoptimisation_plot(result: dict, runs: list[dict], sft: dict | None, path
     gold_base = sft["gold"] if sft and sft.get("gold") is not None else 0.0
     per_method: dict[str, int] = {}
     flagged_drawn = False
+    data_y: list[float] = []
     for i, run in enumerate(runs):
         method = run.get("method")
         colour = _colour(method)
@@ -66,6 +67,7 @@ def overoptimisation_plot(result: dict, runs: list[dict], sft: dict | None, path
         if xs:
             ax.plot(xs, ys, color=colour, linestyle="-", marker=marker, markersize=4, linewidth=1.4,
                     label=str(run.get("run")))
+            data_y += [y for y in ys if y is not None]
         pxs, pys = _series(pts, "proxy", sft)
         if pxs:
             ax2.plot(pxs, pys, color=colour, linestyle="--", marker=marker, markersize=3, linewidth=1.1, alpha=0.6)
@@ -77,7 +79,10 @@ def overoptimisation_plot(result: dict, runs: list[dict], sft: dict | None, path
             right = max(xs)
             if info.get("peak_sqrt_kl") is not None and info["peak_sqrt_kl"] <= 1.5 * right:
                 right = max(right, info["peak_sqrt_kl"])  # show the turn when it is near the data
-            grid = [right * 1.05 * k / 100 for k in range(101)]
+            # Drawn where the run's checkpoints are (from its first to past its last), not
+            # from the SFT point: between them a fit to a few clustered points is a guess.
+            left = min((x for x in xs if x > 0), default=0.0)
+            grid = [left + (right * 1.05 - left) * k / 100 for k in range(101)]
             ax.plot(grid, [gold_base + v for v in gao_curve(grid, fit["alpha"], fit["beta"])], color=colour,
                     linewidth=0.7, alpha=0.7)
         drop = info.get("drop")
@@ -88,6 +93,13 @@ def overoptimisation_plot(result: dict, runs: list[dict], sft: dict | None, path
             ax.annotate("over-optimised", (x, drop["gold_to"]), textcoords="offset points", xytext=(-8, -12),
                         ha="right", fontsize=7, color="black")
             flagged_drawn = True
+    if data_y:
+        # The fits are only evidence where the checkpoints are: a two-parameter fit to three
+        # clustered points can swing far between the SFT point and its first checkpoint, so
+        # the axis follows the data, not the fits.
+        lo, hi = min(data_y), max(data_y)
+        pad = 0.25 * (hi - lo) or 0.05
+        ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlabel("sqrt(KL(policy || SFT)), sqrt(nats)")
     ax.set_ylabel("mean gold reward (solid)")
     ax2.set_ylabel("mean reward-model score (dashed)")
