@@ -27,6 +27,8 @@ import socket
 import time
 from pathlib import Path
 
+import yaml
+
 from .errors import RunFolderError
 
 __all__ = [
@@ -160,7 +162,8 @@ def _same_file_key(path: Path):
 
 def recipe_copy_name(recipe, output_dir: str | os.PathLike) -> str | None:
     """Where the run's copy of its recipe goes: ``recipe.yaml``, or, when that file is the
-    recipe being run, ``recipe.resolved.yaml`` (None: the recipe there already says it all)."""
+    recipe being run, ``recipe.resolved.yaml`` (None: the recipe there already says it all,
+    the same data whatever its comments and layout). Used by ``train`` and ``compare``."""
     target = Path(output_dir) / "recipe.yaml"
     source = getattr(recipe, "source", None)
     if source is None or not target.exists():
@@ -172,9 +175,9 @@ def recipe_copy_name(recipe, output_dir: str | os.PathLike) -> str | None:
     if not same:
         return "recipe.yaml"
     try:
-        if target.read_text() == recipe.to_yaml():
+        if yaml.safe_load(target.read_text()) == yaml.safe_load(recipe.to_yaml()):
             return None
-    except (OSError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         pass
     return RESOLVED_RECIPE
 
@@ -211,8 +214,6 @@ def _recorded_kind(folder: Path) -> tuple[str, str] | None:
         if kind in ("dpo", "ppo"):
             return kind, f"its {name} says trainer: {kind}"
     try:
-        import yaml
-
         kind = yaml.safe_load((folder / "recipe.yaml").read_text()).get("trainer")
     except Exception:  # noqa: BLE001 - a recipe.yaml of any shape only fails to tell
         return None

@@ -331,34 +331,18 @@ def run_pipeline(recipe, out: str | Path, hooks=None, progress: bool = True, log
     return ctx.run.path("report")
 
 
-RESOLVED = "recipe.resolved.yaml"
-
-
 def _save_recipe(ctx) -> None:
     """The recipe being run, saved as the run folder's ``recipe.yaml``, except when that
     file is the recipe being run (a run re-run from its own copy, perhaps edited by hand):
-    it is never overwritten; what ``--set`` changed goes to ``recipe.resolved.yaml``."""
-    text = ctx.recipe.to_yaml()
-    target = ctx.run.path("recipe.yaml")
-    source = ctx.recipe.source
-    same = False
-    with contextlib.suppress(OSError, TypeError, ValueError):
-        same = source is not None and target.exists() and os.path.samefile(target, source)
-    if not same:
-        target.write_text(text)
-        ctx.run.path(RESOLVED).unlink(missing_ok=True)
-        return
-    if _loads(target.read_text()) == _loads(text):
-        ctx.run.path(RESOLVED).unlink(missing_ok=True)
-        return
-    ctx.run.path(RESOLVED).write_text(text)
-    ctx.log(f"  recipe.yaml is the recipe being run: left as it is; with the --set overrides it is saved as {RESOLVED}")
+    it is never overwritten; what ``--set`` changed goes to ``recipe.resolved.yaml``
+    (``run_folder.recipe_copy_name`` decides, as it does for ``train``)."""
+    from ..run_folder import RESOLVED_RECIPE, recipe_copy_name
 
-
-def _loads(text: str):
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    name = recipe_copy_name(ctx.recipe, ctx.run.root)
+    if name is not None:
+        ctx.run.path(name).write_text(ctx.recipe.to_yaml())
+    if name != RESOLVED_RECIPE:
+        ctx.run.path(RESOLVED_RECIPE).unlink(missing_ok=True)
+    else:
+        ctx.log(f"  recipe.yaml is the recipe being run: left as it is; with the --set overrides it is saved as "
+                f"{RESOLVED_RECIPE}")
