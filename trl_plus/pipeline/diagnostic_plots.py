@@ -152,12 +152,13 @@ def best_of_n_plot(result: dict, path: Path, sft_gold: float | None = None) -> P
     return _save(fig, path)
 
 
-def power_plot(curve, path: Path, current_seeds: int | None = None, needed=None) -> Path:
+def power_plot(curve, path: Path, current_seeds: int | None = None, needed=None, effect: float | None = None) -> Path:
     """Power against seeds per method, a dotted line at 80% power and the current seed count.
 
     ``curve`` is ``trl_plus.eval.power_by_seeds(...)``, or a dict of them keyed by a label (a method name gets
     its colour). ``needed``: the seed count reaching 80% power (an int, or a dict keyed like
-    ``curve``), drawn as a marker on the curve.
+    ``curve``), drawn as a marker on the curve. ``effect``: the difference the curve is for
+    (the report's ``report.min_effect``), named in the title.
     """
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
@@ -191,8 +192,9 @@ def power_plot(curve, path: Path, current_seeds: int | None = None, needed=None)
     ax.set_ylim(0, 1.02)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("seeds per method")
-    ax.set_ylabel("power (two-sided t-test)")
-    ax.set_title("Seeds needed to detect the difference")
+    ax.set_ylabel("power (two-sided Welch t-test)")
+    ax.set_title("Seeds needed to detect the difference" if effect is None else
+                 f"Seeds needed to detect the stated effect of {effect:g} (report.min_effect)")
     ax.grid(alpha=0.25)
     if any(label is not None for label in curves) and drawn:
         ax.legend(loc="lower right", fontsize=8, frameon=False)

@@ -626,7 +626,8 @@ def render_report(run_dir, report_cfg: dict | None = None) -> Path:
         "overoptimisation": dplots.overoptimisation_plot(over["result"], over["runs"], over["sft"], p / "overoptimisation.png")
         if over else None,
         "power": dplots.power_plot(power["curve"], p / "power.png", current_seeds=power.get("current_seeds"),
-                                   needed=power.get("seeds_needed")) if power.get("curve") else None,
+                                   needed=power.get("seeds_needed"), effect=power.get("min_effect"))
+        if power.get("curve") else None,
         "preference_quality": dplots.preference_quality_plot(data["preference_quality"], p / "preference_quality.png")
         if data["preference_quality"] else None,
         "training": plots.training_curves(data["histories"], p / "training.png") if data["histories"] else None,
