@@ -92,6 +92,32 @@ def trl_plus_register_judges(register: Any) -> None:
     """
 
 
+@hookspec
+def trl_plus_register_trainer_kinds(register: Any) -> None:
+    """Add trainer kinds: ``register.add(name, TrainerKind(...))``.
+
+    A :class:`trl_plus.protocols.TrainerKind` names the trainer and config classes (loaded
+    on first use), and whether it trains on preference pairs or on prompts. A recipe picks
+    one with ``trainer: <name>`` and configures it in the section of the same name.
+    Called once, when the trainer-kind registry is first built.
+
+    :param register: a :class:`trl_plus.registry.Register`.
+    """
+
+
+@hookspec
+def trl_plus_register_recipe_sections(register: Any) -> None:
+    """Add top-level recipe sections: ``register.add(key, RecipeSection(...))``.
+
+    A :class:`trl_plus.protocols.RecipeSection` validates its section and declares which
+    of its keys hold paths relative to the recipe. The comparison pipeline (``stages:``,
+    ``gold:``, ``report:``) and the evaluation (``eval:``) register theirs this way.
+    Called once, when the recipe-section registry is first built.
+
+    :param register: a :class:`trl_plus.registry.Register`.
+    """
+
+
 # ---------------------------------------------------------------------------------------
 # Decision hooks: a plugin may take over a choice. Stops at first non-None result; the
 # built-in implementation is ``trylast``, so any plugin's answer wins over it.

@@ -42,6 +42,8 @@ _KINDS = {
     "kl_schedules": ("KL schedule", "trl_plus_register_kl_schedules"),
     "data_filters": ("data filter", "trl_plus_register_data_filters"),
     "judges": ("judge", "trl_plus_register_judges"),
+    "trainer_kinds": ("trainer kind", "trl_plus_register_trainer_kinds"),
+    "recipe_sections": ("recipe section", "trl_plus_register_recipe_sections"),
 }
 
 
@@ -201,6 +203,16 @@ class Hooks:
     @property
     def judges(self) -> Registry:
         return self._registry("judges")
+
+    @property
+    def trainer_kinds(self) -> dict:
+        """``{name: TrainerKind}``: every trainer a recipe can name."""
+        return {info.name: info.factory for info in self._registry("trainer_kinds")}
+
+    @property
+    def recipe_sections(self) -> dict:
+        """``{key: RecipeSection}``: the top-level recipe sections plugins own."""
+        return {info.name: info.factory for info in self._registry("recipe_sections")}
 
     def components(self, **context: Any):
         from .components import Components

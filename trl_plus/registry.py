@@ -93,6 +93,10 @@ class ComponentInfo:
             return False
 
 
+# Kinds whose entries are descriptors (a protocols class), not factories.
+_DESCRIPTORS = {"trainer kind": "TrainerKind", "recipe section": "RecipeSection"}
+
+
 class Register:
     """What a registration hook receives: ``register.add(name, factory)``."""
 
@@ -111,18 +115,32 @@ class Register:
                 f"plugin {self._plugin!r} registered a {self.kind} with an invalid name {name!r}: "
                 "use lower-case letters, digits, '_', '-' or '.', starting with a letter"
             )
+        descriptor = _DESCRIPTORS.get(self.kind)
+        if descriptor is not None:
+            from . import protocols
+
+            expected = getattr(protocols, descriptor)
+            if not isinstance(factory, expected):
+                raise PluginError(
+                    f"plugin {self._plugin!r} registered {self.kind} {name!r} as {factory!r}: "
+                    f"expected a trl_plus.protocols.{descriptor}"
+                )
+            self._add(name, factory, description or factory.description)
+            return
         if not callable(factory):
             raise PluginError(
                 f"plugin {self._plugin!r} registered {self.kind} {name!r} with a factory that is not callable: "
                 f"{factory!r}"
             )
+        self._add(name, factory, description or inspect.getdoc(factory) or "")
+
+    def _add(self, name: str, factory: Any, doc: str) -> None:
         existing = self._registry._items.get(name)
         if existing is not None:
             raise PluginError(
                 f"{self.kind} {name!r} is registered twice: by plugin {existing.plugin!r} and by plugin "
                 f"{self._plugin!r}; block one of them with TRL_PLUS_BLOCK_PLUGINS"
             )
-        doc = description or inspect.getdoc(factory) or ""
         self._registry._items[name] = ComponentInfo(self.kind, name, factory, self._plugin, doc.split("\n")[0])
 
 
