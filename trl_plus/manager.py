@@ -35,6 +35,7 @@ BUILTIN_PLUGINS = (
     "trl_plus.plugins.judges.reward_source",
     "trl_plus.plugins.judges.reward_model",
     "trl_plus.plugins.judges.http_pairwise",
+    "trl_plus.trainers.kinds",
 )
 
 _KINDS = {
