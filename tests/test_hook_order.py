@@ -32,6 +32,14 @@ class EveryHook:
         register.add("first_wins", lambda: (lambda prompts, a, b: [1.0] * len(prompts)))
 
     @trl_plus.hookimpl
+    def trl_plus_register_trainer_kinds(self, register):
+        self.calls.append("register_trainer_kinds")
+
+    @trl_plus.hookimpl
+    def trl_plus_register_recipe_sections(self, register):
+        self.calls.append("register_recipe_sections")
+
+    @trl_plus.hookimpl
     def trl_plus_load_model(self, name_or_path, role):
         self.calls.append(f"load_model:{role}")  # returns None: the built-in loads it
 

@@ -1,8 +1,11 @@
 """trl-plus: PPO and DPO over TRL with pluggable reward sources, KL schedules and filters.
 
 The public face for plugin authors is what this module exports: ``hookimpl``, the error
-classes, ``get_plugin_manager`` and ``Hooks``. The trainers are imported lazily so that a
-plugin importing ``trl_plus`` does not pay for torch and TRL.
+classes, the types of what a plugin provides (``RewardSource``, ``KLSchedule``,
+``DataFilter``, ``Judge``, the ``Register`` a registration hook receives, and the
+``TrainerKind`` and ``RecipeSection`` descriptors; from :mod:`trl_plus.protocols`),
+``get_plugin_manager`` and ``Hooks``. The trainers are imported lazily so that a plugin
+importing ``trl_plus`` does not pay for torch and TRL.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from .errors import (
     TrlPlusError,
     UnknownComponentError,
 )
+from .protocols import DataFilter, Judge, KLSchedule, RecipeSection, Register, RewardSource, TrainerKind
 from .version import __version__
 
 hookimpl = pluggy.HookimplMarker("trl_plus")
@@ -38,6 +42,13 @@ __all__ = [
     "ComponentError",
     "RewardSourceError",
     "DataError",
+    "RewardSource",
+    "KLSchedule",
+    "DataFilter",
+    "Judge",
+    "Register",
+    "TrainerKind",
+    "RecipeSection",
 ]
 
 _LAZY = {

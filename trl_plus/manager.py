@@ -5,13 +5,20 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError, TrlPlusError
+from .protocols import RecipeSection, TrainerKind
 from .registry import Register, Registry
+
+if TYPE_CHECKING:  # for type checkers only; components is imported at the first components() call
+    import datasets
+    import transformers
+
+    from .components import Components
 
 PROJECT = "trl_plus"
 AUTOLOAD_ENV = "TRL_PLUS_DISABLE_PLUGIN_AUTOLOAD"
@@ -36,6 +43,8 @@ BUILTIN_PLUGINS = (
     "trl_plus.plugins.judges.reward_model",
     "trl_plus.plugins.judges.http_pairwise",
     "trl_plus.trainers.kinds",
+    "trl_plus.pipeline.section",
+    "trl_plus.eval.section",
 )
 
 _KINDS = {
@@ -154,6 +163,27 @@ def _culprit(pm: pluggy.PluginManager, hook_name: str, tb) -> str | None:
     return None
 
 
+def _one_plugin_at_a_time(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, pluggy.HookCaller]]:
+    """``(plugin name, caller)`` for each plugin implementing ``hook_name``, in pluggy's call
+    order: each caller is pluggy's own, limited to that plugin (``subset_hook_caller``), so
+    that a registration hook's register knows which plugin adds, and a ``wrapper=True`` or
+    ``hookwrapper=True`` implementation runs as pluggy runs it (its code before and after
+    ``yield``, around no other plugin's)."""
+    impls = reversed(getattr(pm.hook, hook_name).get_hookimpls())  # the order pluggy calls them in
+    plugins = {id(impl.plugin): (impl.plugin_name, impl.plugin) for impl in impls}
+    calls = []
+    for name, plugin in plugins.values():
+        caller = pm.subset_hook_caller(hook_name, remove_plugins=[p for _, p in plugins.values() if p is not plugin])
+        strays = sorted({i.plugin_name for i in caller.get_hookimpls() if i.plugin is not plugin})
+        if strays:  # pluggy leaves in a plugin whose implementation is named otherwise (specname)
+            raise PluginError(
+                f"plugin {strays[0]!r} implements {hook_name} under another name (specname): a registration "
+                f"hook must be implemented under its own name, def {hook_name}(register)"
+            )
+        calls.append((name, caller))
+    return calls
+
+
 class Hooks:
     """The only code that calls ``pm.hook.*``: one method per hook, errors name the plugin."""
 
@@ -177,15 +207,13 @@ class Hooks:
         if kind not in self._registries:
             label, hook_name = _KINDS[kind]
             registry = Registry(label)
-            # One implementation at a time, so each register knows which plugin adds.
-            for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-                register = Register(registry, impl.plugin_name)
+            for plugin_name, call in _one_plugin_at_a_time(self.pm, hook_name):
                 try:
-                    impl.function(**({"register": register} if "register" in impl.argnames else {}))
+                    call(register=Register(registry, plugin_name))
                 except TrlPlusError:
                     raise
                 except Exception as exc:
-                    raise PluginError(f"plugin {impl.plugin_name!r} raised in {hook_name}: {exc!r}") from exc
+                    raise PluginError(f"plugin {plugin_name!r} raised in {hook_name}: {exc!r}") from exc
             self._registries[kind] = registry
         return self._registries[kind]
 
@@ -206,16 +234,18 @@ class Hooks:
         return self._registry("judges")
 
     @property
-    def trainer_kinds(self) -> dict:
+    def trainer_kinds(self) -> dict[str, TrainerKind]:
         """``{name: TrainerKind}``: every trainer a recipe can name."""
         return {info.name: info.factory for info in self._registry("trainer_kinds")}
 
     @property
-    def recipe_sections(self) -> dict:
+    def recipe_sections(self) -> dict[str, RecipeSection]:
         """``{key: RecipeSection}``: the top-level recipe sections plugins own."""
         return {info.name: info.factory for info in self._registry("recipe_sections")}
 
-    def components(self, **context: Any):
+    def components(self, **context: Any) -> Components:
+        """A :class:`trl_plus.components.Components` that builds components from recipe specs,
+        with ``context`` (``tokenizer``, ``problems`` for a dry run) given to the factories."""
         from .components import Components
 
         return Components(self, **context)
@@ -230,35 +260,37 @@ class Hooks:
             plugin = _culprit(self.pm, hook_name, sys.exc_info()[2]) or "unknown plugin"
             raise PluginError(f"plugin {plugin!r} raised in {hook_name}: {exc!r}") from exc
 
-    # decision hooks
-    def load_model(self, name_or_path: str, role: str, init_kwargs: dict | None = None):
+    # decision hooks (the recipe's type, a layer above, is named by its dotted path, never imported)
+    def load_model(self, name_or_path: str, role: str, init_kwargs: dict[str, Any] | None = None
+                   ) -> transformers.PreTrainedModel:
         model = self._call("trl_plus_load_model", name_or_path=name_or_path, role=role, init_kwargs=init_kwargs or {})
         if model is None:
             raise PluginError(f"no plugin could load model {name_or_path!r} for role {role!r}")
         return model
 
-    def load_dataset(self, spec: dict):
+    def load_dataset(self, spec: dict[str, Any]) -> datasets.Dataset:
         dataset = self._call("trl_plus_load_dataset", spec=spec)
         if dataset is None:
             raise PluginError(f"no plugin could load dataset {spec.get('path')!r}")
         return dataset
 
     # lifecycle hooks
-    def recipe_loaded(self, recipe) -> None:
+    def recipe_loaded(self, recipe: trl_plus.recipe.Recipe) -> None:
         self._call("trl_plus_recipe_loaded", recipe=recipe)
 
-    def trainer_created(self, trainer, recipe=None) -> None:
+    def trainer_created(self, trainer: transformers.Trainer, recipe: trl_plus.recipe.Recipe | None = None) -> None:
         self._call("trl_plus_trainer_created", trainer=trainer, recipe=recipe)
 
-    def rollout_scored(self, trainer, step: int, prompts: list, completions: list, rewards: dict) -> None:
+    def rollout_scored(self, trainer: transformers.Trainer, step: int, prompts: list[str], completions: list[str],
+                       rewards: dict[str, list[float | None]]) -> None:
         self._call(
             "trl_plus_rollout_scored", trainer=trainer, step=step, prompts=prompts, completions=completions, rewards=rewards
         )
 
-    def step_end(self, trainer, step: int, metrics: dict) -> None:
+    def step_end(self, trainer: transformers.Trainer, step: int, metrics: dict[str, float]) -> None:
         self._call("trl_plus_step_end", trainer=trainer, step=step, metrics=metrics)
 
-    def evaluation_done(self, results: dict, output_dir: str) -> None:
+    def evaluation_done(self, results: dict[str, Any], output_dir: str | None) -> None:
         self._call("trl_plus_evaluation_done", results=results, output_dir=output_dir)
 
     # -- introspection -----------------------------------------------------------------

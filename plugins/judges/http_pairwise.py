@@ -16,13 +16,8 @@ import math
 
 import trl_plus
 from trl_plus.errors import ComponentError
-from trl_plus.plugins.rewards.http_client import (
-    DEFAULT_MAX_RESPONSE_BYTES,
-    BadAnswer,
-    HttpClient,
-    checked_number,
-    shape_of,
-)
+from trl_plus.plugins.rewards.http_client import BadAnswer, HttpClient, shape_of
+from trl_plus.plugins.rewards.http_options import DEFAULT_MAX_RESPONSE_BYTES, checked_number
 
 LABELS = {"a": 1.0, "b": 0.0, "tie": 0.5}
 

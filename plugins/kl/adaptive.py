@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import trl_plus
 from trl_plus.errors import RecipeError
@@ -40,6 +41,21 @@ class AdaptiveKLController:
         if self._last_count is None or count > self._last_count:
             self._last_count = count
         return self.value
+
+    def state(self) -> dict:
+        """What a checkpoint keeps (:class:`trl_plus.protocols.KLSchedule`): the value, the
+        count it last adapted at, and the target and horizon it adapted with. The keys are
+        the controller's attributes, as checkpoints written before ``state()`` existed hold
+        them, so that either is read by :meth:`load_state`."""
+        return {"value": self.value, "target": self.target, "horizon": self.horizon, "_last_count": self._last_count}
+
+    def load_state(self, state: Mapping) -> None:
+        """Continue from what :meth:`state` returned; a key the state lacks is left as it is."""
+        for key in ("value", "target", "horizon"):
+            if key in state:
+                setattr(self, key, float(state[key]))
+        if "_last_count" in state:
+            self._last_count = state["_last_count"]
 
 
 @trl_plus.hookimpl

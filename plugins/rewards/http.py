@@ -1,21 +1,17 @@
 """Reward source: an HTTP endpoint. POST {"prompts": [...], "completions": [...]},
 answer {"scores": [...]} (or a bare list), one number (or null: no opinion) per completion.
 
-Timeouts, retries and what each failure says: ``http_client``. The bearer token comes
-from the environment variable ``token_env`` and never appears in errors or logs.
+Timeouts, retries and what each failure says: ``http_client`` (the options it checks:
+``http_options``). The bearer token comes from the environment variable ``token_env`` and
+never appears in errors or logs.
 """
 
 from __future__ import annotations
 
 import trl_plus
 from trl_plus.errors import RewardSourceError
-from trl_plus.plugins.rewards.http_client import (
-    DEFAULT_MAX_RESPONSE_BYTES,
-    BadAnswer,
-    HttpClient,
-    checked_number,
-    shape_of,
-)
+from trl_plus.plugins.rewards.http_client import BadAnswer, HttpClient, shape_of
+from trl_plus.plugins.rewards.http_options import DEFAULT_MAX_RESPONSE_BYTES, checked_number
 
 
 class HttpSource:

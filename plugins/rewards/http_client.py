@@ -28,79 +28,19 @@ import base64
 import email.utils
 import json
 import math
-import os
-import re
-import socket
 import threading
 import time
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
-from trl_plus.errors import ComponentError, RecipeError
-from trl_plus.redact import SECRET_PARAM, looks_like_secret, redact_url, shape
-
-_TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: a valid header value
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-DEFAULT_MAX_RESPONSE_BYTES = 10 * 2**20  # 10 MiB: thousands of scores; a larger answer is a broken server
+from trl_plus.errors import ComponentError
+from trl_plus.plugins.rewards.http_options import DEFAULT_MAX_RESPONSE_BYTES, check_url, checked_number, read_token
+from trl_plus.plugins.rewards.http_transport import Watchdog, body_chunks, in_flight, new_session
+from trl_plus.redact import SECRET_PARAM, redact_url
 
 
 def _without_userinfo(url: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-def _shown_value(value: str) -> str:
-    """A value a message quotes: by its shape if it looks like a credential, an address redacted."""
-    return shape(value) if looks_like_secret(value) else redact_url(value)
-
-
-def check_url(url) -> str:
-    """``url`` if it is an ``http://`` or ``https://`` address with a host; a RecipeError otherwise."""
-    if not isinstance(url, str):
-        raise RecipeError(f"must be an http:// or https:// address, got a {type(url).__name__}", "url")
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        parts, host = None, None
-    if parts is None or parts.scheme not in ("http", "https"):
-        raise RecipeError(f"must start with http:// or https://, got {_shown_value(url)!r}", "url")
-    if not host:
-        raise RecipeError(f"url has no host: {redact_url(url)!r}", "url")
-    return url
-
-
-def read_token(token_env: str | None) -> str | None:
-    """The bearer token from the environment variable ``token_env`` (checked at start-up)."""
-    if not token_env:
-        return None
-    if not isinstance(token_env, str):
-        raise RecipeError(f"must be the name of an environment variable, got a {type(token_env).__name__}", "token_env")
-    if not _ENV_NAME.match(token_env) or looks_like_secret(token_env):
-        raise RecipeError(
-            f"must be the NAME of the environment variable that holds the token, not the token itself: got "
-            f"{shape(token_env)!r}. Put the token in a variable (export SCORER_TOKEN=...) and write "
-            "token_env: SCORER_TOKEN", "token_env",
-        )
-    token = os.environ.get(token_env, "").strip()
-    if not token:
-        raise RecipeError(f"environment variable {token_env!r} (token_env) is not set", "token_env")
-    if not _TOKEN_CHARS.match(token):
-        raise RecipeError(
-            f"environment variable {token_env!r} (token_env) holds spaces or control characters: "
-            "a bearer token is one word of printable characters"
-        )
-    return token
-
-
-def checked_number(value, name: str, minimum: float, integer: bool = False, above: bool = False):
-    """``value`` if it is a finite number (an integer with ``integer``) >= ``minimum`` (> with
-    ``above``); a RecipeError naming ``name`` otherwise."""
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or not math.isfinite(value) or value < minimum or (above and value == minimum):
-        kind = "an integer" if integer else "a number"
-        bound = f"> {minimum:g}" if above else f">= {minimum:g}"
-        raise RecipeError(f"{name} must be {kind} {bound}, got {value!r}")
-    return value
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -162,96 +102,6 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-# The request in flight in this thread, so that the connection pool can tell its watchdog
-# which connection it is using (one request at a time per thread: the session is per thread).
-_in_flight = threading.local()
-
-
-class _Watchdog:
-    """Ends one request when its ``timeout`` is up, whatever it is waiting for: at the
-    deadline the connection's socket is shut down, so a read blocked on it returns at once
-    (a server that trickles its headers or body one byte at a time never trips a per-read
-    timeout). ``fired`` tells the request why its connection broke."""
-
-    def __init__(self, seconds: float):
-        self.start = time.monotonic()
-        self.deadline = self.start + seconds
-        self.conn = None  # the pool's connection, set by _TrackingPool
-        self.fired = False
-        self._lock = threading.Lock()
-        self._over = False
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _fire(self) -> None:
-        with self._lock:
-            if self._over:
-                return
-            self.fired = True
-            sock = getattr(self.conn, "sock", None)
-        if sock is None:
-            return
-        try:  # the plain socket's shutdown: a TLS socket's would also drop its TLS state under the reader
-            socket.socket.shutdown(sock, socket.SHUT_RDWR) if isinstance(sock, socket.socket) else sock.shutdown(socket.SHUT_RDWR)
-        except (OSError, AttributeError, ValueError):
-            pass
-
-    def expired(self) -> bool:
-        return self.fired or time.monotonic() >= self.deadline
-
-    def stop(self) -> None:
-        with self._lock:
-            self._over = True
-        self._timer.cancel()
-
-
-_POOLS: dict | None = None
-
-
-def _tracking_pools() -> dict:
-    """urllib3 connection pools that hand the connection of each request to its watchdog."""
-    global _POOLS
-    if _POOLS is None:
-        from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-        class Tracking:
-            def _get_conn(self, *args, **kwargs):
-                conn = super()._get_conn(*args, **kwargs)
-                watch = getattr(_in_flight, "watch", None)
-                if watch is not None:
-                    watch.conn = conn
-                return conn
-
-        _POOLS = {"http": type("TrackingHTTPConnectionPool", (Tracking, HTTPConnectionPool), {}),
-                  "https": type("TrackingHTTPSConnectionPool", (Tracking, HTTPSConnectionPool), {})}
-    return _POOLS
-
-
-def _new_session():
-    """A ``requests.Session`` whose connections the watchdogs can shut (through an HTTP proxy
-    too; behind a SOCKS proxy only the per-read timeout and the deadline between reads apply)."""
-    import requests
-    from requests.adapters import HTTPAdapter
-
-    class Adapter(HTTPAdapter):
-        def init_poolmanager(self, *args, **kwargs):
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = _tracking_pools()
-
-        def proxy_manager_for(self, proxy, **kwargs):
-            manager = super().proxy_manager_for(proxy, **kwargs)
-            if not proxy.lower().startswith("socks"):
-                manager.pool_classes_by_scheme = _tracking_pools()
-            return manager
-
-    session = requests.Session()
-    adapter = Adapter()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
 class HttpClient:
     """POSTs JSON to one endpoint, with the retry rules of this module.
 
@@ -302,7 +152,7 @@ class HttpClient:
     def _session(self):
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = _new_session()
+            session = self._local.session = new_session()
         return session
 
     def _scrub(self, text: str) -> str:
@@ -349,14 +199,14 @@ class HttpClient:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         with self._count:
             self.attempts += 1
-        watch = _in_flight.watch = _Watchdog(self.timeout)
+        watch = in_flight.watch = Watchdog(self.timeout)
         resp = None
         try:
             resp = self._send(payload, headers, watch)
             return self._answer(resp, parse, watch)
         finally:
             watch.stop()
-            _in_flight.watch = None
+            in_flight.watch = None
             if resp is not None:
                 resp.close()  # a body not read to its end closes the connection: it is not reused
 
@@ -418,7 +268,7 @@ class HttpClient:
         except BadAnswer as exc:
             raise _Retry(f"answered {exc}") from None
 
-    def _body(self, resp, label: str, watch: _Watchdog, limit: int | None = None, whole: bool = True) -> bytes:
+    def _body(self, resp, label: str, watch: Watchdog, limit: int | None = None, whole: bool = True) -> bytes:
         """The answer's body, read within the request's deadline and up to ``limit`` bytes
         (``max_response_bytes``): past the limit, an error (``whole``) or the first
         ``limit`` bytes (an error page, shown shortened)."""
@@ -440,7 +290,7 @@ class HttpClient:
         headers_at = last = time.monotonic()
         broke, cut = None, False
         try:
-            for chunk in _chunks(resp):
+            for chunk in body_chunks(resp):
                 if chunk:
                     chunks.append(chunk)
                     got += len(chunk)
@@ -474,21 +324,6 @@ class HttpClient:
             raise _Retry(f"answered {label}, then the connection broke while it sent the body ({got} bytes came: "
                          f"{type(broke).__name__})")
         return b"".join(chunks)
-
-
-def _chunks(resp, size: int = 64 * 1024):
-    """The body as it arrives, decompressed, in pieces of at most ``size``: each read returns
-    what the socket holds (``read1``), so a trickle is seen as one; older urllib3 without
-    ``read1``: ``iter_content`` (which waits for whole pieces: the watchdog still ends it)."""
-    read1 = getattr(resp.raw, "read1", None)
-    if read1 is None:
-        yield from resp.iter_content(chunk_size=size)
-        return
-    while True:
-        chunk = read1(size, decode_content=True)
-        if not chunk:
-            return
-        yield chunk
 
 
 def shape_of(value) -> str:

@@ -99,7 +99,7 @@ def python_source(function: str, kwargs: dict | None = None, timeout: float | No
     """
     timeout = _checked_timeout(timeout)
     obj = load_object(function)
-    from trl_plus.registry import check_call_kwargs
+    from trl_plus.value_checks import check_call_kwargs
 
     check_call_kwargs(obj, kwargs, "kwargs", f"python reward {function}")  # names and annotated types, before any call
     if inspect.isclass(obj):
@@ -117,7 +117,7 @@ def python_source(function: str, kwargs: dict | None = None, timeout: float | No
 def _static_check(function: str, **_):
     """``trl-plus validate --no-import``: ``function``'s module is found and defines the
     attribute, read without importing (running) it."""
-    from trl_plus.recipe import check_python_ref
+    from trl_plus.python_refs import check_python_ref
 
     check_python_ref(function, "function")
 

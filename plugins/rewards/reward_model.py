@@ -22,20 +22,23 @@ class RewardModelSource:
         dtype: str = "float32",
         revision: str | None = None,
         trust_remote_code: bool = False,
+        components=None,
     ):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from trl_plus.loading import pad_with_eos
         from trl_plus.tiny import TINY_PREFIX, ensure_tiny
 
         path = str(ensure_tiny(model)) if model.startswith(TINY_PREFIX) else model
-        self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = pad_with_eos(
+            AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code))
         self.tokenizer.padding_side = "right"
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, dtype=getattr(torch, dtype), revision=revision, trust_remote_code=trust_remote_code
-        )
+        init_kwargs = {"dtype": getattr(torch, dtype), "revision": revision, "trust_remote_code": trust_remote_code}
+        if components is not None:  # through the trl_plus_load_model hook, as every model a run loads
+            self.model = components.hooks.load_model(model, "reward", init_kwargs)
+        else:
+            self.model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **init_kwargs)
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device).eval()
