@@ -88,7 +88,7 @@ def main(argv=None) -> None:
     import trl
     from transformers import AutoTokenizer
 
-    from trl_plus.data_checks import filter_token_ids, prepare_dataset
+    from trl_plus.data.prepare import filter_token_ids, prepare_dataset
     from trl_plus.manager import Hooks, get_plugin_manager
     from trl_plus.tiny import ensure_tiny
 

@@ -51,7 +51,7 @@ def _rows_from_jsonl(path: Path, where: str) -> list[dict]:
 
 
 def _read_jsonl(path: Path, where: str) -> list[dict]:
-    from trl_plus.data_checks import open_binary
+    from trl_plus.data.files import open_binary
 
     rows = []
     with open_binary(path) as f:
@@ -75,7 +75,7 @@ def _read_jsonl(path: Path, where: str) -> list[dict]:
 
 
 def _is_json_lines(source) -> bool:
-    from trl_plus.data_checks import JSON_LINES, file_format, file_suffix
+    from trl_plus.data.files import JSON_LINES, file_format, file_suffix
 
     return isinstance(source, (str, Path)) and file_suffix(source)[0] in JSON_LINES and file_format(source) is not None
 

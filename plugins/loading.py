@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import trl_plus
-from trl_plus.data_checks import FILE_FORMATS, data_file_problem, file_format
+from trl_plus.data.files import FILE_FORMATS, data_file_problem, file_format
 from trl_plus.errors import DataError, RecipeError
 from trl_plus.tiny import TINY_PREFIX, ensure_tiny
 
@@ -23,7 +23,7 @@ def trl_plus_load_model(name_or_path: str, role: str, init_kwargs: dict):
     else:
         # A local folder that holds no model (or an adapter whose base is missing) is said
         # here: transformers would take its path for a hub id and blame the hub.
-        from trl_plus.loading import hub_cached, hub_offline, local_path, model_folder_problem
+        from trl_plus.model_refs import hub_cached, hub_offline, local_path, model_folder_problem
 
         folder = local_path(name_or_path)
         if folder is not None:

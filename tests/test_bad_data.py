@@ -15,9 +15,11 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM
 
 import trl_plus
-from trl_plus.data_checks import DataOptions, prepare_dataset
+from trl_plus.data.prepare import prepare_dataset
+from trl_plus.data.rows import DataOptions
 from trl_plus.errors import DataError, RecipeError
-from trl_plus.loading import load_split, load_tokenizer, require_columns
+from trl_plus.data.splits import load_split, require_columns
+from trl_plus.loading import load_tokenizer
 from trl_plus.recipe import DataSplit, ModelSection, validate_dict
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -67,7 +69,7 @@ def split(path, **kw) -> DataSplit:
 
 def test_missing_column_names_it_and_the_columns_present(tmp_path, plugin_manager):
     data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "good": "b", "bad": "c"}])
-    dataset = load_split(split(data), plugin_manager, "data.train")
+    dataset = load_split(split(data), plugin_manager, "data.train").dataset
     with pytest.raises(DataError, match=r"no column 'chosen', 'rejected' \(columns: prompt, good, bad\)"):
         require_columns(dataset, ["chosen", "rejected"], "data.train")
     with pytest.raises(DataError, match=r"data.train.columns: .*no column 'best' to rename \(columns: prompt, good, bad\)"):
@@ -139,7 +141,7 @@ def test_malformed_json_line_names_file_line_and_parse_error(tmp_path, plugin_ma
         load_split(split(data), plugin_manager, "data.train")
     # A value of another type is no parse error: the row check names it (0-based row 500).
     lines[500] = json.dumps(dict(rows(1)[0], chosen=7))
-    dataset = load_split(split(write_jsonl(data, lines)), plugin_manager, "data.train")
+    dataset = load_split(split(write_jsonl(data, lines)), plugin_manager, "data.train").dataset
     with pytest.raises(DataError, match=r"train dataset row 500: column 'chosen' is 7 \(int\)"):
         prepare_dataset(dataset, ("prompt", "chosen", "rejected"), "train")
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from trl_plus.cli import main
-from trl_plus.data_checks import DataOptions, prepare_dataset
+from trl_plus.data.prepare import prepare_dataset
+from trl_plus.data.rows import DataOptions
 from trl_plus.errors import DataError, RecipeError
-from trl_plus.loading import load_split, require_columns
+from trl_plus.data.splits import load_split, require_columns
 from trl_plus.recipe import DataSplit, validate_dict
 
 PREFS = Path(__file__).resolve().parents[1] / "recipes" / "data" / "tiny_prefs.jsonl"
@@ -26,7 +27,7 @@ def lines(n: int = 12) -> list[str]:
 
 
 def load(path: Path, plugin_manager, on_error: str = "raise"):
-    return load_split(DataSplit(path=str(path)), plugin_manager, "data.train", on_error)
+    return load_split(DataSplit(path=str(path)), plugin_manager, "data.train", on_error).dataset
 
 
 def recipe(data: Path, **data_options) -> dict:
@@ -111,9 +112,10 @@ def test_a_line_that_is_not_utf8_is_named_and_dropped_on_request(tmp_path, plugi
     with pytest.raises(DataError, match=r"prefs.jsonl, line 4: not UTF-8 text"):
         load(data, plugin_manager)
     validate_dict(recipe(data, on_error="drop"), plugin_manager)  # dropped on loading, so no problem here
-    dataset = load(data, plugin_manager, "drop")
+    dataset, load_report = load_split(DataSplit(path=str(data)), plugin_manager, "data.train", "drop")
     reports: dict = {}
-    prepare_dataset(dataset, ("prompt", "chosen", "rejected"), "train", options=DataOptions("drop"), reports=reports)
+    prepare_dataset(dataset, ("prompt", "chosen", "rejected"), "train", options=DataOptions("drop"), reports=reports,
+                    load_report=load_report)
     checks = reports["train"]["checks"]
     assert len(dataset) == 11 and checks["malformed_lines"] == 1 and checks["malformed_examples"][0]["line"] == 4
     csv = tmp_path / "prefs.csv"

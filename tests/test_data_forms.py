@@ -15,9 +15,10 @@ from datasets import Dataset, Json, List
 from transformers import AutoModelForCausalLM
 
 import trl_plus
-from trl_plus.data_checks import DataOptions, check_rows, conversational_column, prepare_dataset
+from trl_plus.data.prepare import prepare_dataset
+from trl_plus.data.rows import DataOptions, check_rows, conversational_column
 from trl_plus.errors import DataError
-from trl_plus.loading import load_split
+from trl_plus.data.splits import load_split
 from trl_plus.recipe import DataSplit
 
 from test_bad_data import CHAT_TEMPLATE, dpo_config, rows, write_jsonl
@@ -36,7 +37,7 @@ def chat(n: int = 8) -> list[dict]:
 
 
 def load(path: Path, plugin_manager, **kw):
-    return load_split(DataSplit(path=str(path), **kw), plugin_manager, "data.train")
+    return load_split(DataSplit(path=str(path), **kw), plugin_manager, "data.train").dataset
 
 
 # -- case 16: one form per dataset ---------------------------------------------------------------
@@ -59,14 +60,14 @@ def test_mixed_chat_and_plain_rows_are_refused_naming_the_first_row_of_the_other
 
 
 def test_one_form_is_checked_across_columns_and_batches(monkeypatch):
-    import trl_plus.data_checks as data_checks
+    import trl_plus.data.rows as row_checks
 
     mixed_row = chat(3)
     mixed_row[1]["chosen"] = " plain ."  # a chat prompt with a plain answer
     data = Dataset.from_list(mixed_row, on_mixed_types="use_json")
     with pytest.raises(DataError, match=r"row 1: column 'chosen' holds plain text, but row 0 \(column 'prompt'\)"):
         check_rows(data, COLUMNS, "train")
-    monkeypatch.setattr(data_checks, "CHECK_BATCH", 3)  # the other form in a later batch
+    monkeypatch.setattr(row_checks, "CHECK_BATCH", 3)  # the other form in a later batch
     data = Dataset.from_list(plain(7) + chat(1), on_mixed_types="use_json")
     with pytest.raises(DataError, match=r"row 7: column 'prompt' holds chat messages, but row 0"):
         check_rows(data, COLUMNS, "train")

@@ -159,7 +159,7 @@ def test_nothing_left_after_the_token_stage_writes_the_report_first(tmp_path, mo
 
 
 def test_token_lengths_follow_a_filtered_or_shuffled_datasets_row_order():
-    from trl_plus.components import _list_lengths
+    from trl_plus.data.filters import _list_lengths
 
     base = Dataset.from_dict({"ids": [[1] * (i % 7) for i in range(50)]})
     for ds in (base, base.shuffle(seed=3), base.filter(lambda r: len(r["ids"]) != 3).shuffle(seed=1).select(range(20))):
