@@ -342,16 +342,16 @@ def test_the_recipe_copy_is_left_out_when_the_recipe_there_says_it_all(tmp_path)
 
 @pytest.mark.parametrize("signals", [1, 2])
 def test_a_signal_during_the_final_save(tmp_path, capsys, monkeypatch, one_thread, signals):
-    from trl_plus.trainers import dpo
+    from trl_plus.trainers import from_recipe
 
-    real = dpo.save_run
+    real = from_recipe.save_run
 
     def save_run(*args, **kwargs):
         for _ in range(signals):
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dpo, "save_run", save_run)
+    monkeypatch.setattr(from_recipe, "save_run", save_run)
     out = tmp_path / "run"
     code = main(["train", "tiny-dpo", "--output-dir", str(out), "--set", "dpo.max_steps=2", "--set", "dpo.save_steps=1",
                  *QUIET])

@@ -1,9 +1,5 @@
-"""Runs that cannot be lost: output-folder checks, default checkpointing, resume, signals.
+"""Runs that cannot be lost: default checkpointing, resume, signals, divergence, failed saves.
 
-- :func:`prepare_output_dir` refuses a folder that holds another run, or files a run would
-  overwrite that are not a run's (before anything is written into it), and resolves
-  ``resume`` to a complete checkpoint of the recipe's trainer or a one-line error
-  (``run_folder.claim`` calls it, and holds the folder for the run's life).
 - :func:`checkpoint_defaults` keeps a checkpoint along every recipe that says nothing
   about saving.
 - :func:`train` runs ``trainer.train()`` so that SIGINT/SIGTERM save a resumable
@@ -12,24 +8,27 @@
   infinite loss or gradient norm stops the run at that step without saving (then
   :class:`TrainingDiverged`), and a signal during the final save lets it finish.
 
-A checkpoint is the Trainer's own ``checkpoint-N`` folder. It counts as complete once its
-``trainer_state.json`` parses: the Trainer writes that file after the model, optimizer,
-scheduler and RNG state, so a folder cut short by SIGKILL or a full disk never counts.
+The output folder itself (its checks before a run, :func:`prepare_output_dir`, which
+resolves ``resume`` to a complete checkpoint of the recipe's trainer or a one-line error;
+which checkpoints are complete, :func:`last_checkpoint`) is ``trl_plus.run_folder``'s;
+its names are here too, where callers have always found them.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
-import re
 import shutil
 import signal
 import threading
 from pathlib import Path
 
-from .errors import RunFolderError, SaveError
+from .errors import SaveError
+from .run_folder.checkpoints import complete_checkpoints, is_checkpoint, last_checkpoint, saved_state
+from .run_folder.claims import prepare_output_dir
+from .run_folder.contents import run_files
+from .run_folder.stops import EXIT_CODES, TrainingDiverged, TrainingInterrupted
 
 __all__ = [
     "TrainingDiverged", "TrainingInterrupted", "checkpoint_defaults", "complete_checkpoints", "is_checkpoint",
@@ -38,231 +37,11 @@ __all__ = [
 
 log = logging.getLogger("trl_plus")
 
-TRAINER_STATE = "trainer_state.json"
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-# What a finished or started run leaves in its output folder (a model, its state, our reports).
-WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
-           "adapter_model.safetensors", "adapter_model.bin")
-# What only a run of ours leaves (with checkpoint-N folders): a folder holding one of these holds a run.
-RUN_MARKERS = (TRAINER_STATE, "run_info.json", "filter_report.json", "ppo_state.json", "dpo_state.json", "done.json")
-RUN_FILES = (*RUN_MARKERS, "recipe.yaml", *WEIGHTS)
 # Used where a recipe sets none of these: a checkpoint every 10% of the run, at most
 # DEFAULT_MAX_SAVE_INTERVAL steps apart, the last two kept.
 SAVE_KEYS = ("save_strategy", "save_steps", "save_total_limit")
 DEFAULT_SAVE = {"save_strategy": "steps", "save_steps": 0.1, "save_total_limit": 2}
 DEFAULT_MAX_SAVE_INTERVAL = 500
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT/SIGTERM after saving ``checkpoint`` (at ``step``).
-
-    A ``KeyboardInterrupt``, so that code catching ``Exception`` lets it through, as it
-    would Ctrl-C. ``exit_code`` is 130 for SIGINT and 143 for SIGTERM. ``how`` says what
-    was saved: ``"checkpoint"`` (a checkpoint at the end of the step), ``"finished"`` (the
-    signal came during the final save, which was finished first: ``checkpoint`` is the
-    output folder, the run is complete), ``"at_once"`` (a second signal: stopped without
-    saving; ``checkpoint`` is the last complete one, or None).
-    """
-
-    def __init__(self, signum: int, checkpoint: str | None, step: int, how: str = "checkpoint"):
-        self.signum, self.checkpoint, self.step, self.how = signum, checkpoint, step, how
-        self.signal_name = signal.Signals(signum).name
-        self.exit_code = EXIT_CODES.get(signum, 130)
-        if how == "finished":
-            text = (f"{self.signal_name} during the final save, which was finished first: "
-                    f"the run is complete in {checkpoint}")
-        elif how == "at_once":
-            last = f"the last complete checkpoint is {checkpoint}" if checkpoint else "no checkpoint was saved"
-            text = f"a second {self.signal_name} at step {step}: stopped at once, without saving; {last}"
-        else:
-            text = f"{self.signal_name} at step {step}; saved checkpoint {checkpoint}"
-        super().__init__(text)
-
-
-class TrainingDiverged(SaveError):
-    """The loss or the gradient norm became NaN or infinite (or the weights did): training
-    stopped at ``step`` and the model was not saved as a checkpoint or as the final one.
-
-    A run failure (exit 1), like a failed save: what was saved before stays.
-    """
-
-    def __init__(self, message: str, step: int):
-        self.step = step
-        super().__init__(message)
-
-
-# -- checkpoints on disk ---------------------------------------------------------------------
-
-
-def checkpoint_step(path: str | os.PathLike) -> int | None:
-    match = CHECKPOINT.match(Path(path).name)
-    return int(match.group(1)) if match else None
-
-
-def _state_of(path: Path) -> dict | None:
-    try:
-        state = json.loads((path / TRAINER_STATE).read_text())
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) and "global_step" in state else None
-
-
-def _has_weights(path: Path) -> bool:
-    return any((path / name).exists() for name in WEIGHTS)
-
-
-def _has_rng_state(path: Path) -> bool:
-    # Written with every resumable checkpoint (one file per process), never with a final model.
-    return any(path.glob("rng_state*.pth"))
-
-
-def is_checkpoint(path: str | os.PathLike) -> bool:
-    """A complete, resumable Trainer checkpoint: weights, RNG state and a readable ``trainer_state.json``."""
-    path = Path(path)
-    return path.is_dir() and _has_weights(path) and _has_rng_state(path) and _state_of(path) is not None
-
-
-def _checkpoint_dirs(folder: str | os.PathLike) -> list[Path]:
-    """Every ``checkpoint-N`` folder in ``folder``, complete or not, oldest first."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted((p for p in folder.iterdir() if p.is_dir() and checkpoint_step(p) is not None), key=checkpoint_step)
-
-
-def complete_checkpoints(folder: str | os.PathLike) -> list[Path]:
-    """The complete ``checkpoint-N`` folders in ``folder``, oldest first."""
-    return [p for p in _checkpoint_dirs(folder) if is_checkpoint(p)]
-
-
-def last_checkpoint(folder: str | os.PathLike) -> str | None:
-    """The newest complete checkpoint in ``folder`` (incomplete ones are skipped), or None."""
-    found = complete_checkpoints(folder)
-    return str(found[-1]) if found else None
-
-
-def run_files(folder: str | os.PathLike) -> list[str]:
-    """What in ``folder`` shows that a run of ours already used it (empty for a fresh folder)."""
-    folder = Path(folder)
-    return [p.name + "/" for p in _checkpoint_dirs(folder)] + [name for name in RUN_MARKERS if (folder / name).exists()]
-
-
-# -- before a run ----------------------------------------------------------------------------
-
-
-def _is_main_launch_process() -> bool:
-    # Under torchrun/accelerate every rank runs this; rank 0 alone decides and deletes, so a
-    # slower rank cannot mistake what rank 0 has started writing for another run.
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def prepare_output_dir(output_dir: str | os.PathLike, resume=None, overwrite: bool = False, *,
-                       trainer: str | None = None, keep=(), clean: bool = True,
-                       recipe_name: str = "this recipe") -> str | None:
-    """Check ``output_dir`` before anything is written into it; returns the checkpoint to resume from.
-
-    (``run_folder.claim`` calls this, before and again under the folder's lock.)
-
-    :param resume: None (a new run), True (the last complete checkpoint in ``output_dir``)
-        or a checkpoint folder.
-    :param overwrite: replace a run already in ``output_dir``: its ``checkpoint-*`` folders
-        and every file a run writes (model, tokenizer, state, reports, a PPO critic) are
-        deleted before this run starts, so that nothing of it mixes with the new run; files
-        a run would overwrite that are not a run's go too. Other files stay.
-    :param trainer: ``"dpo"`` or ``"ppo"``: a checkpoint to resume that the other trainer
-        saved is refused.
-    :param keep: files in the folder the run reads (the recipe being run): never counted
-        as files it would overwrite.
-    :param clean: delete the old checkpoints when overwriting (False: check only).
-    :raises RunFolderError: the folder holds another run or files a run would overwrite
-        (and neither ``resume`` nor ``overwrite`` is given), there is no checkpoint to
-        resume from, or the checkpoint is another trainer's.
-    """
-    from .run_folder import check_resume_kind, foreign_files
-
-    output_dir = Path(output_dir)
-    if resume and overwrite:
-        raise RunFolderError("give --resume or --overwrite, not both")
-    if resume is True:
-        found = last_checkpoint(output_dir)
-        if found is None:
-            raise RunFolderError(f"--resume: no checkpoint to resume from in {output_dir}{_why_none(output_dir)}; "
-                                 "train without --resume to start the run")
-        check_resume_kind(found, trainer, recipe_name)
-        return found
-    if resume:
-        found = str(_checked_checkpoint(Path(resume)))
-        check_resume_kind(found, trainer, recipe_name)
-        if _is_main_launch_process() and not _same_folder(Path(found).parent, output_dir):
-            # continued into another folder: that one is checked as for a new run
-            where = f"; to continue {found} elsewhere, give an empty --output-dir (or its own, {Path(found).parent})"
-            _refuse_used(output_dir, keep, where)
-        return found
-    if not _is_main_launch_process():
-        return None
-    if not overwrite:
-        _refuse_used(output_dir, keep)
-    if overwrite and clean:  # what is left of the run replaced would mix with this one's (a critic/ by a DPO model)
-        for old in _checkpoint_dirs(output_dir):
-            shutil.rmtree(old)
-        for name in foreign_files(output_dir, keep):
-            path = output_dir / name.rstrip("/")
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-    return None
-
-
-def _same_folder(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
-
-
-def _refuse_used(output_dir: Path, keep=(), hint: str = "") -> None:
-    """Refuse a folder that holds a run, or files a run would overwrite that are not a run's."""
-    from .run_folder import foreign_files
-
-    used = run_files(output_dir)
-    if used:
-        shown = ", ".join(used[:5]) + (", ..." if len(used) > 5 else "")
-        raise RunFolderError(
-            f"--output-dir: {output_dir} already holds a run ({shown}); " + (hint.lstrip("; ") if hint else
-            "continue it with --resume, replace it with --overwrite (in Python: resume_from_checkpoint=True or "
-            "overwrite=True), or choose another folder")
-        )
-    foreign = foreign_files(output_dir, keep)
-    if foreign:
-        shown = ", ".join(foreign[:6]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 6 else "")
-        raise RunFolderError(
-            f"--output-dir: {output_dir} holds files that training would overwrite and that are not from a "
-            f"trl-plus run ({shown}); " + (hint.lstrip("; ") if hint else
-            "choose another --output-dir (or move them), or replace them with --overwrite (in Python: overwrite=True)")
-        )
-
-
-def _why_none(folder: Path) -> str:
-    if not folder.is_dir():
-        return " (the folder does not exist)"
-    partial = [p.name for p in _checkpoint_dirs(folder)]
-    if partial:
-        return f" (only incomplete or non-resumable ones: {', '.join(partial)})"
-    return " (no checkpoint-N folder)"
-
-
-def _checked_checkpoint(path: Path) -> Path:
-    if not path.is_dir():
-        raise RunFolderError(f"--resume: no checkpoint folder {str(path)!r} (looked in {Path.cwd()})")
-    if is_checkpoint(path):
-        return path
-    missing = [] if _has_weights(path) else ["model weights"]
-    if not _has_rng_state(path):
-        missing.append("RNG state")
-    if _state_of(path) is None:
-        missing.append(f"readable {TRAINER_STATE}")
-    inside = last_checkpoint(path)
-    hint = f"; did you mean {inside}?" if inside else "; give a checkpoint-N folder, or --resume alone for the last one"
-    raise RunFolderError(f"--resume: {path} is not a resumable checkpoint (no {', no '.join(missing)}){hint}")
 
 
 def checkpoint_defaults(recipe) -> dict:
@@ -443,7 +222,7 @@ def _guard_saves(trainer, callback=None) -> None:
         try:
             save(model, trial)
         except BaseException as exc:
-            if alone and folder.exists() and _state_of(folder) is None:
+            if alone and folder.exists() and saved_state(folder) is None:
                 shutil.rmtree(folder, ignore_errors=True)
             if isinstance(exc, Exception):
                 raise save_failure(f"could not save checkpoint {folder}", folder.parent, exc) from exc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import shlex
 import sys
@@ -47,10 +46,10 @@ def run(args) -> int:
     # Before any model loads, and before anything is written into the folder: what it holds is
     # checked, then it is claimed (a lock held until this run ends; train_from_recipe shares it).
     with claim(output_dir, recipe.trainer, resume, args.overwrite, recipe) as resume:
-        module = importlib.import_module(f"trl_plus.trainers.{recipe.trainer}")
+        from ..trainers.from_recipe import train_from_recipe  # torch and TRL: once the folder is claimed
+
         try:
-            module.train_from_recipe(recipe, output_dir, hooks=hooks, resume_from_checkpoint=resume,
-                                     overwrite=args.overwrite)
+            train_from_recipe(recipe, output_dir, hooks=hooks, resume_from_checkpoint=resume, overwrite=args.overwrite)
         except TrainingInterrupted as exc:
             if main_process:
                 print(f"trl-plus: {interrupted_message(exc)}", file=sys.stderr)

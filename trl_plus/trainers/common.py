@@ -8,25 +8,27 @@ from pathlib import Path
 
 from ..manager import Hooks
 
-FILTER_REPORT = "filter_report.json"
-
 
 def tokenizer_of(processing_class):
     return getattr(processing_class, "tokenizer", processing_class)
 
 
-def write_filter_report(output_dir: str, reports: dict) -> None:
-    """``filter_report.json``: per dataset split, rows in/out and drops per filter."""
-    path = Path(output_dir) / FILTER_REPORT
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(reports, indent=2))
-
-
 def schedule_state(schedule) -> dict | None:
-    """A KL schedule's plain attributes (the adaptive controller's value and the count it
-    last adapted at), if all are JSON values: what a checkpoint keeps so a resumed run
-    continues the schedule rather than restarting it."""
+    """What a checkpoint keeps of a KL schedule (the ``CheckedSchedule`` around it), so that
+    a resumed run continues the schedule rather than restarting it: its ``state()`` when it
+    has one (:class:`trl_plus.protocols.KLSchedule`; the adaptive controller's value and the
+    count it last adapted at), else its plain attributes if all are JSON values (a schedule
+    object or function that keeps them); None when there is nothing to keep."""
+    from ..errors import ComponentError
+
     fn = getattr(schedule, "fn", None)
+    if callable(getattr(fn, "state", None)):
+        try:
+            state = fn.state()
+            return None if state is None else json.loads(json.dumps(dict(state), allow_nan=False))
+        except Exception as exc:
+            raise ComponentError(f"KL schedule {schedule.label!r}: state() gave no JSON mapping a checkpoint "
+                                 f"can keep: {exc!r}") from exc
     attrs = getattr(fn, "__dict__", None)
     if not attrs:
         return None
@@ -37,8 +39,20 @@ def schedule_state(schedule) -> dict | None:
 
 
 def restore_schedule(schedule, state: dict | None) -> None:
-    """Put back what :func:`schedule_state` saved (nothing when either is missing)."""
-    if state and schedule is not None:
+    """Put back what :func:`schedule_state` saved (nothing when either is missing): through
+    the schedule's ``load_state(state)`` when it has one, else by setting its attributes
+    (how every checkpoint was read before ``load_state`` existed)."""
+    from ..errors import ComponentError
+
+    if not state or schedule is None:
+        return
+    if callable(getattr(schedule.fn, "load_state", None)):
+        try:
+            schedule.fn.load_state(state)
+        except Exception as exc:
+            raise ComponentError(f"KL schedule {schedule.label!r} could not load the state its checkpoint "
+                                 f"holds ({state!r}): {exc!r}") from exc
+    else:
         vars(schedule.fn).update(state)
 
 

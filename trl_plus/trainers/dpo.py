@@ -5,16 +5,18 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trl
 from transformers import TrainerCallback
 
-from ..run_folder import claims_output_dir
-from . import peft_support
-from .common import hooks_for, restore_schedule, save_run, schedule_state, tokenizer_of, write_filter_report
+from .. import loading
+from ..data.prepare import filter_token_ids, prepare_dataset
+from ..data.report import write_filter_report
+from ..data.rows import DataOptions
+from .common import hooks_for, restore_schedule, schedule_state, tokenizer_of
+from .from_recipe import train_from_recipe  # the shared one, for every kind, under the name callers know
 
 __all__ = ["DPOTrainer", "DPOConfig", "train_from_recipe"]
 
@@ -58,6 +60,8 @@ class DPOTrainer(trl.DPOTrainer):
     :param plugin_manager: a pluggy manager or ``trl_plus.Hooks``; a fresh default one
         if None.
     :param recipe: the recipe the run came from, passed to the lifecycle hooks.
+    :param load_reports: ``{split name: report}``, what loading each split dropped
+        (``trl_plus.data.splits.load_split``), counted in ``filter_report.json``.
     :param ref_logps_cache: a folder (default: ``args.ref_logps_cache``, else none). The
         reference log-probs are then precomputed (``precompute_ref_log_probs`` is turned
         on) and kept there, keyed by the reference's weights, the tokenizer, the tokenized
@@ -67,12 +71,14 @@ class DPOTrainer(trl.DPOTrainer):
     """
 
     def __init__(
-        self, *args, rewards=None, kl=None, filters=None, plugin_manager=None, recipe=None, ref_logps_cache=None, **kwargs
+        self, *args, rewards=None, kl=None, filters=None, plugin_manager=None, recipe=None, ref_logps_cache=None,
+        load_reports=None, **kwargs
     ):
         args, kwargs = self._setup_ref_cache(args, kwargs, ref_logps_cache)
         self.hooks = hooks_for(plugin_manager)
         self._filter_specs = list(filters or [])
         self._filter_reports: dict = {}
+        self._load_reports = dict(load_reports or {})
         self.recipe = recipe  # before the parent's __init__: dataset preparation reads its data options
         self._kl_stats: dict = {}
         components = self.hooks.components()
@@ -128,14 +134,12 @@ class DPOTrainer(trl.DPOTrainer):
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         """The row checks and the text filters, TRL's own preparation (which tokenises),
         then the filters that judge rows by token counts (the length filter), on TRL's ids."""
-        from ..data_checks import DataOptions, filter_token_ids, prepare_dataset
-
         chain = self.hooks.components(tokenizer=tokenizer_of(processing_class)).filter_chain(self._filter_specs)
         chain.defer_to_token_ids()
         dataset = prepare_dataset(
             dataset, _TEXT_COLUMNS, dataset_name, chain, options=DataOptions.of(self.recipe),
             processing_class=processing_class, reports=self._filter_reports,
-            output_dir=args.output_dir,
+            output_dir=args.output_dir, load_report=self._load_reports.get(dataset_name),
         )
         dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
         return filter_token_ids(
@@ -189,45 +193,15 @@ class DPOTrainer(trl.DPOTrainer):
             self.hooks.step_end(trainer=self, step=self.state.global_step, metrics=dict(logs))
 
 
-@claims_output_dir("dpo")  # checks the folder and holds it for the run (run_folder.claim)
-def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoint=None, overwrite=False) -> DPOTrainer:
-    """Build everything a ``trainer: dpo`` recipe describes, train, and save into ``output_dir``."""
-    from .. import checkpointing
-    from ..loading import load_model, load_split, load_tokenizer, peft_config, require_columns
-    from ..recipe import build_trainer_config
+def build_trainer(trainer_class, model, **kwargs):
+    """The ``dpo`` kind's trainer, from what ``train_from_recipe`` loaded (its ``build``).
 
-    hooks = hooks_for(hooks)
-    started = time.time()
-    tokenizer = load_tokenizer(recipe.model)
-    train = load_split(recipe.data.train, hooks, "data.train", recipe.data.on_error)
-    require_columns(train, ["chosen", "rejected"], "data.train")
-    evaluation = load_split(recipe.data.eval, hooks, "data.eval", recipe.data.on_error)
-    # The config first: under accelerate launch with DeepSpeed ZeRO-3 building it turns on
-    # sharded loading (zero3_init_flag), so the models below load sharded, not whole per rank.
-    args = build_trainer_config(recipe.spec, output_dir, **checkpointing.checkpoint_defaults(recipe))
-    model = load_model(recipe.model, hooks, "policy")
-    peft = peft_config(recipe.peft)
-    peft_support.check_targets(model, peft)
-    # Load the reference ourselves: TRL would re-load it by name, which fails offline. With
-    # LoRA and no ref_model named, TRL's reference is the policy with its adapters switched off.
+    The reference model is loaded here: TRL would re-load it by name, which fails offline.
+    With LoRA and no ``model.ref_model`` named, TRL's reference is the policy with its
+    adapters switched off.
+    """
+    recipe = kwargs["recipe"]
     ref_model = None
-    if not peft or recipe.model.ref_model:
-        ref_model = load_model(recipe.model, hooks, "reference", recipe.model.ref_model)
-    trainer = DPOTrainer(
-        model,
-        ref_model,
-        args=args,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        processing_class=tokenizer,
-        peft_config=peft,
-        rewards=[r.model_dump() for r in recipe.rewards] or None,
-        kl=recipe.kl.model_dump() if recipe.kl else None,
-        filters=[f.model_dump() for f in recipe.filters],
-        plugin_manager=hooks,
-        recipe=recipe,
-    )
-    # the final save runs under the signal handlers: a signal during it lets it finish
-    checkpointing.train(trainer, resume_from_checkpoint, recipe,
-                        save=lambda: save_run(trainer, output_dir, recipe, started))
-    return trainer
+    if not kwargs["peft_config"] or recipe.model.ref_model:
+        ref_model = loading.load_model(recipe.model, kwargs["plugin_manager"], "reference", recipe.model.ref_model)
+    return trainer_class(model, ref_model, **kwargs)

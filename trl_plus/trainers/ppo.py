@@ -20,18 +20,20 @@ anything is built. This module holds the construction, the scoring and the loggi
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 import trl
 from accelerate.utils import gather
 
-from ..data_checks import DataOptions, prepare_dataset
+from .. import loading
+from ..data.prepare import prepare_dataset
+from ..data.report import write_filter_report
+from ..data.rows import DataOptions
 from ..errors import RecipeError
 from ..reward_checks import unscored_guard
-from ..run_folder import claims_output_dir
 from . import peft_support
-from .common import hooks_for, save_run, tokenizer_of, write_filter_report
+from .common import hooks_for, tokenizer_of
+from .from_recipe import train_from_recipe  # the shared one, for every kind, under the name callers know
 from .ppo_checkpoint import PPOCheckpointMixin
 from .ppo_config import PPOConfig
 from .ppo_critic import PPOCriticMixin, load_critic
@@ -86,6 +88,8 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
     :param recipe: the recipe the run came from, passed to the lifecycle hooks.
     :param critic: the value model: a ``ppo_critic.ValueModel``, a one-label sequence-classification
         model or a path; default from ``args.critic_init``.
+    :param load_reports: ``{split name: report}``, what loading each split dropped
+        (``trl_plus.data.splits.load_split``), counted in ``filter_report.json``.
     """
 
     _tag_names = ["trl", "trl-plus", "ppo"]
@@ -111,6 +115,7 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
         plugin_manager=None,
         recipe=None,
         critic=None,
+        load_reports=None,
     ):
         args = _as_ppo_config(args, model)
         refuse_sharded_training(args)
@@ -135,6 +140,7 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
         train_dataset = prepare_dataset(
             train_dataset, ("prompt",), "train", components.filter_chain(filters), options=DataOptions.of(recipe),
             processing_class=processing_class, reports=self._filter_reports, output_dir=args.output_dir,
+            load_report=(load_reports or {}).get("train"),
         )
         self._rollout_dropped = 0
         self._rollout_unscored = 0
@@ -236,47 +242,19 @@ def _to_tensor(values, device) -> torch.Tensor:
     return torch.tensor([math.nan if v is None else float(v) for v in values], dtype=torch.float32, device=device)
 
 
-@claims_output_dir("ppo")  # checks the folder and holds it for the run (run_folder.claim)
-def train_from_recipe(recipe, output_dir: str, hooks=None, resume_from_checkpoint=None, overwrite=False) -> PPOTrainer:
-    """Build everything a ``trainer: ppo`` recipe describes, train, and save into ``output_dir``."""
-    from .. import checkpointing
-    from ..loading import load_model, load_split, load_tokenizer, model_init_kwargs, peft_config, require_columns
-    from ..recipe import build_trainer_config
-
-    hooks = hooks_for(hooks)
-    started = time.time()
-    tokenizer = load_tokenizer(recipe.model)
-    train = load_split(recipe.data.train, hooks, "data.train", recipe.data.on_error)
-    require_columns(train, ["prompt"], "data.train")
-    evaluation = load_split(recipe.data.eval, hooks, "data.eval", recipe.data.on_error)
-    if evaluation is not None:
-        require_columns(evaluation, ["prompt"], "data.eval")
+def check_recipe(recipe) -> None:
+    """What the ``ppo`` kind refuses before any model loads (its ``check``): no reward source."""
     if not recipe.rewards:
         raise RecipeError("trainer 'ppo' needs at least one reward source", "rewards")
-    model = load_model(recipe.model, hooks, "policy")
-    peft = peft_config(recipe.peft)
-    peft_support.check_targets(model, peft)
-    args = build_trainer_config(recipe.spec, output_dir, **checkpointing.checkpoint_defaults(recipe))
-    rewards = [r.model_dump() for r in recipe.rewards]
+
+
+def build_trainer(trainer_class, model, **kwargs):
+    """The ``ppo`` kind's trainer, from what ``train_from_recipe`` loaded (its ``build``):
+    the critic named by ``critic_init`` (a model, unless ``policy`` or ``reward``) is loaded
+    here, and the recipe's rollout filters are passed on."""
+    recipe, args = kwargs["recipe"], kwargs["args"]
     critic = None
     if args.critic_init not in ("policy", "reward"):
-        critic = load_critic(args.critic_init, model_init_kwargs(recipe.model), hooks)
-    trainer = PPOTrainer(
-        model,
-        args=args,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        processing_class=tokenizer,
-        peft_config=peft,
-        rewards=rewards,
-        kl=recipe.kl.model_dump() if recipe.kl else None,
-        filters=[f.model_dump() for f in recipe.filters],
-        rollout_filters=[f.model_dump() for f in recipe.rollout_filters],
-        plugin_manager=hooks,
-        recipe=recipe,
-        critic=critic,
-    )
-    # the final save runs under the signal handlers: a signal during it lets it finish
-    checkpointing.train(trainer, resume_from_checkpoint, recipe,
-                        save=lambda: save_run(trainer, output_dir, recipe, started))
-    return trainer
+        critic = load_critic(args.critic_init, loading.model_init_kwargs(recipe.model), kwargs["plugin_manager"])
+    rollout_filters = [f.model_dump() for f in recipe.rollout_filters]
+    return trainer_class(model, rollout_filters=rollout_filters, critic=critic, **kwargs)

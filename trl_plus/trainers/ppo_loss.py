@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from transformers import TrainerCallback
 
 from . import ppo_math
 
-if TYPE_CHECKING:
-    from .ppo import PPOTrainer
-
 
 class _ZeroCriticGrads(TrainerCallback):
-    """The Trainer zeroes only ``self.model``'s gradients after each optimizer step; this zeroes the critic's."""
+    """The Trainer zeroes only ``self.model``'s gradients after each optimizer step; this zeroes
+    the critic's (``trainer``: the ``PPOTrainer`` this is a callback of)."""
 
-    def __init__(self, trainer: PPOTrainer):
+    def __init__(self, trainer):
         self.trainer = trainer
 
     def on_optimizer_step(self, args, state, control, **kwargs):
