@@ -1,18 +1,16 @@
 """The ``eval:`` section of a recipe (and what the CLI flags fill in), validated before any
-model is loaded. Errors name the key as ``eval.<key>``."""
+model is loaded. Errors name the key as ``eval.<key>``, every one of them at once (the
+recipe's translator of pydantic's errors: did-you-mean and the allowed keys)."""
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from trl_plus.errors import RecipeError
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from trl_plus.errors import RecipeError, RecipeProblems
+from trl_plus.recipe import Strict as _Strict
+from trl_plus.recipe import pydantic_problems
 
 
 class GenerationSection(_Strict):
@@ -64,20 +62,10 @@ class EvalSection(_Strict):
     cache: str | None = None  # generations cache file (default: OUT/generations.jsonl)
 
 
-def _fields_at(loc: tuple) -> list[str]:
-    model: Any = EvalSection
-    for part in loc:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        ann = getattr(field, "annotation", None)
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return []
-        model = ann
-    return list(model.model_fields)
-
-
 def validate_eval_section(section: Any, hooks=None) -> EvalSection:
     """Validate an ``eval:`` mapping: keys, types and every judge / gold spec against the
-    registries (without building anything). Raises :class:`RecipeError` naming ``eval.<key>``."""
+    registries (without building anything). Raises :class:`RecipeError` naming ``eval.<key>``
+    (:class:`RecipeProblems` for several)."""
     from trl_plus.components import split_spec
     from trl_plus.manager import Hooks
 
@@ -90,18 +78,7 @@ def validate_eval_section(section: Any, hooks=None) -> EvalSection:
     try:
         parsed = EvalSection.model_validate(section)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("str", "function-after")))
-        key = "eval" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
-        if err["type"] == "extra_forbidden":
-            allowed = _fields_at(loc[:-1])
-            hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            raise RecipeError(
-                f"unknown key {loc[-1]!r}." + (f" Did you mean: {hint[0]}?" if hint else "")
-                + f" Allowed: {', '.join(allowed)}",
-                key,
-            ) from None
-        raise RecipeError(f"{err['msg']} (got {err.get('input')!r})", key) from None
+        raise RecipeProblems(pydantic_problems(exc, EvalSection, ("eval",))) from None
     hooks = Hooks.of(hooks)
     for i, spec in enumerate(parsed.judges):
         normalise_judge_spec(spec, hooks, f"eval.judges[{i}]")

@@ -86,7 +86,7 @@ def _recipe_folder(tmp_path: Path) -> Path:
     (folder / "gold.py").write_text(f"from {GOLD.split(':')[0]} import gold_reward as score\n")
     (folder / "rm").mkdir()
     (folder / "base").mkdir()
-    raw["rewards"] = [{"name": "python", "function": "gold.py:score", "alias": "gold"}]
+    raw["gold"] = [{"name": "python", "function": "gold.py:score", "alias": "gold"}]
     raw["stages"]["sft"]["base"] = "base"
     raw["stages"]["pairs"]["dataset"] = "pairs.jsonl"
     raw["eval"]["prompts"] = "prompts.jsonl"
@@ -106,7 +106,7 @@ def test_recipe_paths_resolve_against_the_recipe_folder(tmp_path, monkeypatch, c
     assert raw["stages"]["sft"]["base"] == str(folder / "base")
     assert raw["stages"]["pairs"]["dataset"] == str(folder / "pairs.jsonl")
     assert raw["eval"]["judges"][0]["model"] == str(folder / "rm")
-    assert raw["rewards"][0]["function"] == f"{folder / 'gold.py'}:score"
+    assert raw["gold"][0]["function"] == f"{folder / 'gold.py'}:score"
     assert main(["validate", str(folder / "recipe.yaml")]) == 0, capsys.readouterr().err
 
     (folder / "prompts.jsonl").unlink()
@@ -127,7 +127,7 @@ def test_set_paths_resolve_against_the_working_directory(tmp_path, monkeypatch, 
     recipe = load_recipe(folder / "recipe.yaml", ["eval.prompts=mine.jsonl", "stages.pairs.samples_per_prompt=3"])
     assert recipe.raw["eval"]["prompts"] == str(tmp_path / "mine.jsonl")
     assert recipe.raw["stages"]["pairs"]["dataset"] == str(folder / "pairs.jsonl")
-    assert recipe.raw["rewards"][0]["function"] == f"{folder / 'gold.py'}:score"
+    assert recipe.raw["gold"][0]["function"] == f"{folder / 'gold.py'}:score"
 
 
 # -- start-up checks ----------------------------------------------------------------------
@@ -139,17 +139,17 @@ def test_preflight_lists_every_problem_before_any_stage(tmp_path, monkeypatch, c
         "compare", "quickstart", "--out", "run", "--no-progress",
         "--set", "eval.prompts=missing.jsonl",
         "--set", "eval.tasks=[trl_plus_offline,no_such_task_xyz,trl_plus_review_sentimnt]",
-        "--set", "rewards.0.function=no_such_module_xyz:gold",
+        "--set", "gold.0.function=no_such_module_xyz:gold",
         "--set", "eval.judges=[{name: reward_model, model: ./no_rm}]",
         "--set", "stages.sft.base=some-org/not-cached-model",
     ])
     assert code == 2
     err = capsys.readouterr().err
     problems = dict(line.strip().split(": ", 1) for line in err.splitlines()[1:])
-    assert set(problems) == {"eval.prompts", "eval.tasks[1]", "eval.tasks[2]", "rewards[0].function", "eval.judges[0].model",
+    assert set(problems) == {"eval.prompts", "eval.tasks[1]", "eval.tasks[2]", "gold[0].function", "eval.judges[0].model",
                              "stages.sft.base"}, err
     assert str(tmp_path / "missing.jsonl") in problems["eval.prompts"]
-    assert "no_such_module_xyz" in problems["rewards[0].function"]
+    assert "no_such_module_xyz" in problems["gold[0].function"]
     assert "Did you mean: trl_plus_review" in problems["eval.tasks[2]"]
     assert "offline" in problems["stages.sft.base"]
     assert str(tmp_path / "no_rm") in problems["eval.judges[0].model"]

@@ -234,11 +234,11 @@ def test_what_an_alias_repeats_is_a_copy_of_its_own(tmp_path):
 
 
 def test_shipped_recipes_are_far_below_the_limit():
-    from trl_plus.recipe import _data_items, _expanded_sizes
+    from trl_plus.recipe import data_items, expanded_sizes
 
     for path in SHIPPED.values():
         raw = read_yaml(path.read_text(), path)
-        assert _expanded_sizes(raw, _data_items)[id(raw)] < MAX_RECIPE_VALUES / 100
+        assert expanded_sizes(raw, data_items)[id(raw)] < MAX_RECIPE_VALUES / 100
 
 
 # ---------------------------------------------------------------------------------------

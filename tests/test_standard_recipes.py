@@ -11,7 +11,7 @@ import shlex
 import pytest
 
 from trl_plus.cli import main
-from trl_plus.loading import hub_id_problem, local_path
+from trl_plus.model_refs import hub_id_problem, local_path
 from trl_plus.recipe import load_recipe, shipped_recipes
 
 SHIPPED = shipped_recipes()
@@ -73,7 +73,7 @@ def test_every_shipped_recipe_validates_offline(name, monkeypatch):
 @pytest.mark.parametrize("name", STANDARD)
 def test_standard_recipes_state_hardware_and_time_and_launch_as_they_say(name, capsys, monkeypatch):
     # as on a machine where its models were downloaded (launch checks that they are there)
-    monkeypatch.setattr("trl_plus.loading.hub_cached", lambda repo_id, repo_type="model": True)
+    monkeypatch.setattr("trl_plus.model_refs.hub_cached", lambda repo_id, repo_type="model": True)
     header = SHIPPED[name].read_text().split("\n\n")[0]
     assert re.search(r"^# Hardware: .*GPU", header, re.M) and re.search(r"^# Time: .*hour", header, re.M)
     command = next(line.lstrip("# ").strip() for line in header.splitlines() if "trl-plus " in line and name in line)
@@ -108,7 +108,7 @@ def test_lora_recipe_builds_its_lora_config():
 
 
 def test_ppo_recipe_is_tldr_with_the_pythia_models(monkeypatch):
-    monkeypatch.setattr("trl_plus.loading.hub_cached", lambda repo_id, repo_type="model": True)  # its reward model
+    monkeypatch.setattr("trl_plus.model_refs.hub_cached", lambda repo_id, repo_type="model": True)  # its reward model
     recipe = load_recipe("ppo-tldr-pythia-1b")
     assert recipe.model.name_or_path == "cleanrl/EleutherAI_pythia-1b-deduped__sft__tldr"
     assert recipe.data.train.path == "trl-lib/tldr"
@@ -148,7 +148,7 @@ def test_imdb_gold_reward_is_the_classifiers_label_probability(tiny_sentiment_cl
     from trl_plus.errors import RewardSourceError
     from trl_plus.manager import Hooks
 
-    gold = load_recipe("imdb-sentiment-compare").raw["rewards"][0]
+    gold = load_recipe("imdb-sentiment-compare").raw["gold"][0]
     spec = {**gold, "kwargs": {**gold["kwargs"], "model": tiny_sentiment_classifier}}
     components = Components(Hooks())
     prompts, completions = ["the film was", "i thought it"], [" great and moving", " dull"]
@@ -177,7 +177,7 @@ def test_imdb_recipe_shape_runs_on_tiny_local_models(tmp_path, tiny_model_path, 
     (tmp_path / "train.jsonl").write_text("".join(json.dumps({"prompt": f"{p} {i}"}) + "\n" for i in range(6) for p in openings))
     (tmp_path / "test.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in openings))
     toy = str(SHIPPED["tiny-ppo"].parent / "toy_rewards.py")
-    raw["rewards"] = [{"name": "python", "function": f"{toy}:char_share", "kwargs": {"chars": "e"}, "alias": "gold"}]
+    raw["gold"] = [{"name": "python", "function": f"{toy}:char_share", "kwargs": {"chars": "e"}, "alias": "gold"}]
     stages = raw["stages"]
     stages.update(seeds=[0, 1], checkpoints=2)
     stages["sft"]["base"] = str(tiny_model_path)

@@ -74,7 +74,7 @@ def add_parser(sub) -> None:
 
 
 def _section_from_args(args, hooks) -> tuple[dict, object, str | None, Path | None]:
-    from ..loading import resolve_model_ref
+    from ..model_refs import resolve_model_ref
 
     section: dict = {}
     reference = None
@@ -103,7 +103,7 @@ def _section_from_args(args, hooks) -> tuple[dict, object, str | None, Path | No
     }
     section.update({k: v for k, v in flags.items() if v is not None})
     if args.prompts:
-        from ..loading import local_path
+        from ..model_refs import local_path
 
         local = local_path(args.prompts, files=True)
         section["prompts"] = str(local) if local is not None else args.prompts
@@ -153,8 +153,8 @@ def run(args) -> int:
     hooks = Hooks()
     section, reference, recipe_hash, base_dir = _section_from_args(args, hooks)
     from ..eval.harness import RESULTS_FILE, evaluate_checkpoint
-    from ..loading import resolve_model_ref
-    from ..recipe import check_eval_section
+    from ..eval.section import check_eval_section
+    from ..model_refs import resolve_model_ref
 
     config = check_eval_section(section, hooks)  # judges and gold reward built too, before any model loads
     if config.prompts is None:

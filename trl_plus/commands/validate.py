@@ -48,9 +48,8 @@ def add_parser(sub) -> None:
 
 
 def load_for_command(args, hooks):
-    """The recipe a command was given, checked completely (see the module docstring)."""
-    import trl_plus.pipeline  # noqa: F401  (registers the pipeline's recipe kind, stages:)
-
+    """The recipe a command was given, checked completely (see the module docstring); its
+    plugin sections (a pipeline's ``stages:``, ``eval:``) by the plugins that registered them."""
     from ..recipe import load_recipe
 
     return load_recipe(args.recipe, args.overrides, hooks=hooks, deep=True)
@@ -64,7 +63,7 @@ def run(args) -> int:
 
     with no_imports() if getattr(args, "no_import", False) else contextlib.nullcontext():
         recipe = load_for_command(args, Hooks())
-    stages = [name for name, value in recipe.stages.items() if isinstance(value, dict)]
+    stages = [name for name, value in (recipe.raw.get("stages") or {}).items() if isinstance(value, dict)]
     what = f"trainer: {recipe.trainer}" if recipe.trainer else "pipeline: " + " -> ".join(stages)
     how = "; python references read, not imported" if getattr(args, "no_import", False) else ""
     print(f"{recipe.source}: ok ({what}, hash {recipe.hash}{how})")

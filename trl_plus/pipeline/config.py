@@ -1,27 +1,30 @@
-"""The pipeline's part of a recipe: the ``stages:`` and ``report:`` sections (``eval:`` is
-the evaluation harness's, validated by ``trl_plus.eval.validate_eval_section``).
+"""The pipeline's part of a recipe: the ``stages:``, ``gold:``, ``report:`` and
+``launcher:`` sections (``eval:`` is the evaluation harness's, validated by
+``trl_plus.eval.validate_eval_section``); the pipeline registers them as recipe sections
+(``trl_plus.pipeline.section``).
 
 Validated here, before anything heavy starts; every error is a ``RecipeError`` naming the
 key (``stages.dpo.betas``), the value and what is allowed. ``args`` sections are checked
-field by field against the TRL config they feed (``SFTConfig``, ``RewardConfig``,
-``DPOConfig``, trl-plus' ``PPOConfig``).
+field by field against the config they feed (``SFTConfig``, ``RewardConfig``, and the
+config class of the trainer kind a policy stage runs: ``Hooks.trainer_kinds``).
+
+:func:`parse` runs once per recipe: its result is kept on the recipe
+(``recipe.parsed["stages"]``), and every later call returns it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
+import logging
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
 from ..errors import RecipeError
-from ..recipe import PeftSection
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every number finite (betas: [.inf] is refused)
+from ..recipe import (PeftSection, Problems, RewardSpec, format_loc, pydantic_problems, trainer_value_problems,
+                      type_hints)
+from ..recipe import Strict as _Strict  # every number finite (betas: [.inf] is refused)
 
 
 class CorpusStage(_Strict):
@@ -153,48 +156,44 @@ class LauncherSection(_Strict):
 class PipelineConfig:
     stages: Stages
     report: ReportSection
-    gold: list[dict]  # the recipe's ``rewards:``: the held-out gold reward source(s)
+    gold: list[dict]  # the recipe's ``gold:``: the held-out gold reward source(s); read it here, nowhere else
     launcher: LauncherSection | None = None  # None: every run trains in this process
+    gold_key: str = "gold"  # the key the recipe wrote the gold reward under (``rewards``: its old name)
+    # What the recipe points to was checked when it loaded (``deep``: trl-plus validate,
+    # compare), so the runner's start-up check has nothing left to do.
+    preflighted: bool = False
 
     @property
     def methods(self) -> list[str]:
         return [m for m in ("ppo", "ppo_gt", "dpo") if getattr(self.stages, m) is not None]
 
 
-def _problems(exc: ValidationError, prefix: str) -> list[tuple[str, str]]:
-    """(key, message) for every error pydantic found in a section."""
-    out = []
-    for err in exc.errors():
-        key = ".".join([prefix] + [str(p) for p in err["loc"]])
-        if err["type"] == "extra_forbidden":
-            out.append((key, f"unknown key {str(err['loc'][-1])!r}"))
-            continue
-        message = err["msg"].removeprefix("Value error, ")
-        out.append((key, message if "got" in message else f"{message} (got {err.get('input')!r})"))
-    return out
-
-
-_ARG_CONFIGS = {
-    "sft": ("trl", "SFTConfig"),
-    "reward": ("trl", "RewardConfig"),
-    "dpo": ("trl_plus.trainers.dpo", "DPOConfig"),
-    "ppo": ("trl_plus.trainers.ppo_config", "PPOConfig"),
-    "ppo_gt": ("trl_plus.trainers.ppo_config", "PPOConfig"),
-}
+# The trainer kind each policy stage runs (its ``args`` are that kind's config fields).
+STAGE_KINDS = {"dpo": "dpo", "ppo": "ppo", "ppo_gt": "ppo"}
 # Set by the pipeline itself: a recipe that sets them would be silently overridden.
 _RESERVED = {"output_dir", "seed", "save_steps", "save_strategy", "beta", "kl_coef"}
+log = logging.getLogger("trl_plus")
 
 
-def _check_args(stage: str, args: dict, problems) -> None:
-    from ..recipe import _format_loc, _type_hints, trainer_value_problems
-
-    module, name = _ARG_CONFIGS[stage]
+def _args_config(stage: str, hooks) -> type | None:
+    """The config class a stage's ``args`` feed; None when its trainer is not installed."""
     try:
-        cls = getattr(importlib.import_module(module), name)
+        if stage in STAGE_KINDS:
+            return hooks.trainer_kinds[STAGE_KINDS[stage]].config_class
+        import trl
+
+        return {"sft": trl.SFTConfig, "reward": trl.RewardConfig}[stage]
     except ImportError:
-        return  # the trainer is missing: the stage itself says so when it runs
+        return None  # the trainer is missing: the stage itself says so when it runs
+
+
+def _check_args(stage: str, args: dict, problems, hooks) -> None:
+    cls = _args_config(stage, hooks)
+    if cls is None:
+        return
+    name = cls.__name__
     fields = {f.name for f in dataclasses.fields(cls)}
-    hints = _type_hints(cls)
+    hints = type_hints(cls)
     for key in args:
         where = f"stages.{stage}.args.{key}"
         if key in _RESERVED:
@@ -203,25 +202,34 @@ def _check_args(stage: str, args: dict, problems) -> None:
             hint = difflib.get_close_matches(key, sorted(fields), n=1)
             problems.add(where, f"unknown {name} field {key!r}." + (f" Did you mean: {hint[0]}?" if hint else ""))
         else:  # what a trainer recipe's values are held to: finite, of the field's type, in range
-            section = "ppo" if stage.startswith("ppo") else stage
+            section = STAGE_KINDS.get(stage, stage)
             for loc, message in trainer_value_problems(hints, key, args[key], section):
-                problems.add(_format_loc(("stages", stage, "args", key) + loc), message)
+                problems.add(format_loc(("stages", stage, "args", key) + loc), message)
 
 
-def parse(recipe) -> PipelineConfig:
-    """The pipeline config of a validated recipe. Every problem is found before any is
-    raised: one error (``RecipeProblems`` when there are several) lists them all, each
-    under its key."""
-    from ..recipe import Problems
+def parse(recipe, hooks=None) -> PipelineConfig:
+    """The pipeline config of a validated recipe, parsed once: kept on the recipe, and
+    returned from there by every later call. Every problem is found before any is raised:
+    one error (``RecipeProblems`` when there are several) lists them all, each under its
+    key (a list item as ``--set`` writes it: ``stages.dpo.betas.0``)."""
+    parsed = recipe.parsed.get("stages")
+    if isinstance(parsed, PipelineConfig):
+        return parsed
+    from ..manager import Hooks
 
+    parsed = _parse(recipe, Hooks.of(hooks))
+    recipe.parsed["stages"] = parsed
+    return parsed
+
+
+def _parse(recipe, hooks) -> PipelineConfig:
     raw = recipe.raw
     problems = Problems()
     stages = report = launcher = None
     try:
         stages = Stages.model_validate(raw.get("stages") or {})
     except ValidationError as exc:
-        for key, message in _problems(exc, "stages"):
-            problems.add(key, message)
+        problems.add_validation(exc, Stages, ("stages",), dotted_indices=True)
     report_raw = raw.get("report") or {}
     if isinstance(report_raw, dict) and "uncertainty" in report_raw:
         # Once accepted ("seeds" | "sampling") and never read: refused, so no recipe believes it chose something.
@@ -232,8 +240,7 @@ def parse(recipe) -> PipelineConfig:
     try:
         report = ReportSection.model_validate(report_raw)
     except ValidationError as exc:
-        for key, message in _problems(exc, "report"):
-            problems.add(key, message)
+        problems.add_validation(exc, ReportSection, ("report",), dotted_indices=True)
     with problems.check("launcher"):
         launcher = _launcher(raw.get("launcher"), recipe.base_dir)
     if raw.get("peft") is not None:
@@ -243,13 +250,35 @@ def parse(recipe) -> PipelineConfig:
         _check_stages(stages, raw, problems)
     # each stage's trainer args, read from the recipe as written (so also when another key of stages is wrong)
     for name, section in (raw.get("stages") or {}).items() if isinstance(raw.get("stages"), dict) else ():
-        if name in _ARG_CONFIGS and isinstance(section, dict) and isinstance(section.get("args"), dict):
-            _check_args(name, section["args"], problems)
-    if not recipe.spec.rewards:
-        problems.add("rewards", "the pipeline labels pairs and judges every checkpoint with the gold reward: list it "
-                                "under rewards")
+        if name in ("sft", "reward", *STAGE_KINDS) and isinstance(section, dict) and isinstance(section.get("args"), dict):
+            _check_args(name, section["args"], problems, hooks)
+    gold, gold_key = _gold(recipe, problems)
     problems.raise_if_any()
-    return PipelineConfig(stages, report, [r.model_dump() for r in recipe.spec.rewards], launcher)
+    return PipelineConfig(stages, report, gold, launcher, gold_key)
+
+
+def _gold(recipe, problems: Problems) -> tuple[list[dict], str]:
+    """The gold reward source(s) and the key they were written under: ``gold:``, or its
+    old name ``rewards:`` (read with a warning; both at once is an error)."""
+    raw = recipe.raw
+    if "rewards" in raw and "gold" in raw:
+        problems.add("rewards", "a pipeline recipe names its gold reward under gold: (rewards: is the old name of "
+                                "the same key): give it once, under gold:")
+        return [], "gold"
+    if "rewards" in raw:
+        log.warning("rewards: in a pipeline recipe is the old name of gold: (the gold reward): rename it to gold:")
+        specs, key = [r.model_dump() for r in recipe.spec.rewards], "rewards"
+    else:
+        specs, key = [], "gold"
+        try:
+            specs = [s.model_dump() for s in TypeAdapter(list[RewardSpec]).validate_python(raw.get("gold") or [])]
+        except ValidationError as exc:
+            problems.add_validation(exc, RewardSpec, ("gold",))
+            return [], key
+    if not specs and not problems.under(key):
+        problems.add(key, "the pipeline labels pairs and judges every checkpoint with the gold reward: list it "
+                          f"under {key}")
+    return specs, key
 
 
 def _check_stages(stages: Stages, raw: dict, problems) -> None:
@@ -292,7 +321,7 @@ def _launcher(raw, base_dir) -> LauncherSection | None:
     except ValidationError as exc:
         from ..errors import RecipeProblems
 
-        raise RecipeProblems(_problems(exc, "launcher")) from None
+        raise RecipeProblems(pydantic_problems(exc, LauncherSection, ("launcher",), dotted_indices=True)) from None
     if section.command == "torchrun":
         if section.accelerate_config is not None:
             raise RecipeError("torchrun takes no accelerate config; use command: accelerate", "launcher.accelerate_config")

@@ -1,8 +1,8 @@
 """Start-up checks of a pipeline recipe: everything a later stage needs, before the first.
 
 Recipe validation checks the shape of a recipe (keys, types, component names and
-keywords; ``trl_plus.pipeline.check_recipe`` for the stages) and builds its gold reward
-as a dry run. These checks look at what the recipe points to: the eval prompt file is
+keywords; ``trl_plus.pipeline.section.check_stages`` for the stages) and builds its gold
+reward as a dry run. These checks look at what the recipe points to: the eval prompt file is
 there and has its prompt column; the eval stage's own gold reward and judges build (a
 reward model's folder exists; it is not loaded); the lm-eval tasks exist; the models and
 datasets it names are local folders that exist or hub ids that can be fetched. A problem
@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, RecipeError, RecipeProblems
-from ..recipe import Problems, check_judge
+from ..eval.section import check_judge
+from ..recipe import Problems
 
 # Prompt sets the eval stage reads from the recipe's ``eval:`` (``val_prompts``, when the
 # pipeline has it, is a second set beside ``prompts``).
@@ -37,7 +38,8 @@ def check_pipeline(ctx_or_recipe, hooks=None, problems: Problems | None = None) 
 
     :param ctx_or_recipe: the pipeline's ``Context`` (its recipe, parsed config and hooks
         are used) or a validated pipeline recipe. A recipe loaded with ``deep=True`` (as
-        ``trl-plus validate`` and ``compare`` load it) was checked then: not again.
+        ``trl-plus validate`` and ``compare`` load it) was checked then: not again (its
+        parsed config, kept on the recipe, says so: ``PipelineConfig.preflighted``).
     """
     from ..components import Components
     from ..manager import Hooks
@@ -46,9 +48,9 @@ def check_pipeline(ctx_or_recipe, hooks=None, problems: Problems | None = None) 
     if hasattr(ctx_or_recipe, "recipe") and hasattr(ctx_or_recipe, "config"):
         recipe, config, hooks = ctx_or_recipe.recipe, ctx_or_recipe.config, ctx_or_recipe.hooks
     else:
-        recipe, config = ctx_or_recipe, config_mod.parse(ctx_or_recipe)
         hooks = Hooks.of(hooks)
-    if problems is None and recipe.checked_deep:
+        recipe, config = ctx_or_recipe, config_mod.parse(ctx_or_recipe, hooks)
+    if problems is None and config.preflighted:
         return
     found = Problems() if problems is None else problems
     raw_eval = recipe.raw.get("eval") or {}
@@ -59,7 +61,7 @@ def check_pipeline(ctx_or_recipe, hooks=None, problems: Problems | None = None) 
             _check_prompts(raw_eval[key], f"eval.{key}", raw_eval, base, hooks, found)
     # Without eval.prompts the corpus stage writes the prompt files: nothing to look at yet.
 
-    # The gold reward (rewards:) was built when the recipe loaded; the eval stage's own
+    # The gold reward (gold:) was built when the recipe loaded; the eval stage's own
     # gold reward and judges are built here, as a dry run (no model loads).
     components = Components(hooks, found)
     if raw_eval.get("gold") is not None:
@@ -90,7 +92,7 @@ def check_pipeline(ctx_or_recipe, hooks=None, problems: Problems | None = None) 
 
 def _check_ref(name: Any, where: str, base: Path, repo_type: str, problems: Problems) -> str | None:
     """A model or dataset name: a local path that exists, or a hub id (cached when offline)."""
-    from ..loading import resolve_model_ref
+    from ..model_refs import resolve_model_ref
 
     try:
         return resolve_model_ref(name, where, base, repo_type=repo_type, lookup=False)
@@ -155,7 +157,7 @@ def _check_pairs_dataset(name: Any, base: Path, hooks, problems: Problems) -> No
     resolved = _check_ref(name, where, base, "dataset", problems)
     if resolved is None or not Path(resolved).exists():
         return  # a hub dataset: the pairs stage loads it (downloading it here would be the same cost twice)
-    from ..loading import require_columns
+    from ..data.splits import require_columns
 
     try:
         dataset = hooks.load_dataset({"path": resolved, "split": "train"})
