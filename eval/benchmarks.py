@@ -171,7 +171,7 @@ def task_datasets(names: list[str], manager=None) -> dict[str, dict]:
 def _dataset_cached(path: str, name: str | None) -> bool:
     from datasets import config
 
-    from trl_plus.loading import hub_cached
+    from trl_plus.model_refs import hub_cached
 
     if hub_cached(path, "dataset") and not name:
         return True
@@ -186,7 +186,7 @@ def _hub_problem(path: str) -> str | None:
     the hub answers that it has it."""
     import os
 
-    from trl_plus.loading import hub_offline
+    from trl_plus.model_refs import hub_offline
 
     if hub_offline() or os.environ.get("HF_DATASETS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
         return "is not in the local cache and the hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"

@@ -18,11 +18,14 @@ from typing import Any
 from trl_plus.errors import DataError
 from trl_plus.reward_checks import numeric_scores
 
+from .checkpoints import load_policy
 from .config import EvalSection, validate_eval_section
-from .generation import GenerationSettings, load_policy, sample_completions, sample_seed
+from .generation import sample_completions
+from .generation_settings import GenerationSettings
 from .kl import distributions_fit
 from .judging import judge_failures, judge_label, normalise_judge_spec, public_spec, run_judge
 from .prompts import load_prompts
+from .sampling import sample_seed
 from .stats import mean_with_ci, paired_difference, win_rate_summary
 
 RESULTS_FILE = "eval.json"
@@ -85,7 +88,7 @@ def evaluate_checkpoint(
         ``reference`` take its place when it is ``None``.
     :param config: the ``eval:`` section (judges, gold, tasks, generation, kl, ...).
         ``generation.seed`` is combined with each model's identity into the seed it
-        samples with (:func:`~trl_plus.eval.generation.sample_seed`; the candidate's,
+        samples with (:func:`~trl_plus.eval.sampling.sample_seed`; the candidate's,
         the reference's and the KL's extra samples are recorded in ``manifest.seeds``), so
         ``generate(checkpoint, prompts, settings, cache)`` returns the judged completions.
         When generation samples at temperature 1 with top-p 1 and the KL's length cap, the

@@ -24,7 +24,7 @@ passed as token ids and are scored like fresh ones; only the shortfall is sample
 "The policy's distribution" is the model's own: sampling neutralises every generation
 option a checkpoint's ``generation_config.json`` may set (repetition penalty, n-gram
 blocking, min-p, suppressed tokens, ...; see
-:func:`~trl_plus.eval.generation.evaluation_generation`), so the samples, and the
+:func:`~trl_plus.eval.generation_settings.evaluation_generation`), so the samples, and the
 log-probs and distributions recorded while sampling, are those of the forward pass the
 reference is scored with.
 
@@ -45,17 +45,10 @@ import numpy as np
 
 from trl_plus.errors import DataError
 
-from .generation import (
-    GenerationSettings,
-    Policy,
-    cache_key,
-    cache_lookup,
-    cache_store,
-    encode_prompts,
-    eos_ids_of,
-    prompts_hash,
-    sample_token_ids,
-)
+from .checkpoints import Policy
+from .generation_cache import cache_key, cache_lookup, cache_store, prompts_hash
+from .generation_settings import GenerationSettings
+from .sampling import encode_prompts, eos_ids_of, sample_token_ids
 
 
 ESTIMATORS = ("token", "sample")
@@ -240,7 +233,7 @@ def estimate_kl(
 
     ``policy_samples``: completions already sampled from ``policy`` at temperature 1 with
     no top-p / top-k and this ``max_new_tokens``, as token ids cut after the first EOS
-    (what :func:`~trl_plus.eval.generation.sample_token_ids` returns), one list per prompt,
+    (what :func:`~trl_plus.eval.sampling.sample_token_ids` returns), one list per prompt,
     the same number for every prompt. The first ``num_samples`` of each prompt are used;
     the rest of each prompt's ``num_samples`` is sampled here with ``seed``, which must then
     differ from the seed those samples were drawn with, or the two sets are not independent.

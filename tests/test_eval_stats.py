@@ -7,7 +7,6 @@ import pytest
 from scipy import optimize, stats as sps
 
 from trl_plus.eval.stats import (
-    _lc_bootstrap,
     bootstrap_ci,
     counts_of,
     lc_bootstrap_estimates,
@@ -17,6 +16,7 @@ from trl_plus.eval.stats import (
     resample_counts,
     win_rate_summary,
 )
+from trl_plus.eval.stats.length_control import _lc_bootstrap
 
 
 def fixed_data(n=300, seed=0):

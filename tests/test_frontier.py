@@ -458,7 +458,7 @@ def test_power_is_consistent_and_monotone():
     assert in_sds == sorted(in_sds, reverse=True) and in_sds[0] > in_sds[-1]
 
     # The seeds it asks for reach the power; one fewer does not.
-    from trl_plus.eval.frontier import _power
+    from trl_plus.eval.stats import welch_power as _power
 
     n = power_analysis(UNIT, UNIT, difference=0.7)["seeds_needed"]
     assert _power(0.7, n, n, 0.05) >= 0.8 > _power(0.7, n - 1, n - 1, 0.05)

@@ -143,7 +143,7 @@ def test_dpo_lora_saves_the_adapter_not_the_weights(dpo_run):
 
 def test_eval_loads_the_adapter_on_its_base(dpo_run, tmp_path):
     from trl_plus.eval import GenerationSettings, generate
-    from trl_plus.eval.generation import _base_and_adapter
+    from trl_plus.eval.checkpoints import _base_and_adapter
 
     _, out = dpo_run
     prompts = [json.loads(line)["prompt"] for line in (RECIPES / "data" / "tiny_prefs.jsonl").read_text().splitlines()]
@@ -289,7 +289,7 @@ def test_pipeline_stage_peft_is_validated_and_passed_to_each_run(tmp_path):
 
 
 def test_pipeline_finds_adapter_checkpoints(ppo_run):
-    from trl_plus.pipeline.policy import checkpoints_of
+    from trl_plus.pipeline.plan import checkpoints_of
 
     _, out, _ = ppo_run
     (out / "done.json").write_text(json.dumps({"global_step": 4}))
