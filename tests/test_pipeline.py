@@ -140,15 +140,16 @@ def _mtimes(root: Path, stages) -> dict:
 
 @pytest.mark.slow
 def test_reduced_quickstart_end_to_end_and_resume(tmp_path, monkeypatch, capsys, one_thread):
-    import trl_plus.trainers.dpo as dpo_module
+    import trl_plus.pipeline.policy as policy_module  # trains every policy run (trainers.from_recipe)
     from trl_plus.cli import main
 
     out = tmp_path / "run"
     args = ["quickstart", "--out", str(out), "--no-progress"] + [a for s in SMALL for a in ("--set", s)]
 
     # 1. DPO fails on its first run: everything before it is finished and marked.
-    real = dpo_module.train_from_recipe
-    monkeypatch.setattr(dpo_module, "train_from_recipe", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    real = policy_module.train_from_recipe
+    monkeypatch.setattr(policy_module, "train_from_recipe", lambda recipe, *a, **k: (
+        (_ for _ in ()).throw(RuntimeError("boom")) if recipe.trainer == "dpo" else real(recipe, *a, **k)))
     with pytest.raises(RuntimeError, match="boom"):
         main(args)
     finished = ["corpus", "sft", "pairs", "reward", "ppo/kl_coef0.05-seed0", "ppo/kl_coef0.05-seed1"]
@@ -156,7 +157,7 @@ def test_reduced_quickstart_end_to_end_and_resume(tmp_path, monkeypatch, capsys,
     assert not (out / "dpo" / "beta0.1-seed0" / "done.json").exists()
 
     # 2. The re-run skips what is done and finishes the rest.
-    monkeypatch.setattr(dpo_module, "train_from_recipe", real)
+    monkeypatch.setattr(policy_module, "train_from_recipe", real)
     from trl_plus.manager import Hooks
 
     loads: list[str] = []

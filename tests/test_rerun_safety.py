@@ -169,7 +169,7 @@ def test_report_of_a_run_interrupted_during_eval_is_marked_incomplete(tmp_path, 
 @pytest.mark.slow
 def test_report_of_a_run_interrupted_during_training_is_refused_listing_what_is_missing(
         tmp_path, tiny_model_path, tiny_reward_model_path, monkeypatch, capsys, one_thread):
-    import trl_plus.trainers.dpo as dpo
+    import trl_plus.pipeline.policy as dpo  # trains every policy run (trainers.from_recipe); only DPO here
 
     recipe = _recipe(tmp_path / "cfg", tiny_model_path, tiny_reward_model_path)
     out = tmp_path / "run"

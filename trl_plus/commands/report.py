@@ -20,7 +20,8 @@ def run(args) -> int:
 
     from ..errors import DataError
     from ..pipeline import render_report
-    from ..pipeline.rundir import check_run_path, read_json, run_folder_error
+    from ..pipeline.layout import read_json
+    from ..pipeline.rundir import check_run_path, run_folder_error
     from . import cli_path
 
     root = cli_path(args.run_dir)

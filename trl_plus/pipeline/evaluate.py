@@ -30,13 +30,10 @@ import os
 from pathlib import Path
 
 from ..components import REWARD_CORE_KEYS
-from .policy import checkpoints_of, planned_runs
-from .rundir import fingerprint, read_json, write_json
-from .stages import TEST_PROMPTS, VAL_PROMPTS, read_jsonl, reward_model_spec
+from .layout import (BON_DIR, PROXY_FILE, TEST_PROMPTS, VAL_DIR, VAL_PROMPTS, collect_points, fingerprint, mean,
+                     read_jsonl, reward_model_spec, write_json)
+from .plan import planned_points
 
-VAL_DIR = "val"  # eval/<point>/val/eval.json: gold reward on the validation prompts
-PROXY_FILE = "proxy.json"  # eval/<point>/proxy.json: reward-model scores of the test completions
-BON_DIR = "best_of_n"  # eval/best_of_n/best_of_n.json
 BON_NS = (1, 2, 4, 8, 16)
 # Bumped when best-of-n's numbers change meaning, so a resumed run recomputes them:
 # 2 = KL with ties and duplicates counted, gold rank-weighted over all samples.
@@ -114,24 +111,6 @@ def prompt_sets(ctx):
     return load(str(ctx.run.path("corpus", VAL_PROMPTS))), load(str(ctx.run.path("corpus", TEST_PROMPTS)))
 
 
-def planned_points(ctx) -> list[dict]:
-    """Every (run, checkpoint) to evaluate, the SFT reference first."""
-    points = [{"id": "sft", "method": "sft", "seed": None, "strength": 0.0, "strength_key": None,
-               "step": 0, "path": str(ctx.run.path("sft")), "final": True, "run": "sft"}]
-    for run in planned_runs(ctx.config):
-        ckpts = checkpoints_of(ctx.run.path(run.rel))
-        for i, (step, path) in enumerate(ckpts):
-            points.append({"id": f"{run.rel}/step-{step}", "method": run.method, "seed": run.seed, "run": run.rel,
-                           "strength": run.strength, "strength_key": run.strength_key, "step": step,
-                           "path": str(path), "final": i == len(ckpts) - 1})
-    return points
-
-
-def _mean(values) -> float | None:
-    ok = [v for v in values if v is not None]
-    return sum(ok) / len(ok) if ok else None
-
-
 def training_prompts(ctx) -> set[str]:
     """Every prompt a policy trained on (PPO's prompts and the pairs')."""
     seen: set[str] = set()
@@ -149,9 +128,9 @@ def run_eval(ctx) -> Path:
     section = eval_section(ctx.recipe, ctx.config, str(ctx.run.path("eval", "generations.jsonl")))
     val, test = prompt_sets(ctx)
     upstream = dict(ctx.fingerprints)
-    points = planned_points(ctx)
+    points = planned_points(ctx.run.path, ctx.runs)  # the SFT reference first
     components = ctx.hooks.components()
-    proxy_spec = reward_model_spec(ctx) if ctx.config.stages.reward is not None else None
+    proxy_spec = reward_model_spec(ctx.run.path("reward")) if ctx.config.stages.reward is not None else None
     settings = GenerationSettings(**{k: v for k, v in section["generation"].items()})
     inputs = ctx.inputs(section)  # the gold reward's and judges' model folders, files
     input_parts = [inputs] if inputs else []
@@ -203,7 +182,7 @@ def run_eval(ctx) -> Path:
                         n = settings.num_samples
                         scores = proxy([p for p in test.prompts for _ in range(n)], completions)
                         per_prompt = per_prompt_means(scores, [i for i in range(len(test)) for _ in range(n)])
-                        write_json(folder / PROXY_FILE, {"source": "reward_model", "mean": _mean(per_prompt),
+                        write_json(folder / PROXY_FILE, {"source": "reward_model", "mean": mean(per_prompt),
                                                          "per_prompt": per_prompt})
                     kl = result.get("kl") or {}
                     # KL samples beyond those the judged completions supplied were generated anew
@@ -254,80 +233,3 @@ def _best_of_n(ctx, test, settings, section, proxy, upstream, components, sft=No
         result = best_of_n(rows(gold), rows(scores), ns=BON_NS, completions=rows(list(completions)))
         write_json(folder / "best_of_n.json", result)
         info.update(tokens=len(completions) * settings.max_new_tokens, samples=len(completions))
-
-
-def _listed(per_prompt, n: int) -> list[float | None] | None:
-    """A judge's ``per_prompt`` mapping (prompt index -> score) as a list in prompt order."""
-    if per_prompt is None:
-        return None
-    return [per_prompt.get(str(i)) for i in range(n)]
-
-
-def _finite(x):
-    import math
-
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
-
-
-def collect_points(root: Path, plan=None) -> list[dict]:
-    """Every evaluated checkpoint under ``root/eval`` that the run folder's plan names, as
-    one flat record (for the report).
-
-    Only checkpoints of the recipe now being run count: with a ``plan.json`` (``plan``, or
-    the folder's own), a point enters when the plan lists it and its marker matches the
-    fingerprint the plan asks for (a run of a beta no longer in the sweep, or a seed trained
-    with other settings, stays on disk and out of the report). A folder written before
-    plans existed gives every point it holds.
-
-    ``kl`` is None where no KL was estimated (never 0: such a point is off the frontier);
-    per-prompt gold rewards leave failed scores out (None when every sample of a prompt
-    failed), and so do the means.
-    """
-    from .rundir import Plan
-
-    plan = plan if plan is not None else Plan.read(root)
-    points = []
-    for marker in sorted(Path(root, "eval").rglob("done.json")):
-        info = read_json(marker, {})
-        point = info.get("point")
-        if not point:
-            continue
-        if plan is not None and not plan.point_current(point.get("id", "")):
-            continue
-        result = read_json(marker.parent / "eval.json", {})
-        val = read_json(marker.parent / VAL_DIR / "eval.json", {})
-        proxy = read_json(marker.parent / PROXY_FILE, None)
-        gold = result.get("gold_reward") or {}
-        per_prompt = gold.get("per_prompt") or []
-        kl = result.get("kl") or {}
-        win = next(iter((result.get("win_rates") or {}).values()), None)
-        n = (result.get("prompts") or {}).get("count") or len(per_prompt)
-        is_ref = point["method"] == "sft"
-        val_kl = val.get("kl")
-        points.append({
-            **point,
-            **({"kl_val": 0.0 if is_ref else _finite(val_kl.get("kl"))} if isinstance(val_kl, dict) or is_ref else {}),
-            "kl": 0.0 if is_ref else _finite(kl.get("kl")),
-            "kl_stderr": kl.get("stderr"),
-            # eval.json written before the token estimator holds the log-ratio's, unnamed
-            "kl_estimator": (kl.get("estimator") or "sample") if kl else None,
-            "kl_samples": kl.get("num_samples"),
-            "gold": _mean(per_prompt),
-            "gold_ci": gold.get("ci"),
-            "gold_stderr": gold.get("stderr"),
-            "gold_failed": gold.get("failed", 0),
-            "gold_per_prompt": per_prompt,
-            "gold_val": _mean((val.get("gold_reward") or {}).get("per_prompt") or []),
-            "gold_val_per_prompt": (val.get("gold_reward") or {}).get("per_prompt"),
-            "proxy": None if proxy is None else proxy.get("mean"),
-            "proxy_per_prompt": None if proxy is None else proxy.get("per_prompt"),
-            "win_rate": None if win is None else {k: win.get(k) for k in (
-                "win_rate", "win_rate_ci", "lc_win_rate", "lc_win_rate_ci", "wins", "ties", "losses", "judged")},
-            "win_per_prompt": _listed(None if win is None else win.get("per_prompt"), n),
-            "lm_eval": result.get("lm_eval"),
-            "eval_json": str(marker.parent / "eval.json"),
-            "examples": result.get("examples", [])[:3],
-            "seeds_used": (result.get("manifest") or {}).get("seeds"),
-            "wall_time_s": info.get("wall_time_s"),
-        })
-    return points

@@ -1,23 +1,24 @@
 """The policy stages: PPO (on the learned reward model), PPO-GT (on the gold reward) and
-DPO (on the pairs), each a sweep of KL strengths x seeds.
+DPO (on the pairs), each a sweep of KL strengths x seeds (``plan.planned_runs``).
 
-Every run is an ordinary trainer recipe, built here and trained by the trainer's own
-``train_from_recipe`` (so a run can be repeated alone with ``trl-plus train
-<run>/recipe.yaml``); it saves ``stages.checkpoints`` checkpoints along training, so
-one run traces a curve on the reward-vs-KL frontier.
+Every run is an ordinary trainer recipe, built here and trained by
+``trl_plus.trainers.from_recipe.train_from_recipe`` (so a run can be repeated alone with
+``trl-plus train <run>/recipe.yaml``); it saves ``stages.checkpoints`` checkpoints along
+training, so one run traces a curve on the reward-vs-KL frontier. What a run's recipe holds follows
+from what its trainer kind consumes (``TrainerKind.consumes``): pairs or prompts.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpointing import last_checkpoint
 from ..errors import RecipeError
-from .rundir import fingerprint
-from .stages import read_jsonl, reward_model_spec, write_jsonl
+from ..trainers.from_recipe import train_from_recipe
+from .launch import train_launched
+from .layout import fingerprint, read_jsonl, reward_model_spec, write_jsonl
+from .plan import PolicyRun, trainer_kind, upstream_of
 
 DPO_DEFAULTS = dict(
     learning_rate=1e-4, num_train_epochs=3, per_device_train_batch_size=32, max_length=64,
@@ -30,42 +31,6 @@ PPO_DEFAULTS = dict(
     num_mini_batches=2, num_ppo_epochs=2, max_completion_length=24, max_steps=60, logging_steps=5,
     temperature=1.0, weight_decay=0.0,
 )
-
-
-@dataclass
-class PolicyRun:
-    method: str  # ppo | ppo_gt | dpo
-    strength: float  # beta (DPO), kl_coef or KL target (PPO)
-    seed: int
-    strength_key: str  # beta | kl_coef | kl_target
-
-    @property
-    def name(self) -> str:
-        return f"{self.strength_key}{self.strength:g}-seed{self.seed}"
-
-    @property
-    def rel(self) -> str:
-        return f"{self.method}/{self.name}"
-
-    @property
-    def label(self) -> str:
-        return f"{self.method} {self.strength_key}={self.strength:g} seed={self.seed}"
-
-
-def planned_runs(config) -> list[PolicyRun]:
-    runs = []
-    for method in config.methods:
-        section = getattr(config.stages, method)
-        if method == "dpo":
-            values, key = section.betas, "beta"
-        elif section.kl_targets:
-            values, key = section.kl_targets, "kl_target"
-        else:
-            values, key = section.kl_coefs or [0.05], "kl_coef"
-        for value in values:
-            for seed in config.stages.seeds:
-                runs.append(PolicyRun(method, float(value), seed, key))
-    return runs
 
 
 def ppo_samples(args: dict, world_size: int = 1) -> dict:
@@ -151,7 +116,9 @@ def _save_every(total_steps: int, checkpoints: int) -> int:
 
 
 def _dpo_recipe(ctx, run: PolicyRun) -> dict:
-    section = ctx.config.stages.dpo
+    """The trainer recipe of a run whose trainer consumes pairs: the pairs stage's
+    preferences, the run's beta."""
+    section = getattr(ctx.config.stages, run.method)
     prefs = ctx.run.path("pairs", "preferences.jsonl")
     if not prefs.exists():
         write_jsonl(prefs, ({k: r[k] for k in ("prompt", "chosen", "rejected")}
@@ -167,22 +134,25 @@ def _dpo_recipe(ctx, run: PolicyRun) -> dict:
                 save_steps=_save_every(steps, ctx.config.stages.checkpoints))
     # Reference log-probs depend on neither beta nor seed: every DPO run of the sweep, and
     # every re-run of compare, shares them (the key changes when the SFT model or pairs do).
-    args.setdefault("ref_logps_cache", str(ctx.run.path("dpo", "ref_logps")))
-    recipe = {"trainer": "dpo", "model": {"name_or_path": str(ctx.run.path("sft"))},
-              "data": {"train": {"path": str(prefs)}}, "dpo": args}
+    args.setdefault("ref_logps_cache", str(ctx.run.path(run.method, "ref_logps")))
+    recipe = {"trainer": run.trainer, "model": {"name_or_path": str(ctx.run.path("sft"))},
+              "data": {"train": {"path": str(prefs)}}, run.trainer: args}
     return _with_peft(recipe, section)
 
 
 def _ppo_recipe(ctx, run: PolicyRun) -> dict:
+    """The trainer recipe of a run whose trainer consumes prompts: the corpus' (or the
+    pairs') prompts, scored by the learned reward model or the gold reward, at the run's
+    kl_coef or KL target."""
     section = getattr(ctx.config.stages, run.method)
     args = {**PPO_DEFAULTS, **section.args}
     if args.get("max_steps", -1) <= 0:
         raise RecipeError("PPO runs need max_steps > 0 (fix step counts, not wall-clock)", f"stages.{run.method}.args.max_steps")
     recipe = {
-        "trainer": "ppo",
+        "trainer": run.trainer,
         "model": {"name_or_path": str(ctx.run.path("sft"))},
         "data": {"train": {"path": str(_prompts_file(ctx))}},
-        "rewards": [reward_model_spec(ctx)] if run.method == "ppo" else list(ctx.config.gold),
+        "rewards": [reward_model_spec(ctx.run.path("reward"))] if run.on_reward_model else list(ctx.config.gold),
     }
     if run.strength_key == "kl_target":
         args["beta"] = 0.05
@@ -191,8 +161,17 @@ def _ppo_recipe(ctx, run: PolicyRun) -> dict:
     else:
         args["beta"] = run.strength
     args.update(seed=run.seed, save_strategy="steps", save_steps=_save_every(args["max_steps"], ctx.config.stages.checkpoints))
-    recipe["ppo"] = args
+    recipe[run.trainer] = args
     return _with_peft(recipe, section)
+
+
+# How a run's trainer recipe is built, by what its trainer kind consumes.
+RECIPE_BUILDERS = {"pairs": _dpo_recipe, "prompts": _ppo_recipe}
+
+
+def run_recipe(ctx, run: PolicyRun) -> dict:
+    """The trainer recipe (a plain dict, as ``trl-plus train`` reads it) of one policy run."""
+    return RECIPE_BUILDERS[trainer_kind(run.method, ctx.kinds).consumes](ctx, run)
 
 
 def kl_controller(ctx, run: PolicyRun) -> dict | None:
@@ -221,19 +200,21 @@ def _prompts_file(ctx) -> Path:
     return corpus if corpus.exists() else ctx.run.path("pairs", "prompts.jsonl")
 
 
-def _trainer_module(method: str):
-    name = "dpo" if method == "dpo" else "ppo"
+def _check_trainer(ctx, run: PolicyRun) -> None:
+    """The run's trainer kind can be imported (before its folder is touched)."""
+    kind = trainer_kind(run.method, ctx.kinds)
     try:
-        return importlib.import_module(f"trl_plus.trainers.{name}")
+        kind.load()
     except ImportError as exc:
-        raise RecipeError(f"trl_plus.trainers.{name} is not available ({exc}); remove stages.{method}", f"stages.{method}") from None
+        raise RecipeError(f"the {kind.name} trainer is not available ({exc}); remove stages.{run.method}",
+                          f"stages.{run.method}") from None
 
 
 def run_policy(ctx, run: PolicyRun) -> Path:
     from ..recipe import validate_dict
 
-    raw = _dpo_recipe(ctx, run) if run.method == "dpo" else _ppo_recipe(ctx, run)
-    names = ("pairs", "reward" if run.method == "ppo" else "sft")
+    raw = run_recipe(ctx, run)
+    names = upstream_of(run)
     upstream = [ctx.fingerprints.get(k) for k in names]
     inputs = ctx.inputs(raw)  # files outside the run folder (PPO-GT's gold reward model)
     fp = fingerprint(run.rel, raw, upstream, *([inputs] if inputs else []))
@@ -241,19 +222,17 @@ def run_policy(ctx, run: PolicyRun) -> Path:
     if ctx.skip(run.rel, fp, settings=raw, upstream=dict(zip(names, upstream)), inputs=inputs):
         return ctx.run.path(run.rel)
     recipe = validate_dict(raw, ctx.hooks, source=None)
-    module = _trainer_module(run.method)
+    _check_trainer(ctx, run)
     with ctx.run.step(run.rel, fp, keep_partial=True) as (folder, info):
         # An interrupted run keeps its checkpoints and continues from the last complete one;
         # the folder is this step's own (rundir wiped it or kept it), so a fresh start may overwrite it.
         resume = last_checkpoint(folder)
         if ctx.config.launcher is not None:  # on every GPU: a subprocess per run
-            from .runner import train_launched
-
             state = train_launched(ctx, raw, folder, resume, run.label)
         else:
             with ctx.trainer_bar(run.label):
-                state = module.train_from_recipe(recipe, str(folder), hooks=ctx.hooks, resume_from_checkpoint=resume,
-                                                 overwrite=resume is None).state
+                state = train_from_recipe(recipe, str(folder), hooks=ctx.hooks, resume_from_checkpoint=resume,
+                                          overwrite=resume is None).state
         info.update(global_step=state.global_step, tokens=_tokens_seen(state), **run.__dict__)
         if (controller := kl_controller(ctx, run)) is not None:
             # the effective horizon (and where kl_coef ended), for the report
@@ -275,25 +254,3 @@ def _tokens_seen(state) -> int | None:
                 return int(entry[key])
     seen = getattr(state, "num_input_tokens_seen", 0)
     return int(seen) or None
-
-
-def is_checkpoint(folder: Path) -> bool:
-    """A saved model: full weights (``config.json``) or a LoRA adapter (``adapter_config.json``,
-    loaded on its base model by the evaluation harness)."""
-    return (folder / "config.json").exists() or (folder / "adapter_config.json").exists()
-
-
-def checkpoints_of(folder: Path) -> list[tuple[int, Path]]:
-    """(step, folder) of every saved checkpoint of a run, the final model included."""
-    found = {}
-    for ckpt in folder.glob("checkpoint-*"):
-        if ckpt.name.split("-")[-1].isdigit() and is_checkpoint(ckpt):
-            found[int(ckpt.name.split("-")[-1])] = ckpt
-    marker = (folder / "done.json")
-    if marker.exists() and is_checkpoint(folder):
-        import json
-
-        step = json.loads(marker.read_text()).get("global_step")
-        if step is not None and step not in found:
-            found[int(step)] = folder
-    return sorted(found.items())

@@ -1,17 +1,7 @@
-"""Sampling completions for the pairs stage: batched, left-padded, seeded."""
+"""Sampling completions for the pairs stage: batched, left-padded, seeded. The model and
+its tokenizer come loaded (the pairs stage loads them through the model-loading hook)."""
 
 from __future__ import annotations
-
-
-def load_causal_lm(path: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path)
-    model.eval()
-    return model, tokenizer
 
 
 def sample(model, tokenizer, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,

@@ -1,18 +1,19 @@
 """The stages before the policies: corpus, sft, pairs, reward.
 
 Each function takes the pipeline context, runs one step into its folder of the run
-folder (skipped when the folder's ``done.json`` matches) and returns the folder.
+folder (skipped when the folder's ``done.json`` matches) and returns the folder. Models
+and tokenizers load through the context (``trl_plus.loading`` and the
+``trl_plus_load_model`` hook), as the trainers load theirs.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 from pathlib import Path
 
 from ..errors import DataError
-from .rundir import fingerprint, read_json
+from .layout import HELDOUT_SCORES, TEST_PROMPTS, VAL_PROMPTS, fingerprint, read_jsonl, write_json, write_jsonl
 
 # Tiny models trained from scratch want far higher rates than TRL's defaults (1e-6, for
 # pretrained LLMs); these are the quickstart's measured ones.
@@ -20,23 +21,10 @@ SFT_DEFAULTS = dict(
     learning_rate=3e-3, num_train_epochs=1, per_device_train_batch_size=64, max_length=64,
     lr_scheduler_type="cosine", warmup_steps=20, logging_steps=10, weight_decay=0.0,
 )
-VAL_PROMPTS = "val_prompts.jsonl"  # in corpus/: the generated validation prompts
-TEST_PROMPTS = "eval_prompts.jsonl"  # in corpus/: the generated test prompts
 REWARD_DEFAULTS = dict(
     learning_rate=1e-3, num_train_epochs=2, per_device_train_batch_size=64, max_length=64,
     lr_scheduler_type="cosine", logging_steps=5, weight_decay=0.0,
 )
-
-
-def write_jsonl(path: Path, rows) -> None:
-    with open(path, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _common_args(args: dict) -> dict:
@@ -73,7 +61,6 @@ def run_sft(ctx) -> Path:
     if ctx.skip("sft", fp, settings=cfg.model_dump(), upstream={"corpus": ctx.fingerprints.get("corpus")}, inputs=inputs):
         return ctx.run.path("sft")
     import datasets
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from ..tiny import build_model, build_tokenizer
@@ -88,10 +75,8 @@ def run_sft(ctx) -> Path:
             model = build_model("causal-lm", tokenizer, seed=ctx.config.stages.corpus.seed, hidden_size=shape.hidden_size,
                                 num_layers=shape.num_layers, num_heads=shape.num_heads, max_len=shape.max_len)
         else:
-            tokenizer = AutoTokenizer.from_pretrained(cfg.base)
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            model = AutoModelForCausalLM.from_pretrained(cfg.base)
+            tokenizer = ctx.load_tokenizer(cfg.base, "stages.sft.base")
+            model = ctx.load_model(cfg.base, "policy", "stages.sft.base")
         tokens = 0
         if cfg.train and texts:
             args = SFTConfig(output_dir=str(folder), **_common_args({**SFT_DEFAULTS, **cfg.args}))
@@ -109,7 +94,7 @@ def run_sft(ctx) -> Path:
 
 
 def _gold(ctx):
-    return ctx.hooks.components().reward_mix(ctx.config.gold)
+    return ctx.hooks.components().reward_mix(ctx.config.gold, ctx.config.gold_key)
 
 
 def run_pairs(ctx) -> Path:
@@ -141,7 +126,7 @@ def run_pairs(ctx) -> Path:
 
 
 def _load_pairs(ctx, spec: str) -> list[dict]:
-    from ..loading import require_columns
+    from ..data.splits import require_columns
 
     dataset = ctx.hooks.load_dataset({"path": spec, "split": "train"})
     require_columns(dataset, ["prompt", "chosen", "rejected"], "stages.pairs.dataset")
@@ -156,7 +141,7 @@ def _load_pairs(ctx, spec: str) -> list[dict]:
 
 
 def _sample_pairs(ctx, cfg) -> tuple[list[dict], int]:
-    from .sampling import load_causal_lm, sample
+    from .sampling import sample
 
     if cfg.prompts is not None:
         from ..eval import load_prompts
@@ -165,7 +150,8 @@ def _sample_pairs(ctx, cfg) -> tuple[list[dict], int]:
                                base_dir=ctx.recipe.base_dir).prompts
     else:
         prompts = [r["prompt"] for r in read_jsonl(ctx.run.path("corpus", "prompts.jsonl"))]
-    model, tokenizer = load_causal_lm(str(ctx.run.path("sft")))
+    # the SFT model samples the completions: loaded as the policy it is
+    model, tokenizer = ctx.load_model(ctx.run.path("sft"), "policy").eval(), ctx.load_tokenizer(ctx.run.path("sft"))
     k = cfg.samples_per_prompt
     gold = _gold(ctx)
     samples, scores, tokens = [], [], 0
@@ -195,7 +181,6 @@ def run_reward(ctx) -> Path:
     if ctx.skip("reward", fp, settings=cfg.model_dump(), upstream={"pairs": ctx.fingerprints.get("pairs")}):
         return ctx.run.path("reward")
     import datasets
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
     sft = str(ctx.run.path("sft"))
@@ -216,8 +201,9 @@ def run_reward(ctx) -> Path:
                                                "rejected": [r["prompt"] + r["rejected"] for r in part]})
 
         train, held = pair_data(train_rows), pair_data(held_rows)
-        tokenizer = AutoTokenizer.from_pretrained(sft)
-        model = AutoModelForSequenceClassification.from_pretrained(sft, num_labels=1)
+        # the SFT model with a one-label score head: the reward role of the model-loading hook
+        tokenizer = ctx.load_tokenizer(sft)
+        model = ctx.load_model(sft, "reward")
         model.config.pad_token_id = tokenizer.pad_token_id  # sequence classification pools at the last non-pad
         args = RewardConfig(output_dir=str(folder), **_common_args({**REWARD_DEFAULTS, **cfg.args}))
         trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
@@ -242,15 +228,10 @@ def _pair_tokens(dataset, epochs: float) -> int | None:
     return int(sum(len(ids) for c in pair for ids in dataset[c]) * epochs)
 
 
-HELDOUT_SCORES = "heldout_scores.json"  # in reward/: RM and gold scores of the held-out pairs
-
-
 def _rm_scale(ctx, folder: Path, rows: list[dict]) -> dict:
     """Pair accuracy of the RM on held-out pairs (against the order the pairs stage gave
     them and against the gold reward), and the weight that brings its spread to the gold
     reward's. The scores are kept for the report's preference-data section."""
-    from .rundir import write_json
-
     spec = {"name": "reward_model", "model": str(folder), "append_eos": True, "batch_size": 128}
     rm = ctx.hooks.components().reward_mix([spec])
     prompts = [r["prompt"] for r in rows]
@@ -268,10 +249,3 @@ def _rm_scale(ctx, folder: Path, rows: list[dict]) -> dict:
     })
     return {"pair_accuracy": None if accuracy is None else round(accuracy, 4), "heldout_pairs": len(rows),
             "rm_std": rm_std, "gold_std": gold_std, "weight": weight}
-
-
-def reward_model_spec(ctx) -> dict:
-    """The reward source PPO optimises: the learned RM, rescaled to the gold reward's spread."""
-    info = read_json(ctx.run.path("reward", "done.json"), {})
-    return {"name": "reward_model", "model": str(ctx.run.path("reward")), "append_eos": True,
-            "batch_size": 128, "weight": float(info.get("weight", 1.0)), "alias": "reward_model"}
