@@ -93,15 +93,22 @@ def test_registration_order_follows_pluggy(plugin_manager, register_plugin):
     assert order.index("first") < order.index("last")
 
 
-def test_registration_under_another_name_is_refused_clearly(plugin_manager, register_plugin):
+def test_registration_under_another_name_is_its_own_plugins(plugin_manager, register_plugin):
+    """A registration implemented under another name (``specname``) runs once, alone, and
+    what it adds is named for its own plugin: not run inside every other plugin's call."""
+    calls = []
+
     class Renamed:
         @trl_plus.hookimpl(specname="trl_plus_register_reward_sources")
         def add_mine(self, register):
+            calls.append(register.kind)
             register.add("renamed_source", lambda: None)
 
     register_plugin(Renamed(), name="renamed")
-    with pytest.raises(PluginError, match="plugin 'renamed' implements trl_plus_register_reward_sources under another name"):
-        plugin_manager.reward_sources
+    sources = plugin_manager.reward_sources
+    assert calls == ["reward source"]
+    assert sources.get("renamed_source").plugin == "renamed"
+    assert sources.get("python").plugin == "trl_plus.plugins.rewards.python_callable"
 
 
 # -- the protocols ------------------------------------------------------------------------------
@@ -209,7 +216,7 @@ def test_plugins_command_describes_trainer_kinds_and_sections(capsys):
 
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    assert "trainer kinds: dpo, ppo" in out
+    assert "trainer kinds: dpo, grpo, ppo, rloo" in out
     assert "dpo (trains on pairs): " in out and "ppo (trains on prompts): " in out
     section = trl_plus.RecipeSection("stages", standalone=True, claims=("eval",), description="the comparison pipeline")
     assert _recipe_section_lines(section) == [

@@ -168,18 +168,13 @@ def _one_plugin_at_a_time(pm: pluggy.PluginManager, hook_name: str) -> list[tupl
     order: each caller is pluggy's own, limited to that plugin (``subset_hook_caller``), so
     that a registration hook's register knows which plugin adds, and a ``wrapper=True`` or
     ``hookwrapper=True`` implementation runs as pluggy runs it (its code before and after
-    ``yield``, around no other plugin's)."""
+    ``yield``, around no other plugin's). An implementation under another name (``specname``)
+    is isolated too (pluggy 1.7 and later)."""
     impls = reversed(getattr(pm.hook, hook_name).get_hookimpls())  # the order pluggy calls them in
     plugins = {id(impl.plugin): (impl.plugin_name, impl.plugin) for impl in impls}
     calls = []
     for name, plugin in plugins.values():
         caller = pm.subset_hook_caller(hook_name, remove_plugins=[p for _, p in plugins.values() if p is not plugin])
-        strays = sorted({i.plugin_name for i in caller.get_hookimpls() if i.plugin is not plugin})
-        if strays:  # pluggy leaves in a plugin whose implementation is named otherwise (specname)
-            raise PluginError(
-                f"plugin {strays[0]!r} implements {hook_name} under another name (specname): a registration "
-                f"hook must be implemented under its own name, def {hook_name}(register)"
-            )
         calls.append((name, caller))
     return calls
 
