@@ -216,7 +216,7 @@ def test_plugins_command_describes_trainer_kinds_and_sections(capsys):
 
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    assert "trainer kinds: dpo, grpo, ppo, rloo" in out
+    assert "trainer kinds: dpo, grpo, online_dpo, ppo, rloo" in out
     assert "dpo (trains on pairs): " in out and "ppo (trains on prompts): " in out
     section = trl_plus.RecipeSection("stages", standalone=True, claims=("eval",), description="the comparison pipeline")
     assert _recipe_section_lines(section) == [

@@ -73,7 +73,7 @@ def test_an_unknown_trainer_lists_the_registered_kinds(tmp_path, plugin_manager,
     raw = trainer_recipe(tmp_path, trainer="sft")
     with pytest.raises(RecipeError) as err:
         validate_dict(raw, plugin_manager, source=tmp_path / "recipe.yaml")
-    assert err.value.key == "trainer" and str(err.value) == "trainer: Input should be 'dpo' or 'ppo' (got 'sft')"
+    assert err.value.key == "trainer" and str(err.value) == "trainer: Input should be 'dpo', 'grpo', 'online_dpo', 'ppo' or 'rloo' (got 'sft')"
     register_plugin(Toy())
     with pytest.raises(RecipeError) as err:
         validate_dict(raw, plugin_manager, source=tmp_path / "recipe.yaml")

@@ -68,7 +68,7 @@ def test_plugins_lists_the_builtin_trainer_kinds(capsys):
     kinds = {name for row in rows for name in row["components"].get("trainer_kinds", [])}
     assert {"dpo", "ppo"} <= kinds
     assert main(["plugins"]) == 0
-    assert "trainer kinds: dpo, ppo" in capsys.readouterr().out
+    assert "trainer kinds: dpo, grpo, online_dpo, ppo, rloo" in capsys.readouterr().out
 
 
 def test_a_third_party_kind_is_registered(with_dpo_copy):

@@ -1,4 +1,4 @@
-"""trl-plus: PPO and DPO over TRL with pluggable reward sources, KL schedules and filters.
+"""trl-plus: PPO, DPO, online DPO, RLOO and GRPO over TRL with pluggable reward sources, KL schedules and filters.
 
 The public face for plugin authors is what this module exports: ``hookimpl``, the error
 classes, the types of what a plugin provides (``RewardSource``, ``KLSchedule``,
@@ -35,6 +35,12 @@ __all__ = [
     "DPOConfig",
     "PPOTrainer",
     "PPOConfig",
+    "RLOOTrainer",
+    "RLOOConfig",
+    "GRPOTrainer",
+    "GRPOConfig",
+    "OnlineDPOTrainer",
+    "OnlineDPOConfig",
     "TrlPlusError",
     "RecipeError",
     "PluginError",
@@ -58,6 +64,12 @@ _LAZY = {
     "DPOConfig": ("trl_plus.trainers.dpo", "DPOConfig"),
     "PPOTrainer": ("trl_plus.trainers.ppo", "PPOTrainer"),
     "PPOConfig": ("trl_plus.trainers.ppo_config", "PPOConfig"),
+    "RLOOTrainer": ("trl_plus.trainers.rloo", "RLOOTrainer"),
+    "RLOOConfig": ("trl_plus.trainers.rloo", "RLOOConfig"),
+    "GRPOTrainer": ("trl_plus.trainers.grpo", "GRPOTrainer"),
+    "GRPOConfig": ("trl_plus.trainers.grpo", "GRPOConfig"),
+    "OnlineDPOTrainer": ("trl_plus.trainers.online_dpo", "OnlineDPOTrainer"),
+    "OnlineDPOConfig": ("trl_plus.trainers.online_dpo", "OnlineDPOConfig"),
 }
 
 

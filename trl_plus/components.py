@@ -124,16 +124,21 @@ class RewardMix:
         except Exception as exc:
             raise RewardSourceError(f"reward source {src.name} raised: {exc!r}") from exc
 
-    def score(self, prompts: list[str], completions: list[str], **columns) -> RewardScores:
+    def score_source(self, index: int, prompts: list[str], completions: list[str], **columns) -> list[float | None]:
+        """The scores of source ``index`` alone, checked (and normalised where it asks): its
+        part of :meth:`score`, for a trainer that calls each source as its own reward function."""
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        per_source = {}
-        for src in self.sources:
-            clean = checked_scores(src.name, self._call(src, prompts, completions, columns), completions)
-            if src.norm is not None:
-                src.norm.update([v for v in clean if v is not None])
-                clean = [None if v is None else src.norm(v) for v in clean]
-            per_source[src.label] = clean
+        src = self.sources[index]
+        clean = checked_scores(src.name, self._call(src, prompts, completions, columns), completions)
+        if src.norm is not None:
+            src.norm.update([v for v in clean if v is not None])
+            clean = [None if v is None else src.norm(v) for v in clean]
+        return clean
+
+    def score(self, prompts: list[str], completions: list[str], **columns) -> RewardScores:
+        per_source = {src.label: self.score_source(i, prompts, completions, **columns)
+                      for i, src in enumerate(self.sources)}
         total = []
         for i in range(len(completions)):
             parts = [(src.weight, per_source[src.label][i]) for src in self.sources]

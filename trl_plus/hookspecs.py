@@ -61,7 +61,7 @@ def trl_plus_register_reward_sources(register: Register[Callable[..., RewardSour
 @hookspec
 def trl_plus_register_kl_schedules(register: Register[Callable[..., KLSchedule]]) -> None:
     """Add KL schedules (:class:`trl_plus.protocols.KLSchedule`): the KL strength over
-    training, PPO's ``kl_coef`` and DPO's ``beta``.
+    training, PPO's ``kl_coef`` and the ``beta`` of DPO, RLOO and GRPO.
 
     A schedule is a :class:`trl_plus.protocols.KLSchedule`: ``schedule(step, stats) -> float``,
     ``stats`` holding what the trainer measured last (``kl``, PPO's ``samples``, ...; the
@@ -208,9 +208,9 @@ def trl_plus_rollout_scored(
     completions: list[str],
     rewards: dict[str, list[float | None]],
 ) -> None:
-    """A PPO rollout batch was generated and scored, before the rollout filters run.
+    """A PPO, RLOO or GRPO rollout batch was generated and scored, before the rollout filters run.
 
-    :param trainer: the PPO trainer.
+    :param trainer: the PPO, RLOO or GRPO trainer.
     :param step: the global step.
     :param prompts: the prompt texts of the batch (this process's part).
     :param completions: the completion texts, aligned with ``prompts``.

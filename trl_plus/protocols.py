@@ -38,6 +38,13 @@ class TrainerKind:
     keyword arguments: ``args``, ``train_dataset``, ``eval_dataset``, ``processing_class``,
     ``peft_config``, the components (``rewards``, ``kl``, ``filters``), ``plugin_manager``,
     ``recipe`` and ``load_reports``. Without a ``build``: ``trainer_class(model, **kwargs)``.
+
+    ``kl_field``: the config field that holds the kind's KL strength (``beta`` for DPO,
+    PPO, RLOO and GRPO), the knob the comparison pipeline sweeps when the kind is an arm of
+    ``stages:``: ``stages.<name>.<kl_field>s`` lists the values, each run's folder is
+    ``<name>/<kl_field><value>-seed<n>`` and its config gets the value under ``kl_field``
+    (the pipeline's own PPO stages, ``ppo`` and ``ppo_gt``, keep their ``kl_coefs`` and
+    ``kl_targets``). None: the kind trains, but cannot be an arm of a comparison.
     """
 
     name: str
@@ -46,6 +53,7 @@ class TrainerKind:
     description: str = ""
     build: Callable[..., Any] | None = None
     check: Callable[[Any], None] | None = None
+    kl_field: str | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -122,17 +130,18 @@ class RewardSource(Protocol):
 
 
 class KLSchedule(Protocol):
-    """The KL strength over training: PPO's ``kl_coef``, DPO's ``beta``.
+    """The KL strength over training: PPO's ``kl_coef``, the ``beta`` of DPO, RLOO and GRPO.
 
     Called as ``schedule(step, stats)``: ``step`` is the optimizer step; ``stats`` holds
     what the trainer measured last (keys are only ever added, never removed or renamed):
 
     - ``kl``: the measured KL (PPO: mean per-sequence KL to the reference over the last
-      rollout; DPO: an offline proxy), absent before the first measurement;
-    - ``samples`` (PPO): the cumulative number of samples (episodes, completions) in all
+      rollout; RLOO, GRPO: TRL's per-token KL times the last rollout's mean completion
+      length; DPO: an offline proxy), absent before the first measurement;
+    - ``samples`` (PPO, RLOO, GRPO): the cumulative number of samples (episodes, completions) in all
       rollouts so far, summed over processes; 0 before the first rollout. Horizons in
       samples (the adaptive controller's) count in it;
-    - PPO also passes ``kl_per_token`` and ``reward``; DPO its ``logratio/*`` means.
+    - PPO, RLOO and GRPO also pass ``kl_per_token`` and ``reward``; DPO its ``logratio/*`` means.
 
     Returns a finite value > 0 (PPO also takes 0: no KL penalty at that rollout); any other
     value stops the run with an error naming the schedule.

@@ -126,10 +126,11 @@ class UnscoredBatches:
     turns the check off. A batch with at least one score resets the count.
 
     :param sources: the names of the reward sources, for the message.
+    :param section: the recipe section that sets the limit (``ppo``, ``rloo``, ...), for the message.
     """
 
-    def __init__(self, limit: int, sources: Sequence[str]):
-        self.limit, self.sources, self.streak = int(limit), list(sources), 0
+    def __init__(self, limit: int, sources: Sequence[str], section: str = "ppo"):
+        self.limit, self.sources, self.streak, self.section = int(limit), list(sources), 0, section
 
     def check(self, scores, training: bool = True) -> None:
         """``scores``: the whole batch's scores (all processes), NaN where unscored, one
@@ -149,7 +150,7 @@ class UnscoredBatches:
                 f"no completion was scored in {self.streak} consecutive rollout batches of {table.size(0)} "
                 f"completions: every reward source ({', '.join(self.sources) or 'none'}) answered None for every "
                 "completion, so there is nothing to train on. Fix the reward source, or raise "
-                "ppo.max_unscored_batches (0 turns this check off)"
+                f"{self.section}.max_unscored_batches (0 turns this check off)"
             )
 
 
@@ -159,7 +160,8 @@ def unscored_guard(trainer) -> UnscoredBatches:
     if guard is None:
         mix = getattr(trainer, "reward_mix", None)
         names = mix.names if mix is not None else list(getattr(trainer, "reward_func_names", []))
-        guard = trainer._unscored_guard = UnscoredBatches(getattr(trainer.args, "max_unscored_batches", 3), names)
+        guard = trainer._unscored_guard = UnscoredBatches(getattr(trainer.args, "max_unscored_batches", 3), names,
+                                                          getattr(trainer, "recipe_section", "ppo"))
     return guard
 
 

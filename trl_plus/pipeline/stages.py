@@ -141,7 +141,7 @@ def _load_pairs(ctx, spec: str) -> list[dict]:
 
 
 def _sample_pairs(ctx, cfg) -> tuple[list[dict], int]:
-    from .sampling import sample
+    from .sampling import best_worst_pairs, sample
 
     if cfg.prompts is not None:
         from ..eval import load_prompts
@@ -162,16 +162,8 @@ def _sample_pairs(ctx, cfg) -> tuple[list[dict], int]:
             samples.append(texts)
             scores.append(gold(prompts, texts))
             tokens += n
-    rows = []
-    for i, prompt in enumerate(prompts):
-        cands = [(scores[j][i], samples[j][i]) for j in range(k) if scores[j][i] is not None]
-        if len(cands) < 2:
-            continue
-        best, worst = max(cands, key=lambda c: c[0]), min(cands, key=lambda c: c[0])
-        if best[0] - worst[0] <= cfg.min_margin or best[1] == worst[1]:
-            continue  # a tie teaches nothing
-        rows.append({"prompt": prompt, "chosen": best[1], "rejected": worst[1],
-                     "chosen_reward": best[0], "rejected_reward": worst[0]})
+    rows = best_worst_pairs(prompts, [[samples[j][i] for j in range(k)] for i in range(len(prompts))],
+                            [[scores[j][i] for j in range(k)] for i in range(len(prompts))], cfg.min_margin)
     return rows, tokens
 
 

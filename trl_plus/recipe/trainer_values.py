@@ -22,9 +22,10 @@ RANGES = (
      "a number of optimizer steps > 0, or -1 (the default: train for num_train_epochs)"),
     (("weight_decay", "max_grad_norm", "warmup_steps"), lambda v: v >= 0, "a number >= 0"),
 )
-# Ranges of one trainer section that differ from the shared ones, by section. PPO's beta
-# (its KL coefficient) may be 0: no KL penalty and no reference model, as in RLOO.
-SECTION_RANGES = {"ppo": ((("beta",), lambda v: v >= 0, "a number >= 0 (0: no KL penalty, no reference model)"),)}
+# Ranges of one trainer section that differ from the shared ones, by section. The beta of
+# PPO, RLOO and GRPO (their KL coefficient) may be 0: no KL penalty and no reference model.
+_BETA_ZERO = ((("beta",), lambda v: v >= 0, "a number >= 0 (0: no KL penalty, no reference model)"),)
+SECTION_RANGES = {"ppo": _BETA_ZERO, "rloo": _BETA_ZERO, "grpo": _BETA_ZERO}
 
 
 def trainer_value_problems(hints: dict, key: str, value, section: str) -> list[tuple[tuple, str]]:

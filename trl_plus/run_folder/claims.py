@@ -42,7 +42,7 @@ def prepare_output_dir(output_dir: str | os.PathLike, resume=None, overwrite: bo
         and every file a run writes (model, tokenizer, state, reports, a PPO critic) are
         deleted before this run starts, so that nothing of it mixes with the new run; files
         a run would overwrite that are not a run's go too. Other files stay.
-    :param trainer: ``"dpo"`` or ``"ppo"``: a checkpoint to resume that the other trainer
+    :param trainer: the recipe's trainer kind: a checkpoint to resume that another trainer
         saved is refused.
     :param keep: files in the folder the run reads (the recipe being run): never counted
         as files it would overwrite.
@@ -231,7 +231,8 @@ def _strings(node, where: str = ""):
             yield from _strings(value, f"{where}[{i}]")
 
 
-_RESTORED = ("filter_report.json", "run_info.json", "ppo_state.json", "dpo_state.json", "README.md")
+_RESTORED = ("filter_report.json", "run_info.json", "ppo_state.json", "dpo_state.json", "rloo_state.json",
+             "grpo_state.json", "online_dpo_state.json", "README.md")
 
 
 def _small_files(folder: Path) -> dict[str, bytes]:

@@ -15,6 +15,13 @@ from .checkpoints import complete_checkpoints
 from .lock import LOCK
 
 
+# The trainers whose runs a folder can be told apart by, and the file each leaves in every checkpoint.
+KINDS = ("dpo", "ppo", "rloo", "grpo", "online_dpo")
+# (online DPO's before DPO's: an online DPO run's log reads like a DPO run's)
+_STATE_FILES = (("critic", "ppo"), ("ppo_state.json", "ppo"), ("online_dpo_state.json", "online_dpo"),
+                ("dpo_state.json", "dpo"), ("rloo_state.json", "rloo"), ("grpo_state.json", "grpo"))
+
+
 def _log_kind(path: Path) -> tuple[str, str] | None:
     try:
         history = json.loads((path / "trainer_state.json").read_text()).get("log_history") or []
@@ -31,7 +38,7 @@ def _log_kind(path: Path) -> tuple[str, str] | None:
 
 def _files_kind(path: Path) -> tuple[str, str] | None:
     """The trainer that wrote ``path`` (a run or a checkpoint), from its files, and why."""
-    for name, kind in (("critic", "ppo"), ("ppo_state.json", "ppo"), ("dpo_state.json", "dpo")):
+    for name, kind in _STATE_FILES:
         if (path / name).exists():
             return kind, f"it has {name}{'/' if name == 'critic' else ''}"
     return _log_kind(path)
@@ -44,17 +51,18 @@ def _recorded_kind(folder: Path) -> tuple[str, str] | None:
             kind = json.loads((folder / name).read_text()).get("trainer")
         except (OSError, ValueError, AttributeError):
             continue
-        if kind in ("dpo", "ppo"):
+        if kind in KINDS:
             return kind, f"its {name} says trainer: {kind}"
     try:
         kind = yaml.safe_load((folder / "recipe.yaml").read_text()).get("trainer")
     except Exception:  # noqa: BLE001 - a recipe.yaml of any shape only fails to tell
         return None
-    return (kind, f"its recipe.yaml says trainer: {kind}") if kind in ("dpo", "ppo") else None
+    return (kind, f"its recipe.yaml says trainer: {kind}") if kind in KINDS else None
 
 
 def folder_trainer(folder: str | os.PathLike) -> str | None:
-    """``"dpo"`` or ``"ppo"``: the trainer whose run the folder holds (None if it cannot tell)."""
+    """``"dpo"``, ``"ppo"``, ``"rloo"``, ``"grpo"`` or ``"online_dpo"``: the trainer whose run the folder
+    holds (None if it cannot tell)."""
     folder = Path(folder)
     found = _recorded_kind(folder) or _files_kind(folder)
     if found is None:
@@ -82,7 +90,7 @@ def checkpoint_kind(checkpoint: Path) -> tuple[str, str] | None:
 
 def check_resume_kind(checkpoint: str | os.PathLike, trainer: str | None, recipe_name: str = "this recipe") -> None:
     """Refuse to resume a checkpoint that another trainer saved, before anything is written."""
-    if trainer not in ("dpo", "ppo"):
+    if trainer not in KINDS:
         return
     checkpoint = Path(checkpoint)
     found = checkpoint_kind(checkpoint)
@@ -93,6 +101,6 @@ def check_resume_kind(checkpoint: str | os.PathLike, trainer: str | None, recipe
     how = f"resume it with the recipe it was trained with ({own})" if own.exists() else \
         f"resume it with a trainer: {kind} recipe"
     raise RunFolderError(
-        f"--resume: {checkpoint} is a {kind.upper()} checkpoint ({evidence}) and {recipe_name} trains "
+        f"--resume: {checkpoint} is {'an' if kind[0] in 'aeiou' else 'a'} {kind.upper()} checkpoint ({evidence}) and {recipe_name} trains "
         f"{trainer.upper()}: {how}, or train this recipe into another --output-dir; nothing was changed"
     )

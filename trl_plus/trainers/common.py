@@ -1,4 +1,4 @@
-"""What both trainers share: resolving components, the filter report, recipe runs."""
+"""What the trainers share: resolving components, the filter report, recipe runs."""
 
 from __future__ import annotations
 
@@ -11,6 +11,17 @@ from ..manager import Hooks
 
 def tokenizer_of(processing_class):
     return getattr(processing_class, "tokenizer", processing_class)
+
+
+def as_text(value) -> str:
+    """A prompt or completion as text (conversational messages joined by their content)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "\n".join(as_text(m.get("content", "")) if isinstance(m, dict) else as_text(m) for m in value)
+    if isinstance(value, dict):
+        return as_text(value.get("content", ""))
+    return str(value)
 
 
 def schedule_state(schedule) -> dict | None:

@@ -16,6 +16,7 @@ from ..data.prepare import filter_token_ids, prepare_dataset
 from ..data.report import write_filter_report
 from ..data.rows import DataOptions
 from .common import hooks_for, restore_schedule, schedule_state, tokenizer_of
+from .compute import attach as count_compute
 from .from_recipe import train_from_recipe  # the shared one, for every kind, under the name callers know
 
 __all__ = ["DPOTrainer", "DPOConfig", "train_from_recipe"]
@@ -90,6 +91,7 @@ class DPOTrainer(trl.DPOTrainer):
             self.add_callback(_BetaSchedule(self))
         if self.is_world_process_zero():
             write_filter_report(self.args.output_dir, self._filter_reports)
+        count_compute(self)  # compute.json with every save
         self.hooks.trainer_created(trainer=self, recipe=recipe)
 
     # -- reference log-prob cache ----------------------------------------------------------
@@ -164,20 +166,32 @@ class DPOTrainer(trl.DPOTrainer):
         self.beta = self.kl_schedule(step, self._measured_stats())
 
     # -- saving and resuming: beta and the schedule's state ------------------------------------
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        super().save_model(output_dir, _internal_call)
-        if self.kl_schedule is not None and self.args.should_save:
-            state = {"beta": float(self.beta), "kl_stats": self._kl_stats, "schedule": schedule_state(self.kl_schedule)}
-            Path(output_dir or self.args.output_dir, DPO_STATE).write_text(json.dumps(state, indent=2))
+    state_file = DPO_STATE  # a subclass keeps its own state under its own name
 
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = Path(resume_from_checkpoint) / DPO_STATE
-        if self.kl_schedule is not None and path.is_file():
-            state = json.loads(path.read_text())
+    def _checkpoint_state(self) -> dict | None:
+        """What every save keeps beside the model for a resume (None: no file)."""
+        if self.kl_schedule is None:
+            return None
+        return {"beta": float(self.beta), "kl_stats": self._kl_stats, "schedule": schedule_state(self.kl_schedule)}
+
+    def _restore_state(self, state: dict) -> None:
+        """Put back what :meth:`_checkpoint_state` kept."""
+        if self.kl_schedule is not None and "beta" in state:
             self.beta = float(state["beta"])
             self._kl_stats = dict(state.get("kl_stats") or {})
             restore_schedule(self.kl_schedule, state.get("schedule"))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        state = self._checkpoint_state() if self.args.should_save else None
+        if state is not None:
+            Path(output_dir or self.args.output_dir, self.state_file).write_text(json.dumps(state, indent=2))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = Path(resume_from_checkpoint) / self.state_file
+        if path.is_file():
+            self._restore_state(json.loads(path.read_text()))
 
     # -- logging -------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

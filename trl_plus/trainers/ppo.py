@@ -32,7 +32,9 @@ from ..data.rows import DataOptions
 from ..errors import RecipeError
 from ..reward_checks import unscored_guard
 from . import peft_support
+from .common import as_text as _text
 from .common import hooks_for, tokenizer_of
+from .compute import attach as count_compute
 from .from_recipe import train_from_recipe  # the shared one, for every kind, under the name callers know
 from .ppo_checkpoint import PPOCheckpointMixin
 from .ppo_config import PPOConfig
@@ -48,17 +50,6 @@ from .ppo_setup import (
 )
 
 __all__ = ["PPOTrainer", "PPOConfig", "train_from_recipe"]
-
-
-def _text(value) -> str:
-    """A prompt or completion as text (conversational messages joined by their content)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "\n".join(_text(m.get("content", "")) if isinstance(m, dict) else _text(m) for m in value)
-    if isinstance(value, dict):
-        return _text(value.get("content", ""))
-    return str(value)
 
 
 class _RewardMixFunc:
@@ -180,6 +171,7 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
             self._apply_schedule()
         if self.is_world_process_zero():
             self._write_filter_report()
+        count_compute(self)  # compute.json with every save; the rollouts' sampled tokens counted
         self.hooks.trainer_created(trainer=self, recipe=recipe)
 
     # -- KL schedule -------------------------------------------------------------------------
