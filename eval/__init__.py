@@ -35,6 +35,7 @@ _LAZY = {
     "run_judge": "judging",
     "normalise_judge_spec": "judging",
     "compare_frontiers": "frontier",
+    "rank_frontiers": "frontier_ranking",
     "holm": "multiplicity",
 }
 
@@ -62,6 +63,8 @@ def _module(name: str):
         from . import judging as module
     elif name == "frontier":
         from . import frontier as module
+    elif name == "frontier_ranking":
+        from . import frontier_ranking as module
     else:
         from . import multiplicity as module
     return module

@@ -83,8 +83,9 @@ def _mean(arr: np.ndarray) -> float | None:
     return float(valid.mean()) if valid.size else None
 
 
-def parse_points(points, a: str, b: str):
-    """Validated points of a, b and SFT, and the ones left out with why."""
+def parse_points(points, *methods: str):
+    """Validated points of ``methods`` (two for a comparison, any number for a ranking)
+    and SFT, and the ones left out with why."""
     if isinstance(points, (str, bytes, Mapping)) or not isinstance(points, Sequence):
         raise DataError(f"points must be a list of dicts, got {type(points).__name__}")
     kept: list[tuple[Point, np.ndarray | None, Mapping, bool]] = []
@@ -97,7 +98,7 @@ def parse_points(points, a: str, b: str):
         if "method" not in p:
             raise DataError(f"{label}: has no 'method'")
         method = p["method"]
-        if method not in (a, b, SFT):
+        if method not in (*methods, SFT):
             continue
         if method != SFT and "seed" not in p:
             raise DataError(f"{label}: a {method} point needs a 'seed' (the unit of replication)")

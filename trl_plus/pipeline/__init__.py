@@ -1,4 +1,5 @@
-"""The PPO-vs-DPO comparison pipeline: sft -> pairs -> reward -> ppo / dpo -> eval -> report.
+"""The comparison pipeline: sft -> pairs -> reward -> ppo / dpo / any trainer kind (the arms)
+-> eval -> report.
 
 ``run_pipeline(recipe, out)`` runs a recipe's ``stages:`` into a run folder, each stage
 skipped when its ``done.json`` marker is there (an interrupted run resumes);

@@ -6,7 +6,9 @@
 Validated here, before anything heavy starts; every error is a ``RecipeError`` naming the
 key (``stages.dpo.betas``), the value and what is allowed. ``args`` sections are checked
 field by field against the config they feed (``SFTConfig``, ``RewardConfig``, and the
-config class of the trainer kind a policy stage runs: ``Hooks.trainer_kinds``).
+config class of the trainer kind a policy stage runs: ``Hooks.trainer_kinds``). Besides the
+pipeline's own policy stages (``ppo``, ``ppo_gt``, ``dpo``), every registered trainer kind
+can be an arm under its own name (``stages.rloo``): ``trl_plus.pipeline.arms``.
 
 :func:`parse` runs once per recipe: its result is kept on the recipe
 (``recipe.parsed["stages"]``), and every later call returns it.
@@ -22,9 +24,9 @@ from typing import Any, Literal
 from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
 from ..errors import RecipeError
-from ..recipe import (PeftSection, Problems, RewardSpec, format_loc, pydantic_problems, trainer_value_problems,
-                      type_hints)
+from ..recipe import Problems, RewardSpec, format_loc, pydantic_problems, trainer_value_problems, type_hints
 from ..recipe import Strict as _Strict  # every number finite (betas: [.inf] is refused)
+from .arms import ArmStage, PolicyStage, arm_names, parse_arms
 
 
 class CorpusStage(_Strict):
@@ -75,11 +77,6 @@ class RewardStage(_Strict):
     args: dict[str, Any] = {}
     eval_fraction: float = Field(0.1, ge=0, lt=1)
     normalize: bool = True  # rescale RM scores to the gold reward's spread on the pairs
-
-
-class PolicyStage(_Strict):
-    args: dict[str, Any] = {}
-    peft: PeftSection | None = None  # LoRA adapters: the run's recipe gets it as its ``peft:`` section
 
 
 class PPOStage(PolicyStage):
@@ -162,10 +159,13 @@ class PipelineConfig:
     # What the recipe points to was checked when it loaded (``deep``: trl-plus validate,
     # compare), so the runner's start-up check has nothing left to do.
     preflighted: bool = False
+    # The arms that are registered trainer kinds (``stages.rloo``), in the recipe's order.
+    arms: dict[str, ArmStage] = dataclasses.field(default_factory=dict)
 
     @property
     def methods(self) -> list[str]:
-        return [m for m in ("ppo", "ppo_gt", "dpo") if getattr(self.stages, m) is not None]
+        """Every arm: the pipeline's own policy stages the recipe names, then the other trainer kinds."""
+        return [m for m in ("ppo", "ppo_gt", "dpo") if getattr(self.stages, m) is not None] + list(self.arms)
 
 
 # The trainer kind each policy stage runs (its ``args`` are that kind's config fields).
@@ -176,10 +176,11 @@ log = logging.getLogger("trl_plus")
 
 
 def _args_config(stage: str, hooks) -> type | None:
-    """The config class a stage's ``args`` feed; None when its trainer is not installed."""
+    """The config class a stage's ``args`` feed (an arm's: its trainer kind's); None when
+    its trainer is not installed."""
     try:
-        if stage in STAGE_KINDS:
-            return hooks.trainer_kinds[STAGE_KINDS[stage]].config_class
+        if stage not in ("sft", "reward"):
+            return hooks.trainer_kinds[STAGE_KINDS.get(stage, stage)].config_class
         import trl
 
         return {"sft": trl.SFTConfig, "reward": trl.RewardConfig}[stage]
@@ -194,9 +195,11 @@ def _check_args(stage: str, args: dict, problems, hooks) -> None:
     name = cls.__name__
     fields = {f.name for f in dataclasses.fields(cls)}
     hints = type_hints(cls)
+    kind = hooks.trainer_kinds.get(stage) if stage not in ("sft", "reward", *STAGE_KINDS) else None
+    reserved = _RESERVED | ({kind.kl_field} if kind is not None and kind.kl_field else set())
     for key in args:
         where = f"stages.{stage}.args.{key}"
-        if key in _RESERVED:
+        if key in reserved:
             problems.add(where, "set by the pipeline (seeds, checkpoints, betas/kl_coefs keys); remove it")
         elif key not in fields:
             hint = difflib.get_close_matches(key, sorted(fields), n=1)
@@ -226,10 +229,17 @@ def _parse(recipe, hooks) -> PipelineConfig:
     raw = recipe.raw
     problems = Problems()
     stages = report = launcher = None
+    raw_stages, keys = raw.get("stages") or {}, list(Stages.model_fields)
+    named = arm_names(raw_stages, keys, hooks.trainer_kinds) if isinstance(raw_stages, dict) else []
+    if isinstance(raw_stages, dict):  # the pipeline's own keys here; the other trainer kinds are arms
+        raw_stages = {k: v for k, v in raw_stages.items() if k in keys}
     try:
-        stages = Stages.model_validate(raw.get("stages") or {})
+        stages = Stages.model_validate(raw_stages)
     except ValidationError as exc:
         problems.add_validation(exc, Stages, ("stages",), dotted_indices=True)
+    arms = {}
+    if isinstance(raw.get("stages"), dict):
+        arms = parse_arms(raw["stages"], keys, hooks.trainer_kinds, problems, raw["stages"].get("reward") is not None)
     report_raw = raw.get("report") or {}
     if isinstance(report_raw, dict) and "uncertainty" in report_raw:
         # Once accepted ("seeds" | "sampling") and never read: refused, so no recipe believes it chose something.
@@ -247,14 +257,15 @@ def _parse(recipe, hooks) -> PipelineConfig:
         problems.add("peft", "a comparison trains several policies: give LoRA settings per stage, "
                              "as stages.dpo.peft, stages.ppo.peft or stages.ppo_gt.peft")
     if stages is not None:
-        _check_stages(stages, raw, problems)
+        _check_stages(stages, raw, problems, named)
     # each stage's trainer args, read from the recipe as written (so also when another key of stages is wrong)
     for name, section in (raw.get("stages") or {}).items() if isinstance(raw.get("stages"), dict) else ():
-        if name in ("sft", "reward", *STAGE_KINDS) and isinstance(section, dict) and isinstance(section.get("args"), dict):
+        if (name in ("sft", "reward", *STAGE_KINDS) or name in named) and isinstance(section, dict) and isinstance(
+                section.get("args"), dict):
             _check_args(name, section["args"], problems, hooks)
     gold, gold_key = _gold(recipe, problems)
     problems.raise_if_any()
-    return PipelineConfig(stages, report, gold, launcher, gold_key)
+    return PipelineConfig(stages, report, gold, launcher, gold_key, arms=arms)
 
 
 def _gold(recipe, problems: Problems) -> tuple[list[dict], str]:
@@ -281,10 +292,12 @@ def _gold(recipe, problems: Problems) -> tuple[list[dict], str]:
     return specs, key
 
 
-def _check_stages(stages: Stages, raw: dict, problems) -> None:
-    """What a valid ``stages:`` section must also hold, across its stages."""
-    if not (stages.ppo or stages.ppo_gt or stages.dpo):
-        problems.add("stages", "a comparison needs at least one of ppo, ppo_gt, dpo")
+def _check_stages(stages: Stages, raw: dict, problems, arms: list[str] = ()) -> None:
+    """What a valid ``stages:`` section must also hold, across its stages (``arms``: the
+    keys that name other trainer kinds)."""
+    if not (stages.ppo or stages.ppo_gt or stages.dpo or arms):
+        problems.add("stages", "a comparison needs at least one arm: ppo, ppo_gt, dpo, or a registered trainer kind "
+                               "under its own name")
     if stages.ppo is not None and stages.reward is None:
         problems.add("stages.ppo", "ppo optimises the learned reward model: add a 'reward' stage (or use ppo_gt)")
     for name in ("ppo", "ppo_gt"):

@@ -91,7 +91,7 @@ class Context:
             return True
         new = made_from(settings, upstream, inputs)
         self.run.settings[rel] = new
-        verb = "retraining" if rel.split("/")[0] in POLICY_DIRS else "redoing it"
+        verb = "retraining" if rel.split("/")[0] in (*POLICY_DIRS, *self.config.methods) else "redoing it"
         marker = self.run.marker(rel)
         started = read_json(self.run.path(rel, STARTED), None)
         if marker is not None:

@@ -17,6 +17,10 @@ interrupted eval resumes at the next checkpoint):
 - with a reward stage: the reward model's score of the same test completions
   (``proxy.json``), the proxy axis of the over-optimisation curve.
 
+Each point's marker also records what training the checkpoint had cost (its
+``compute.json``, read through ``layout.checkpoint_compute``): the x axis of the report's
+gold reward against compute.
+
 Then ``eval/best_of_n``: n completions per test prompt from the SFT model, the reward
 model's favourite kept, judged by the same gold reward: the no-training baseline.
 Generations are cached in one file shared by all steps, so nothing is sampled twice.
@@ -30,8 +34,8 @@ import os
 from pathlib import Path
 
 from ..components import REWARD_CORE_KEYS
-from .layout import (BON_DIR, PROXY_FILE, TEST_PROMPTS, VAL_DIR, VAL_PROMPTS, collect_points, fingerprint, mean,
-                     read_jsonl, reward_model_spec, write_json)
+from .layout import (BON_DIR, PROXY_FILE, TEST_PROMPTS, VAL_DIR, VAL_PROMPTS, checkpoint_compute, collect_points,
+                     fingerprint, mean, read_jsonl, reward_model_spec, write_json)
 from .plan import planned_points
 
 BON_NS = (1, 2, 4, 8, 16)
@@ -188,7 +192,8 @@ def run_eval(ctx) -> Path:
                     # KL samples beyond those the judged completions supplied were generated anew
                     extra = max(0, kl.get("num_samples", 0) - kl.get("reused_samples", 0))
                     n_gen = len(test) * (settings.num_samples + extra) + len(val) * settings.num_samples
-                    info.update(point=point, tokens=int(n_gen * (kl.get("mean_completion_tokens") or settings.max_new_tokens)))
+                    info.update(point=point, tokens=int(n_gen * (kl.get("mean_completion_tokens") or settings.max_new_tokens)),
+                                compute=None if is_ref else checkpoint_compute(point["path"]))  # what training had cost
             bar.update(1)
         if proxy is not None:
             _best_of_n(ctx, test, settings, section, proxy, upstream, components, reference)

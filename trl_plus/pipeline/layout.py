@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..run_folder.compute import read_compute
+
 DONE = "done.json"
 STARTED = "started.json"
 PLAN = "plan.json"  # what the recipe now being run names (see Plan)
@@ -204,11 +206,34 @@ class Plan:
                 "not_evaluated": not_evaluated, "left_out": left_out(self.root, self.runs, self.data.get("stages"))}
 
 
+def _is_policy_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a policy run, finished (its marker names its strength) or begun
+    (its start marker records the trainer recipe it trains)."""
+    done = read_json(folder / DONE, None)
+    if isinstance(done, dict) and "strength_key" in done:
+        return True
+    started = read_json(folder / STARTED, None)
+    return isinstance(started, dict) and isinstance(started.get("settings"), dict) and "trainer" in started["settings"]
+
+
+def policy_dirs(root: Path) -> list[str]:
+    """The folders of policy runs under ``root``: the pipeline's own stages' (``POLICY_DIRS``),
+    then every other folder holding a policy run (an arm, named for its trainer kind), or
+    evaluated checkpoints of one under ``eval/``."""
+    found = list(POLICY_DIRS)
+    others = [d for d in (root.iterdir() if root.is_dir() else ()) if d.is_dir() and d.name not in STAGE_DIRS
+              and any(_is_policy_run(run) for run in d.iterdir() if run.is_dir())]
+    evaluated = root / "eval"
+    others += [d for d in (evaluated.iterdir() if evaluated.is_dir() else ()) if d.is_dir()
+               and d.name not in (*STAGE_DIRS, "sft", BON_DIR, "summary") and any(d.glob(f"*/*/{DONE}"))]
+    return found + sorted({d.name for d in others})
+
+
 def runs_on_disk(root: Path) -> list[str]:
     """Every policy run folder under ``root`` (trained or begun), as ``method/run``, and every
     run with evaluated checkpoints under ``eval/``."""
     found = set()
-    for method in POLICY_DIRS:
+    for method in policy_dirs(root):
         if (root / method).is_dir():
             found.update(f"{method}/{d.name}" for d in (root / method).iterdir()
                          if (d / DONE).exists() or (d / STARTED).exists())
@@ -261,6 +286,22 @@ def _finite(x):
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
+def checkpoint_compute(path: str | os.PathLike | None) -> dict | None:
+    """The compute record a trained checkpoint was saved with (its ``compute.json``: tokens
+    generated and trained, passes, FLOPs, wall time so far), or None without one."""
+    return read_compute(path)
+
+
+def point_compute(point: dict, info: dict) -> dict | None:
+    """An evaluated point's compute: what its eval marker recorded, else its checkpoint's
+    ``compute.json`` if the checkpoint is still there; None for the SFT reference (the
+    origin every run's compute counts from) and for a checkpoint saved without a record."""
+    if point.get("method") == "sft":
+        return None
+    recorded = info.get("compute")
+    return recorded if isinstance(recorded, dict) else checkpoint_compute(point.get("path"))
+
+
 def collect_points(root: Path, plan: Plan | None = None) -> list[dict]:
     """Every evaluated checkpoint under ``root/eval`` that the run folder's plan names, as
     one flat record (for the report).
@@ -273,7 +314,8 @@ def collect_points(root: Path, plan: Plan | None = None) -> list[dict]:
 
     ``kl`` is None where no KL was estimated (never 0: such a point is off the frontier);
     per-prompt gold rewards leave failed scores out (None when every sample of a prompt
-    failed), and so do the means.
+    failed), and so do the means. ``compute`` is the training compute of the checkpoint
+    (:func:`point_compute`), None where it has no record.
     """
     plan = plan if plan is not None else Plan.read(root)
     points = []
@@ -319,5 +361,6 @@ def collect_points(root: Path, plan: Plan | None = None) -> list[dict]:
             "examples": result.get("examples", [])[:3],
             "seeds_used": (result.get("manifest") or {}).get("seeds"),
             "wall_time_s": info.get("wall_time_s"),
+            "compute": point_compute(point, info),
         })
     return points

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .arms import stage_of
 from .config import STAGE_KINDS  # which trainer kind each policy stage trains (PPO-GT: PPO on the gold reward)
 from .layout import DONE
 
@@ -22,10 +23,12 @@ ON_REWARD_MODEL = "ppo"
 
 @dataclass
 class PolicyRun:
-    method: str  # ppo | ppo_gt | dpo
-    strength: float  # beta (DPO), kl_coef or KL target (PPO)
+    method: str  # ppo | ppo_gt | dpo, or an arm: the name of its trainer kind
+    strength: float  # beta (DPO), kl_coef or KL target (PPO), an arm's kl_field
     seed: int
-    strength_key: str  # beta | kl_coef | kl_target
+    strength_key: str  # beta | kl_coef | kl_target | an arm's kl_field
+    # An arm whose kind consumes prompts: it trains on the learned reward model, as ppo does.
+    scored_by_reward_model: bool = False
 
     @property
     def name(self) -> str:
@@ -42,23 +45,32 @@ class PolicyRun:
     @property
     def trainer(self) -> str:
         """The trainer kind the run trains with (``trainer:`` of its recipe)."""
-        return STAGE_KINDS[self.method]
+        return STAGE_KINDS.get(self.method, self.method)
 
     @property
     def on_reward_model(self) -> bool:
-        """Whether the run optimises the learned reward model (else the gold reward)."""
-        return self.method == ON_REWARD_MODEL
+        """Whether the run optimises the learned reward model (else the gold reward, or the pairs)."""
+        return self.method == ON_REWARD_MODEL or self.scored_by_reward_model
+
+    @property
+    def marker(self) -> dict:
+        """What the run's ``done.json`` records of it."""
+        return {"method": self.method, "strength": self.strength, "seed": self.seed, "strength_key": self.strength_key}
 
 
 def trainer_kind(method: str, kinds: Mapping):
-    """The :class:`~trl_plus.protocols.TrainerKind` a policy stage trains with."""
-    return kinds[STAGE_KINDS[method]]
+    """The :class:`~trl_plus.protocols.TrainerKind` a policy stage trains with (an arm: the
+    kind of its name)."""
+    return kinds[STAGE_KINDS.get(method, method)]
 
 
 def sweep(section, kind) -> tuple[list[float], str]:
-    """The strengths a policy stage sweeps and their key: a trainer that consumes pairs
-    sweeps its ``betas``; one that consumes prompts its KL targets (the adaptive
+    """The strengths a policy stage sweeps and their key: an arm of a registered trainer
+    kind its ``<kl_field>s``; of the pipeline's own stages, a trainer that consumes pairs
+    sweeps its ``betas``, one that consumes prompts its KL targets (the adaptive
     controller) or else its fixed ``kl_coefs``."""
+    if getattr(section, "kl_field", None):  # an ``arms.ArmStage``
+        return section.sweep_values, section.kl_field
     if kind.consumes == "pairs":
         return section.betas, "beta"
     if section.kl_targets:
@@ -67,16 +79,18 @@ def sweep(section, kind) -> tuple[list[float], str]:
 
 
 def planned_runs(config, kinds: Mapping) -> list[PolicyRun]:
-    """Every policy run of the recipe's sweep: each method x strength x seed, in that order.
+    """Every policy run of the recipe's sweep: each method (arm) x strength x seed, in that order.
 
     :param kinds: ``Hooks.trainer_kinds``.
     """
     runs = []
     for method in config.methods:
-        values, key = sweep(getattr(config.stages, method), trainer_kind(method, kinds))
+        kind = trainer_kind(method, kinds)
+        values, key = sweep(stage_of(config, method), kind)
+        scored = method not in STAGE_KINDS and kind.consumes == "prompts"
         for value in values:
             for seed in config.stages.seeds:
-                runs.append(PolicyRun(method, float(value), seed, key))
+                runs.append(PolicyRun(method, float(value), seed, key, scored))
     return runs
 
 

@@ -5,7 +5,38 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-METHOD_COLOURS = {"ppo": "#d62728", "ppo_gt": "#ff7f0e", "dpo": "#1f77b4", "sft": "#333333", "best_of_n": "#2ca02c"}
+# Colours for the arms beyond the pipeline's own (trainer kinds named in stages:), in order.
+ARM_PALETTE = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#7b4173", "#637939", "#843c39",
+               "#7f7f7f")
+
+
+class MethodColours(dict):
+    """Each method's colour: the pipeline's own fixed ones, and for any other arm the next
+    colour of ``ARM_PALETTE`` (``assign`` gives a report's arms theirs in its order, so every
+    figure of the report draws an arm alike); ``.get(method, default)`` and ``[method]``
+    both answer for any method."""
+
+    def __init__(self, fixed: dict[str, str]):
+        super().__init__(fixed)
+        self.fixed = dict(fixed)
+
+    def assign(self, methods) -> None:
+        for key in [k for k in self if k not in self.fixed]:
+            del self[key]
+        for method in methods:
+            self[method]
+
+    def __missing__(self, method: str) -> str:
+        colour = ARM_PALETTE[(len(self) - len(self.fixed)) % len(ARM_PALETTE)]
+        self[method] = colour
+        return colour
+
+    def get(self, method, default=None):
+        return self[method] if isinstance(method, str) else default
+
+
+METHOD_COLOURS = MethodColours({"ppo": "#d62728", "ppo_gt": "#ff7f0e", "dpo": "#1f77b4", "sft": "#333333",
+                                "best_of_n": "#2ca02c"})
 SEED_STYLES = ("-", "--", ":", "-.")
 
 
@@ -39,7 +70,9 @@ def frontier(points: list[dict], names: dict[str, str], path: Path, comparison: 
     no-training baseline, is the green line.
     """
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.6, 4.8))
+    # more than two arms: a wider figure, the legend beside the axes
+    wide = len({p["method"] for p in points if p["method"] != "sft"}) > 2
+    fig, ax = plt.subplots(figsize=(10.2 if wide else 7.6, 4.8))
     ref = next((p for p in points if p["method"] == "sft"), None)
     by_id = {p["id"]: p for p in points}
     labelled = set()
@@ -95,7 +128,10 @@ def frontier(points: list[dict], names: dict[str, str], path: Path, comparison: 
     ax.set_ylabel("mean gold reward, test prompts")
     ax.set_title("Reward vs KL: each seed's curve fitted to all its checkpoints")
     ax.grid(alpha=0.25)
-    ax.legend(loc="best", fontsize=7, frameon=False)
+    if wide:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    else:
+        ax.legend(loc="best", fontsize=7, frameon=False)
     return _save(fig, path)
 
 

@@ -1,21 +1,27 @@
-"""The policy stages: PPO (on the learned reward model), PPO-GT (on the gold reward) and
-DPO (on the pairs), each a sweep of KL strengths x seeds (``plan.planned_runs``).
+"""The policy stages: PPO (on the learned reward model), PPO-GT (on the gold reward), DPO
+(on the pairs) and any other trainer kind as an arm (``arms``), each a sweep of KL
+strengths x seeds (``plan.planned_runs``).
 
 Every run is an ordinary trainer recipe, built here and trained by
 ``trl_plus.trainers.from_recipe.train_from_recipe`` (so a run can be repeated alone with
 ``trl-plus train <run>/recipe.yaml``); it saves ``stages.checkpoints`` checkpoints along
 training, so one run traces a curve on the reward-vs-KL frontier. What a run's recipe holds follows
-from what its trainer kind consumes (``TrainerKind.consumes``): pairs or prompts.
+from what its trainer kind consumes (``TrainerKind.consumes``): pairs or prompts. An arm's
+run starts from the defaults below that its kind's config class has, and its KL strength
+goes to the field its kind names (``TrainerKind.kl_field``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 from ..checkpointing import last_checkpoint
 from ..errors import RecipeError
 from ..trainers.from_recipe import train_from_recipe
+from .arms import stage_of
+from .config import STAGE_KINDS
 from .launch import train_launched
 from .layout import fingerprint, read_jsonl, reward_model_spec, write_jsonl
 from .plan import PolicyRun, trainer_kind, upstream_of
@@ -115,26 +121,46 @@ def _save_every(total_steps: int, checkpoints: int) -> int:
     return max(1, math.ceil(total_steps / checkpoints))
 
 
+def _config_fields(ctx, run: PolicyRun) -> set[str] | None:
+    """The fields of an arm's config class; None for the pipeline's own stages (their
+    defaults are their configs')."""
+    if run.method in STAGE_KINDS:
+        return None
+    return {f.name for f in dataclasses.fields(trainer_kind(run.method, ctx.kinds).config_class)}
+
+
+def _defaults(defaults: dict, fields: set[str] | None) -> dict:
+    return dict(defaults) if fields is None else {k: v for k, v in defaults.items() if k in fields}
+
+
+def _kl_field(run: PolicyRun) -> str:
+    """The config field a run's KL strength goes to: an arm's sweep is named for it (its
+    kind's ``kl_field``); the pipeline's PPO stages name theirs kl_coef, PPOConfig's ``beta``."""
+    return "beta" if run.method in STAGE_KINDS else run.strength_key
+
+
 def _dpo_recipe(ctx, run: PolicyRun) -> dict:
     """The trainer recipe of a run whose trainer consumes pairs: the pairs stage's
-    preferences, the run's beta."""
-    section = getattr(ctx.config.stages, run.method)
+    preferences, the run's beta (an arm's KL strength)."""
+    section = stage_of(ctx.config, run.method)
     prefs = ctx.run.path("pairs", "preferences.jsonl")
     if not prefs.exists():
         write_jsonl(prefs, ({k: r[k] for k in ("prompt", "chosen", "rejected")}
                             for r in read_jsonl(ctx.run.path("pairs", "pairs.jsonl"))))
-    args = {**DPO_DEFAULTS, **section.args}
+    fields = _config_fields(ctx, run)
+    args = {**_defaults(DPO_DEFAULTS, fields), **section.args}
     if args.get("max_steps", -1) > 0:
         steps = args["max_steps"]
     else:
         n = sum(1 for _ in open(prefs))
         per_step = args["per_device_train_batch_size"] * args.get("gradient_accumulation_steps", 1)
         steps = math.ceil(n / per_step) * math.ceil(args["num_train_epochs"])
-    args.update(beta=run.strength, seed=run.seed, save_strategy="steps",
+    args.update({_kl_field(run): run.strength}, seed=run.seed, save_strategy="steps",
                 save_steps=_save_every(steps, ctx.config.stages.checkpoints))
     # Reference log-probs depend on neither beta nor seed: every DPO run of the sweep, and
     # every re-run of compare, shares them (the key changes when the SFT model or pairs do).
-    args.setdefault("ref_logps_cache", str(ctx.run.path(run.method, "ref_logps")))
+    if fields is None or "ref_logps_cache" in fields:
+        args.setdefault("ref_logps_cache", str(ctx.run.path(run.method, "ref_logps")))
     recipe = {"trainer": run.trainer, "model": {"name_or_path": str(ctx.run.path("sft"))},
               "data": {"train": {"path": str(prefs)}}, run.trainer: args}
     return _with_peft(recipe, section)
@@ -143,11 +169,13 @@ def _dpo_recipe(ctx, run: PolicyRun) -> dict:
 def _ppo_recipe(ctx, run: PolicyRun) -> dict:
     """The trainer recipe of a run whose trainer consumes prompts: the corpus' (or the
     pairs') prompts, scored by the learned reward model or the gold reward, at the run's
-    kl_coef or KL target."""
-    section = getattr(ctx.config.stages, run.method)
-    args = {**PPO_DEFAULTS, **section.args}
+    kl_coef or KL target (an arm: its KL strength, on the learned reward model)."""
+    section = stage_of(ctx.config, run.method)
+    args = {**_defaults(PPO_DEFAULTS, _config_fields(ctx, run)), **section.args}
     if args.get("max_steps", -1) <= 0:
-        raise RecipeError("PPO runs need max_steps > 0 (fix step counts, not wall-clock)", f"stages.{run.method}.args.max_steps")
+        who = "PPO" if run.method in STAGE_KINDS else run.method
+        raise RecipeError(f"{who} runs need max_steps > 0 (fix step counts, not wall-clock)",
+                          f"stages.{run.method}.args.max_steps")
     recipe = {
         "trainer": run.trainer,
         "model": {"name_or_path": str(ctx.run.path("sft"))},
@@ -159,7 +187,7 @@ def _ppo_recipe(ctx, run: PolicyRun) -> dict:
         controller = kl_controller(ctx, run)
         recipe["kl"] = {"name": "adaptive", "init": 0.05, "target": run.strength, "horizon": controller["horizon"]}
     else:
-        args["beta"] = run.strength
+        args[_kl_field(run)] = run.strength
     args.update(seed=run.seed, save_strategy="steps", save_steps=_save_every(args["max_steps"], ctx.config.stages.checkpoints))
     recipe[run.trainer] = args
     return _with_peft(recipe, section)
@@ -180,7 +208,7 @@ def kl_controller(ctx, run: PolicyRun) -> dict | None:
     ``run_policy`` records it in the run's ``done.json`` under ``kl_controller``."""
     if run.strength_key != "kl_target":
         return None
-    section = getattr(ctx.config.stages, run.method)
+    section = stage_of(ctx.config, run.method)
     args = {**PPO_DEFAULTS, **section.args}
     fraction = getattr(section, "horizon_fraction", HORIZON_FRACTION)
     plan = kl_horizon(args, fraction, _world_size(ctx.config), horizon=getattr(section, "horizon", None))
@@ -233,7 +261,7 @@ def run_policy(ctx, run: PolicyRun) -> Path:
             with ctx.trainer_bar(run.label):
                 state = train_from_recipe(recipe, str(folder), hooks=ctx.hooks, resume_from_checkpoint=resume,
                                           overwrite=resume is None).state
-        info.update(global_step=state.global_step, tokens=_tokens_seen(state), **run.__dict__)
+        info.update(global_step=state.global_step, tokens=_tokens_seen(state), **run.marker)
         if (controller := kl_controller(ctx, run)) is not None:
             # the effective horizon (and where kl_coef ended), for the report
             info["kl_controller"] = {**controller, "final_kl_coef": _last_logged(state, "kl_coef")}

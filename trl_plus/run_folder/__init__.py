@@ -15,8 +15,9 @@
 
 Underneath: :mod:`.checkpoints` (which ``checkpoint-N`` folders are complete),
 :mod:`.contents` (the files a run leaves or would overwrite, the recipe's copy),
-:mod:`.trainer_of` (which trainer wrote a run or checkpoint) and :mod:`.stops` (how a
-run stops early). Training itself (signals, divergence, saves) is ``trl_plus.checkpointing``,
+:mod:`.trainer_of` (which trainer wrote a run or checkpoint), :mod:`.stops` (how a
+run stops early) and :mod:`.compute` (the compute record, ``compute.json``, of each
+checkpoint and of the final folder). Training itself (signals, divergence, saves) is ``trl_plus.checkpointing``,
 which imports this package; nothing here imports it.
 """
 

@@ -12,7 +12,8 @@ import yaml
 from .checkpoints import TRAINER_STATE, WEIGHTS, checkpoint_dirs
 
 # What only a run of ours leaves (with checkpoint-N folders): a folder holding one of these holds a run.
-RUN_MARKERS = (TRAINER_STATE, "run_info.json", "filter_report.json", "ppo_state.json", "dpo_state.json", "done.json")
+RUN_MARKERS = (TRAINER_STATE, "run_info.json", "filter_report.json", "ppo_state.json", "dpo_state.json",
+               "rloo_state.json", "grpo_state.json", "online_dpo_state.json", "compute.json", "done.json")
 RUN_FILES = (*RUN_MARKERS, "recipe.yaml", *WEIGHTS)
 # What a training run writes into its output folder besides the files RUN_FILES
 # names (which show the folder is a run of ours): the model's and tokenizer's files, TRL's

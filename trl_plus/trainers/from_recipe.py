@@ -12,8 +12,9 @@ trainer and config classes, the columns its data needs, a ``check`` of the recip
    ZeRO-3 building it turns on sharded loading (``zero3_init_flag``), so the models load
    sharded, not whole on every rank;
 5. the policy model (through the ``trl_plus_load_model`` hook) and its LoRA settings;
-6. the kind's ``build``, then training under ``checkpointing.train`` (signals, divergence,
-   failed saves) and the final save (``save_run``).
+6. the kind's ``build``, the compute counter (``compute.attach``: ``compute.json`` in every
+   checkpoint and the final folder), then training under ``checkpointing.train`` (signals,
+   divergence, failed saves) and the final save (``save_run``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..data.splits import load_split, require_columns
 from ..errors import RecipeError
 from ..recipe import build_trainer_config
 from ..run_folder import claim
-from . import peft_support
+from . import compute, peft_support
 from .common import hooks_for, save_run
 
 __all__ = ["train_from_recipe", "trainer_kind"]
@@ -84,6 +85,7 @@ def _train(recipe, output_dir: str, hooks, resume):
         load_reports={"train": train_report, "eval": eval_report},
     )
     trainer = (kind.build or _construct)(trainer_class, model, **kwargs)
+    compute.attach(trainer)  # every kind's checkpoints record what they cost (once: a trainer may attach it itself)
     # the final save runs under the signal handlers: a signal during it lets it finish
     checkpointing.train(trainer, resume, recipe, save=lambda: save_run(trainer, output_dir, recipe, started))
     return trainer

@@ -7,12 +7,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .comparisons import _comparisons, _power
+from .comparisons import _comparisons, _power, _ranking
+from .compute import compute_section
 from .diagnostic_sections import _bon_against, _overoptimisation, _pairs_quality
 from .formatting import NAMES
 from .reading import (_best_of_n, _cost_rows, _evaluated_points, _histories, _kl_controllers, _prompts,
                       _report_config, _status)
-from .tables import _alignment_tax, _lm_eval_rows, _method_rows, _win_rows
+from .tables import _alignment_tax, _lm_eval_rows, _method_rows, _ranking_rows, _win_rows
 from .verdict import (INCOMPLETE, SCOPE, _incomplete_line, _kl_measure, _left_out_line, _missing_text, _power_text,
                       _verdict_lines)
 
@@ -31,11 +32,15 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
                         "run first (the same `trl-plus compare` command resumes it)")
     budget = report_cfg.get("kl_budget")
     excluded = [{"id": p["id"], "reason": "no KL estimate"} for p in points if p["method"] != "sft" and p.get("kl") is None]
-    methods = sorted({p["method"] for p in points if p["method"] != "sft"}, key=lambda m: list(NAMES).index(m)
-                     if m in NAMES else 99)
+    # the arms: the pipeline's own in their usual order, then the other trainer kinds by name
+    methods = sorted({p["method"] for p in points if p["method"] != "sft"}, key=lambda m: (list(NAMES).index(m)
+                     if m in NAMES else 99, m))
     cmp_list = _comparisons(points, methods, budget)
     primary = cmp_list[0] if cmp_list else None
-    lines = _verdict_lines(cmp_list, methods, excluded, budget)
+    ranking = _ranking(points, methods, budget)
+    lines = _verdict_lines(cmp_list, methods, excluded, budget, ranking)
+    compute = compute_section(points, cmp_list, methods)  # matched compute, beside matched KL
+    lines.extend(compute["lines"])
     if not status["complete"]:
         lines.insert(0, _incomplete_line(status))
     if status["left_out"]:
@@ -68,7 +73,11 @@ def build(root: Path, report_cfg: dict | None = None) -> dict:
         "reference": {"mean": ref.get("gold"), "ci": ref.get("gold_ci"), "stderr": ref.get("gold_stderr"),
                       "val": ref.get("gold_val")},
         "methods": methods_table,
+        "arms": methods,
+        "ranking": ranking,
+        "ranking_table": _ranking_rows(ranking, ref.get("gold")),
         "comparisons": cmp_list,
+        "compute": compute,
         "verdict": lines,
         "scope": SCOPE,
         "power": power,

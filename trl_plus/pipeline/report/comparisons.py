@@ -1,10 +1,12 @@
-"""The verdict's tests: each RL method against DPO at matched KL on gold reward and on the
-win rate against SFT (``trl_plus.eval.compare_frontiers``), the family of those tests
-under Holm's correction, and the power of the headline test for the stated effect."""
+"""The verdict's tests: every pair of arms at matched KL on gold reward and on the win rate
+against SFT (``trl_plus.eval.compare_frontiers``), each arm against DPO first, the family of
+all those tests under Holm's correction, the ranking of the arms over the KL range all of
+them reach (``trl_plus.eval.rank_frontiers``), and the power of the headline test for the
+stated effect."""
 
 from __future__ import annotations
 
-from .formatting import NAMES, RL_METHODS
+from .formatting import NAMES
 
 
 def _frontier_inputs(points: list[dict], value: str, budget: float | None) -> list[dict]:
@@ -44,23 +46,39 @@ def _sft_win_scores(points: list[dict]) -> list[dict]:
     return out
 
 
+def _pairs(methods: list[str]) -> list[tuple[str, str]]:
+    """Every pair of arms, once each: every other arm against DPO first (the DPO paper's
+    controlled comparison, DPO second), then the remaining pairs in the arms' order."""
+    others = [m for m in methods if m != "dpo"]
+    against_dpo = [(m, "dpo") for m in others] if "dpo" in methods else []
+    return against_dpo + [(a, b) for i, a in enumerate(others) for b in others[i + 1:]]
+
+
 def _comparisons(points: list[dict], methods: list[str], budget: float | None) -> list[dict]:
-    """Each RL method against DPO (the DPO paper's controlled comparison), on gold reward
-    and on the win rate against SFT, both through ``compare_frontiers``; then the family
-    of all these tests under Holm's correction (:func:`_family`)."""
+    """Every pair of arms (:func:`_pairs`), on gold reward and on the win rate against SFT,
+    both through ``compare_frontiers``; then the family of all these tests under Holm's
+    correction (:func:`_family`)."""
     from ...eval import compare_frontiers
 
     out = []
-    if "dpo" not in methods:
-        return out
-    for rl in [m for m in RL_METHODS if m in methods]:
-        gold = compare_frontiers(_frontier_inputs(points, "gold_per_prompt", budget), rl, "dpo", names=NAMES)
+    for a, b in _pairs(methods):
+        gold = compare_frontiers(_frontier_inputs(points, "gold_per_prompt", budget), a, b, names=NAMES)
         win_points = _frontier_inputs(_sft_win_scores(points), "win_per_prompt", budget)
-        win = compare_frontiers(win_points, rl, "dpo", names=NAMES, quantity="win rate against SFT") if any(
-            p["method"] == rl for p in win_points) and any(p["method"] == "dpo" for p in win_points) else None
-        out.append({"a": rl, "b": "dpo", "gold": gold, "win_rate": win})
+        win = compare_frontiers(win_points, a, b, names=NAMES, quantity="win rate against SFT") if any(
+            p["method"] == a for p in win_points) and any(p["method"] == b for p in win_points) else None
+        out.append({"a": a, "b": b, "gold": gold, "win_rate": win})
     _family(out)
     return out
+
+
+def _ranking(points: list[dict], methods: list[str], budget: float | None) -> dict | None:
+    """The arms ranked by mean gold reward over the KL range all of them reach, with a t
+    interval over seeds each (``rank_frontiers``); None with fewer than two arms."""
+    from ...eval import rank_frontiers
+
+    if len(methods) < 2:
+        return None
+    return rank_frontiers(_frontier_inputs(points, "gold_per_prompt", budget), methods, names=NAMES)
 
 
 def _family(cmp_list: list[dict], alpha: float = 0.05) -> None:

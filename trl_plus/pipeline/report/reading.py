@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from ..layout import BON_DIR, DONE, HELDOUT_SCORES, Plan, collect_points, read_json, read_jsonl, run_status
-from .formatting import NAMES
+from ..layout import (BON_DIR, DONE, HELDOUT_SCORES, Plan, collect_points, policy_dirs, read_json, read_jsonl,
+                      run_status)
 
 
 def _reads(root: Path):
@@ -42,9 +42,10 @@ def _prompts(root: Path) -> dict | None:
 def _histories(root: Path) -> dict:
     out = {}
     reads = _reads(root)
+    policies = set(policy_dirs(root))  # the pipeline's own stages' and the arms' run folders
     for state in sorted(root.glob("*/*/trainer_state.json")):
         method = state.parent.parent.name
-        if method in NAMES and reads(f"{method}/{state.parent.name}"):
+        if method in policies and reads(f"{method}/{state.parent.name}"):
             out[f"{method}/{state.parent.name}"] = (method, read_json(state, {}).get("log_history", []))
     return out
 

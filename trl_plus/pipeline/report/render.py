@@ -8,6 +8,7 @@ import base64
 import time
 from pathlib import Path
 
+from .. import compute_plots
 from .. import diagnostic_plots as dplots
 from .. import plots
 from ..layout import DONE, fingerprint, write_json
@@ -35,12 +36,17 @@ def render_report(run_dir, report_cfg: dict | None = None) -> Path:
         write_json(out / "report_config.json", report_cfg)
     data = build(root, report_cfg)
     p = out / "plots"
+    plots.METHOD_COLOURS.assign(data["arms"])  # each arm beyond the pipeline's own its colour, in every figure
+    # The frontier shows every arm: the curves of the one comparison with two, of the ranking with more.
     primary = data["comparisons"][0]["gold"] if data["comparisons"] else None
+    shown_curves = data["ranking"] if len(data["arms"]) > 2 else primary
     over = data["_over_inputs"]
     power = data["power"] or {}
     figures = {
-        "frontier": plots.frontier(data["_points_full"], NAMES, p / "frontier.png", comparison=primary,
+        "frontier": plots.frontier(data["_points_full"], NAMES, p / "frontier.png", comparison=shown_curves,
                                    best_of_n=data["best_of_n"]),
+        "compute": compute_plots.compute_frontier(data["_points_full"], data["compute"], NAMES, p / "compute.png")
+        if data["compute"]["drawable"] else None,
         "win_rates": plots.win_rates(data["win_rates"], p / "win_rates.png") if data["win_rates"] else None,
         "best_of_n": dplots.best_of_n_plot(data["best_of_n"], p / "best_of_n.png", sft_gold=data["reference"]["mean"])
         if data["best_of_n"] else None,
@@ -69,7 +75,14 @@ def _render(name: str, **context) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("trl_plus.pipeline", "templates"),
                              autoescape=lambda name: bool(name) and name.endswith(".html.j2"), trim_blocks=True, lstrip_blocks=True)
     env.filters.update(f=_fmt, ci=_ci, signed=_signed)
-    return env.get_template(name).render(names=NAMES, **context)
+    return env.get_template(name).render(names=_Names(NAMES), **context)
+
+
+class _Names(dict):
+    """The display names, an arm that is a trainer kind shown by its own name."""
+
+    def __missing__(self, key):
+        return key
 
 
 def _html(data: dict, figures: dict) -> str:

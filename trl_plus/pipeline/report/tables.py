@@ -21,6 +21,16 @@ def _method_rows(cmp: dict, reference: float | None) -> list[dict]:
     return rows
 
 
+def _ranking_rows(ranking: dict | None, reference: float | None) -> list[dict]:
+    """The ranking table: each arm, best first, over the KL range all of them reach, with
+    its t interval over seeds (``rank_frontiers``' rows) and its gain over SFT."""
+    if not ranking:
+        return []
+    return [{**row, "kl_range": ranking.get("kl_range"),
+             "gain": None if row.get("mean") is None or reference is None else row["mean"] - reference}
+            for row in ranking["rows"]]
+
+
 def _win_rows(points: list[dict]) -> list[dict]:
     """Win-rate rows: each run's last checkpoint (every checkpoint enters the verdict's
     fits, so the table shows where each run ended)."""

@@ -1,6 +1,7 @@
-"""The verdict's sentences: the headline comparisons, the family line, the power text,
-the line on how KL was measured, what an incomplete run is missing, what was left out,
-and the scope every interval in the report is conditional on."""
+"""The verdict's sentences: the headline comparisons, the family line, the ranking of the
+arms (with more than two), the power text, the line on how KL was measured, what an
+incomplete run is missing, what was left out, and the scope every interval in the report
+is conditional on."""
 
 from __future__ import annotations
 
@@ -17,18 +18,21 @@ SCOPE = ("Scope of every interval in this report: it is conditional on this SFT 
          "prompt set would.")
 
 
-def _verdict_lines(cmp_list: list[dict], methods: list[str], excluded: list[dict], budget) -> list[str]:
+def _verdict_lines(cmp_list: list[dict], methods: list[str], excluded: list[dict], budget,
+                   ranking: dict | None = None) -> list[str]:
     lines = []
     if not cmp_list:
         only = ", ".join(NAMES.get(m, m) for m in methods) or "no method"
-        lines.append(f"Insufficient evidence: a comparison needs an RL method (ppo or ppo_gt) and DPO; this run has {only}.")
+        lines.append(f"Insufficient evidence: a comparison needs two arms (methods); this run has {only}.")
     for cmp in cmp_list:
-        lines.append(_sentence(cmp["gold"]["text"]))
+        lines.append(_capital(cmp["gold"]["text"], methods))
         if cmp.get("win_rate"):
             lines.append("Win rate against the SFT model (gold judge; curves fitted as above): " + cmp["win_rate"]["text"])
     family = _family_line(cmp_list)
     if family:
         lines.append(family)
+    if ranking is not None and len(methods) > 2:
+        lines.append(_ranking_line(ranking, len(cmp_list)))
     if budget is not None:
         lines.append(f"Only checkpoints at KL <= {budget:.2f} nats were compared (report.kl_budget).")
     if excluded:
@@ -54,6 +58,20 @@ def _family_line(cmp_list: list[dict]) -> str | None:
             "keeps the chance of any false winner among them at 5%" if m > 1 else
             "Multiplicity: this is the only headline test, so no correction applies")
     return f"{head} ({'; '.join(parts)})."
+
+
+def _capital(text: str, methods: list[str]) -> str:
+    """A sentence with a capital, unless it opens with an arm's name (``rloo``, a third
+    party's kind), which is written as its kind is named."""
+    return text if any(text.startswith(NAMES.get(m, m)) for m in methods) else _sentence(text)
+
+
+def _ranking_line(ranking: dict, pairs: int) -> str:
+    """The arms in order over the KL range all of them reach, and what the order is not."""
+    if ranking.get("status") != "ranked":
+        return _sentence(ranking["text"])
+    return (f"{_sentence(ranking['text'])}. An order of means is no test: which of these differences the seeds "
+            f"support is said by the {pairs} pairwise verdicts above, each over its own pair's KL range.")
 
 
 def _power_text(power: dict | None) -> str | None:
