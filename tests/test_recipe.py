@@ -11,7 +11,7 @@ from trl_plus.recipe import apply_override, load_recipe, shipped_recipes
 # Recipes on hub models whose start-up checks need them (a pipeline's models, a reward model)
 # fail `validate` offline with nothing cached:
 # tests/test_standard_recipes.py validates those without the hub.
-NEEDS_HUB = {"imdb-sentiment-compare", "ppo-tldr-pythia-1b"}  # the latter: its reward model
+NEEDS_HUB = {"imdb-sentiment-compare", "ppo-tldr-pythia-1b", "imdb-sentiment-arms", "tldr-ppo-rloo-dpo"}
 
 
 @pytest.mark.parametrize("name", sorted(set(shipped_recipes()) - NEEDS_HUB))

@@ -15,7 +15,8 @@ from trl_plus.model_refs import hub_id_problem, local_path
 from trl_plus.recipe import load_recipe, shipped_recipes
 
 SHIPPED = shipped_recipes()
-STANDARD = ("zephyr-7b-dpo", "dpo-lora-1b", "ppo-tldr-pythia-1b", "imdb-sentiment-compare")
+STANDARD = ("zephyr-7b-dpo", "dpo-lora-1b", "ppo-tldr-pythia-1b", "imdb-sentiment-compare", "imdb-sentiment-arms",
+            "tldr-ppo-rloo-dpo")
 # Keys whose string values name a model or dataset: a local path, a tiny: model or a hub id.
 REF_KEYS = {"name_or_path", "tokenizer", "ref_model", "path", "model", "base", "dataset", "prompts", "reference"}
 OFFLINE_MISS = "is not in the local cache: the hub is offline"
