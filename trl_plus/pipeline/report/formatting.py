@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 NAMES = {"ppo": "PPO (reward model)", "ppo_gt": "PPO (gold reward)", "dpo": "DPO", "sft": "SFT",
-         "best_of_n": "best-of-n (SFT + reward model)", "rloo": "RLOO", "grpo": "GRPO"}
+         "best_of_n": "best-of-n (SFT + reward model)", "rloo": "RLOO", "grpo": "GRPO", "online_dpo": "online DPO"}
 # (an arm of any other trainer kind is shown by its kind's name)
 RL_METHODS = ("ppo", "ppo_gt")
 
