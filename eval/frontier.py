@@ -66,7 +66,7 @@ import numpy as np
 
 from trl_plus.errors import DataError
 
-from .frontier_fits import SeedCurve, seed_curve
+from .frontier_fits import SeedCurve, seed_curves as fitted_seed_curves
 from .frontier_inputs import SFT, Point, parse_points
 from .stats import MIN_SEEDS, welch_interval
 
@@ -233,17 +233,7 @@ def compare_frontiers(
                         float(np.mean([p.test for p in origins])), float(np.mean([p.select for p in origins])), 0.0)
     origin_idents = [p.ident for p in origins]
 
-    curves_by_method: dict[str, list[SeedCurve]] = {}
-    for m in (a, b):
-        by_seed: dict = {}
-        for p in usable:
-            if p.method == m:
-                by_seed.setdefault(p.seed, []).append(p)
-        try:
-            seeds = sorted(by_seed)
-        except TypeError:
-            seeds = list(by_seed)
-        curves_by_method[m] = [seed_curve(s, by_seed[s], origin, use_val) for s in seeds]
+    curves_by_method: dict[str, list[SeedCurve]] = fitted_seed_curves(usable, (a, b), origin, use_val)
 
     counts = {m: len(curves_by_method[m]) for m in (a, b)}
     result = {

@@ -96,3 +96,19 @@ def seed_curve(seed, points: list[Point], origin: Point | None, use_val: bool) -
     best = float(xs[int(np.argmax(_basis(xs, anchored, chooser.size) @ chooser))])
     idents = [p.ident for p in points]
     return SeedCurve(seed, coef, anchored, origin.test if anchored else 0.0, start, reach, best, idents)
+
+
+def seed_curves(points: list[Point], methods, origin: Point | None, use_val: bool) -> dict[str, list[SeedCurve]]:
+    """Each method's per-seed fitted curves, from every one of its points, seeds in order."""
+    curves = {}
+    for method in methods:
+        by_seed: dict = {}
+        for p in points:
+            if p.method == method:
+                by_seed.setdefault(p.seed, []).append(p)
+        try:
+            seeds = sorted(by_seed)
+        except TypeError:  # seeds of mixed types: in the order they came
+            seeds = list(by_seed)
+        curves[method] = [seed_curve(s, by_seed[s], origin, use_val) for s in seeds]
+    return curves

@@ -24,7 +24,7 @@ import numpy as np
 from trl_plus.errors import DataError
 
 from .frontier import GRID_POINTS, ESTIMATOR, _fmt, _median
-from .frontier_fits import seed_curve
+from .frontier_fits import seed_curves as fitted_seed_curves
 from .frontier_inputs import SFT, Point, parse_points
 from .stats import t_interval
 
@@ -71,17 +71,7 @@ def rank_frontiers(
     if origins:
         origin = Point(origins[0].index, origins[0].ident, SFT, None, 0.0,
                        float(np.mean([p.test for p in origins])), float(np.mean([p.select for p in origins])), 0.0)
-    curves = {}
-    for m in methods:
-        by_seed: dict = {}
-        for p in usable:
-            if p.method == m:
-                by_seed.setdefault(p.seed, []).append(p)
-        try:
-            seeds = sorted(by_seed)
-        except TypeError:
-            seeds = list(by_seed)
-        curves[m] = [seed_curve(s, by_seed[s], origin, use_val) for s in seeds]
+    curves = fitted_seed_curves(usable, methods, origin, use_val)
 
     result = {
         "methods": methods, "status": "insufficient", "reason": None, "kl_range": None, "confidence": float(confidence),
