@@ -12,8 +12,11 @@ from pathlib import Path
 FILTER_REPORT = "filter_report.json"
 
 
-def write_filter_report(output_dir: str, reports: dict) -> None:
-    """``filter_report.json``: per dataset split, rows in/out and drops per filter."""
+def write_filter_report(output_dir: str, reports: dict, rollouts=None) -> None:
+    """``filter_report.json``: per dataset split, rows in/out and drops per filter; with
+    ``rollouts`` (a trainer's rollout filter chain, when it has filters), its counts too."""
+    if rollouts:
+        reports = {**reports, "rollouts": rollouts.report()}
     path = Path(output_dir) / FILTER_REPORT
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(reports, indent=2))

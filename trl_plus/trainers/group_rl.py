@@ -26,6 +26,7 @@ import dataclasses
 import inspect
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -78,6 +79,22 @@ class _BetaSchedule(TrainerCallback):
 def check_max_unscored(value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"max_unscored_batches must be an integer >= 0 (0: no check), got {value!r}")
+
+
+@dataclass
+class UnscoredGuardConfig:
+    """Mixed in before a TRL group config: ``max_unscored_batches``, checked, so that a
+    recipe's section can set it."""
+
+    max_unscored_batches: int = field(
+        default=3,
+        metadata={"help": "Stop with an error after this many consecutive rollout batches in which no completion got a "
+                          "score (every reward source answered None); 0 turns the check off."},
+    )
+
+    def __post_init__(self):
+        check_max_unscored(self.max_unscored_batches)
+        super().__post_init__()
 
 
 def _to_list(t: torch.Tensor) -> list:
@@ -297,10 +314,7 @@ class GroupRLMixin:
             self.hooks.step_end(trainer=self, step=self.state.global_step, metrics=dict(logs))
 
     def _write_filter_report(self) -> None:
-        reports = dict(self._filter_reports)
-        if self._rollout_chain:
-            reports["rollouts"] = self._rollout_chain.report()
-        write_filter_report(self.args.output_dir, reports)
+        write_filter_report(self.args.output_dir, self._filter_reports, rollouts=self._rollout_chain)
 
 
 def _replace_last(metrics, key: str, value: float) -> None:

@@ -5,33 +5,23 @@ RLOO)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trl
 
-from .group_rl import GroupRLMixin, check_max_unscored
+from .group_rl import GroupRLMixin, UnscoredGuardConfig
 
 __all__ = ["GRPOTrainer", "GRPOConfig"]
 
 
 @dataclass
-class GRPOConfig(trl.GRPOConfig):
+class GRPOConfig(UnscoredGuardConfig, trl.GRPOConfig):
     """``trl.GRPOConfig`` plus ``max_unscored_batches``, so that a recipe's ``grpo:`` section can set it.
 
     ``beta`` is the weight of the per-token KL term in the loss (TRL's meaning; TRL's default
     0 loads no reference model); a KL schedule (``kl=``) replaces it before every optimizer
     step and needs ``beta > 0``.
     """
-
-    max_unscored_batches: int = field(
-        default=3,
-        metadata={"help": "Stop with an error after this many consecutive rollout batches in which no completion got a "
-                          "score (every reward source answered None); 0 turns the check off."},
-    )
-
-    def __post_init__(self):
-        check_max_unscored(self.max_unscored_batches)
-        super().__post_init__()
 
 
 class GRPOTrainer(GroupRLMixin, trl.GRPOTrainer):

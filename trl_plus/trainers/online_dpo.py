@@ -227,10 +227,7 @@ class OnlineDPOTrainer(DPOTrainer):
         return super().get_train_dataloader()
 
     def _write_filter_report(self) -> None:
-        reports = dict(self._filter_reports)
-        if self._rollout_chain:
-            reports["rollouts"] = self._rollout_chain.report()
-        write_filter_report(self.args.output_dir, reports)
+        write_filter_report(self.args.output_dir, self._filter_reports, rollouts=self._rollout_chain)
 
     # -- the KL schedule: DPO's measurements, plus the samples and reward so far ---------------------
     def _measured_stats(self) -> dict:

@@ -222,10 +222,7 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
             self.hooks.step_end(trainer=self, step=self.state.global_step, metrics=dict(logs))
 
     def _write_filter_report(self) -> None:
-        reports = dict(self._filter_reports)
-        if self._rollout_chain:
-            reports["rollouts"] = self._rollout_chain.report()
-        write_filter_report(self.args.output_dir, reports)
+        write_filter_report(self.args.output_dir, self._filter_reports, rollouts=self._rollout_chain)
 
 
 def _to_tensor(values, device) -> torch.Tensor:

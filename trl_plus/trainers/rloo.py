@@ -4,32 +4,22 @@ schedule, data and rollout filters and lifecycle hooks (``group_rl``, shared wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trl
 
-from .group_rl import GroupRLMixin, check_max_unscored
+from .group_rl import GroupRLMixin, UnscoredGuardConfig
 
 __all__ = ["RLOOTrainer", "RLOOConfig"]
 
 
 @dataclass
-class RLOOConfig(trl.RLOOConfig):
+class RLOOConfig(UnscoredGuardConfig, trl.RLOOConfig):
     """``trl.RLOOConfig`` plus ``max_unscored_batches``, so that a recipe's ``rloo:`` section can set it.
 
     ``beta`` is the KL coefficient of the reward penalty (TRL's meaning); a KL schedule
     (``kl=``) replaces it before every optimizer step and needs ``beta > 0`` (a reference).
     """
-
-    max_unscored_batches: int = field(
-        default=3,
-        metadata={"help": "Stop with an error after this many consecutive rollout batches in which no completion got a "
-                          "score (every reward source answered None); 0 turns the check off."},
-    )
-
-    def __post_init__(self):
-        check_max_unscored(self.max_unscored_batches)
-        super().__post_init__()
 
 
 class RLOOTrainer(GroupRLMixin, trl.RLOOTrainer):
