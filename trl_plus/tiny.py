@@ -114,15 +114,30 @@ def ensure_tiny(name: str, seed: int = 0) -> Path:
     key = hashlib.sha256(json.dumps([kind, seed, _BASE_CORPUS, transformers.__version__]).encode()).hexdigest()[:12]
     path = cache_dir() / f"tiny-{kind}-{key}"
     if not (path / "config.json").exists():
+        import shutil
+
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         save_tiny(tmp, kind, seed)
+        if not (tmp / "config.json").exists():
+            # Under torch.distributed only rank 0's save_pretrained writes the weights: wait for its folder.
+            shutil.rmtree(tmp, ignore_errors=True)
+            _wait_for(path / "config.json")
+            return path
         try:
             tmp.rename(path)
         except OSError:  # another process built it first
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _wait_for(marker: Path, timeout: float = 600.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the tiny model {marker.parent} was not built by rank 0 within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def resolve(name_or_path: str) -> str:
