@@ -35,9 +35,9 @@ def probe(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK_PROBE_WATCH", str(watched))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
-    def ranks() -> list[dict]:
+    def ranks(engine: str = "MULTI_CPU") -> list[dict]:
         found = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
-        assert all(r["world_size"] == 2 and r["distributed_type"].endswith("MULTI_CPU") for r in found)
+        assert all(r["world_size"] == 2 and r["distributed_type"].endswith(engine) for r in found)
         return found
 
     return watched, ranks

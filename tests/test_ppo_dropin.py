@@ -64,47 +64,6 @@ def test_critic_path_gets_trust_remote_code_and_model_init_kwargs(tmp_path, tiny
     assert seen and seen[0]["trust_remote_code"] is True
 
 
-def _deepspeed_config(args, monkeypatch):
-    args.deepspeed_plugin = object()  # what a DeepSpeed config gives (deepspeed is not installed here)
-
-
-def _fsdp_launch(args, monkeypatch):
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` sets from an FSDP config
-
-
-@pytest.mark.parametrize("setup, name", [(_deepspeed_config, "DeepSpeed"), (_fsdp_launch, "FSDP")])
-def test_deepspeed_and_fsdp_are_refused_at_start_up(tmp_path, tiny_model_path, monkeypatch, setup, name):
-    from trl_plus.errors import RecipeError
-
-    def build(model, **kwargs):
-        setup(kwargs["args"], monkeypatch)
-        return trl_plus.PPOTrainer(model, **kwargs)
-
-    with pytest.raises(RecipeError, match=f"does not support {name}.*critic.*DDP"):
-        make_trainer(tmp_path, tiny_model_path, steps=1, trainer_cls=build)
-
-
-def test_sharded_accelerator_state_is_refused(tmp_path):
-    """Checked again once the accelerator exists: its plugins, or the Trainer's flags."""
-    from types import SimpleNamespace
-
-    from trl_plus.errors import RecipeError
-    from trl_plus.trainers.ppo_setup import refuse_sharded_training
-
-    args = trl_plus.PPOConfig(output_dir=str(tmp_path), bf16=False)
-    plain = SimpleNamespace(accelerator=SimpleNamespace(state=SimpleNamespace()), is_deepspeed_enabled=False, is_fsdp_enabled=False)
-    refuse_sharded_training(args, plain)  # a plain run passes
-    for state, flags, name in [
-        ({"deepspeed_plugin": object()}, {}, "DeepSpeed"),
-        ({"fsdp_plugin": object()}, {}, "FSDP"),
-        ({}, {"is_deepspeed_enabled": True}, "DeepSpeed"),
-        ({}, {"is_fsdp_enabled": True}, "FSDP"),
-    ]:
-        fake = SimpleNamespace(accelerator=SimpleNamespace(state=SimpleNamespace(**state)), **flags)
-        with pytest.raises(RecipeError, match=f"does not support {name}"):
-            refuse_sharded_training(args, fake)
-
-
 def test_vision_language_processor_is_refused(tmp_path, tiny_model_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor, LlavaProcessor
 

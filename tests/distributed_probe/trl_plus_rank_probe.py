@@ -49,11 +49,18 @@ sys.addaudithook(_audit)
 
 
 def _digest(model) -> str:
+    """A hash of the model's full weights (a sharded model's gathered first: every rank calls this)."""
     h = hashlib.sha256()
     for name, p in sorted(model.state_dict().items()):
+        if hasattr(p, "full_tensor"):  # FSDP2: a DTensor shard
+            p = p.full_tensor()
         h.update(name.encode())
         h.update(p.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()
+
+
+def _sharded(model) -> bool:
+    return any(type(p).__name__ == "DTensor" or hasattr(p, "full_tensor") for p in model.parameters())
 
 
 def _row_hashes(inputs) -> list[str]:
@@ -92,6 +99,7 @@ def trl_plus_trainer_created(trainer, recipe):
 
         def on_train_end(self, args, state, control, **kwargs):
             RECORD["weights"]["after"] = {k: _digest(m) for k, m in _models(trainer).items()}
+            RECORD["sharded"] = {k: _sharded(m) for k, m in _models(trainer).items()}
 
     trainer.add_callback(Weights())
 

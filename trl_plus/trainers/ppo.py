@@ -45,9 +45,10 @@ from .ppo_setup import (
     _as_ppo_config,
     _ensure_reference_loadable,
     refuse_schedule_without_reference,
-    refuse_sharded_training,
     refuse_vision_language,
 )
+from .ppo_engine import check_engine_env
+from .ppo_vllm import refuse_unsupported_vllm
 
 __all__ = ["PPOTrainer", "PPOConfig", "train_from_recipe"]
 
@@ -109,8 +110,9 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
         load_reports=None,
     ):
         args = _as_ppo_config(args, model)
-        refuse_sharded_training(args)
+        check_engine_env()
         refuse_vision_language(processing_class)
+        refuse_unsupported_vllm(args)
         self.hooks = hooks_for(plugin_manager)
         self.recipe = recipe
         tokenizer = tokenizer_of(processing_class) if processing_class is not None else None
@@ -142,7 +144,8 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
         self._scored: dict | None = None
         self.kl_coef = float(args.beta)
 
-        if not isinstance(model, str) and args.beta != 0:
+        # RLOO loads the reference (beta > 0) and colocated vLLM from the policy's folder: an in-memory policy needs one.
+        if not isinstance(model, str) and (args.beta != 0 or (args.use_vllm and args.vllm_mode == "colocate")):
             _ensure_reference_loadable(model, args, peft_config)
 
         shared_critic = peft_support.wants_shared_critic(critic, args.critic_init, model, peft_config)
@@ -161,7 +164,6 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
-        refuse_sharded_training(self.args, self)
         refuse_vision_language(processing_class, self)
         if shared_critic:  # LoRA: a value head on the policy's own base, no second backbone
             critic_model = peft_support.SharedBaseCritic(self.model, self._tokenizer.pad_token_id)
@@ -235,6 +237,7 @@ def check_recipe(recipe) -> None:
     """What the ``ppo`` kind refuses before any model loads (its ``check``): no reward source."""
     if not recipe.rewards:
         raise RecipeError("trainer 'ppo' needs at least one reward source", "rewards")
+    check_engine_env()  # under accelerate launch: an engine PPO does not run under, before any model loads
 
 
 def build_trainer(trainer_class, model, **kwargs):

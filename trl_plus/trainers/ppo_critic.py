@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import RecipeError
+from .ppo_engine import CriticEngine
 
 HEAD_NAMES = ("score", "classifier")
 VALUE_HEAD = "value_head.safetensors"
@@ -73,6 +74,11 @@ class ValueModel(nn.Module):
         return self.backbone.config
 
     @property
+    def _no_split_modules(self):
+        """The backbone's block classes: what FSDP's transformer-based wrapping shards one by one."""
+        return getattr(self.backbone, "_no_split_modules", None)
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.head.weight.dtype
 
@@ -88,11 +94,19 @@ class ValueModel(nn.Module):
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
 
-    def save_pretrained(self, folder) -> None:
+    def save_pretrained(self, folder, state_dict: dict | None = None) -> None:
+        """:param state_dict: the critic's full weights (keys ``backbone.*``, ``head.*``) where the module's own
+            are sharded (FSDP2, ZeRO-3); default: the module's."""
         from safetensors.torch import save_file
 
-        self.backbone.save_pretrained(folder)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, str(Path(folder) / VALUE_HEAD))
+        if state_dict is None:
+            self.backbone.save_pretrained(folder)
+            head = self.head.state_dict()
+        else:
+            backbone = {k.removeprefix("backbone."): v for k, v in state_dict.items() if k.startswith("backbone.")}
+            self.backbone.save_pretrained(folder, state_dict=backbone)
+            head = {k.removeprefix("head."): v for k, v in state_dict.items() if k.startswith("head.")}
+        save_file({k: v.detach().contiguous().cpu() for k, v in head.items()}, str(Path(folder) / VALUE_HEAD))
 
     def load_saved(self, folder) -> None:
         """Restore weights saved by :meth:`save_pretrained` (on resume)."""
@@ -136,10 +150,20 @@ def critic_from_policy(policy: nn.Module, pad_token_id: int | None = None) -> Va
     config = copy.deepcopy(source.config)
     if pad_token_id is not None:
         config.pad_token_id = pad_token_id
-    backbone = type(source)._from_config(config, dtype=source.dtype)
-    missing, _ = backbone.load_state_dict(_plain_state_dict(source), strict=False)
-    if missing:
-        raise RecipeError(f"the policy's backbone does not fit the critic: missing {missing[:5]}", "ppo.critic_init")
+    if any(hasattr(p, "ds_id") for p in source.parameters()):
+        # DeepSpeed ZeRO-3 (zero3_init_flag): the policy's parameters are partitioned placeholders,
+        # so the backbone is loaded (partitioned the same way) from the policy's own folder.
+        name = getattr(base.config, "_name_or_path", "") or ""
+        if not name:
+            raise RecipeError("under ZeRO-3, critic_init 'policy' loads the critic from the policy's folder, and this "
+                              "policy has none; pass the policy by path or set critic_init to a model path",
+                              "ppo.critic_init")
+        backbone = type(source).from_pretrained(name, config=config, dtype=source.dtype)
+    else:
+        backbone = type(source)._from_config(config, dtype=source.dtype)
+        missing, _ = backbone.load_state_dict(_plain_state_dict(source), strict=False)
+        if missing:
+            raise RecipeError(f"the policy's backbone does not fit the critic: missing {missing[:5]}", "ppo.critic_init")
     hidden = config.get_text_config().hidden_size
     head = nn.Linear(hidden, 1, dtype=source.dtype)
     with torch.no_grad():
@@ -225,8 +249,13 @@ class PPOCriticMixin:
         if self.args.gradient_checkpointing and hasattr(self.critic, "gradient_checkpointing_enable"):
             # as the Trainer does for the policy (a value head on the shared base has no backbone of its own)
             self.critic.gradient_checkpointing_enable(self.args.gradient_checkpointing_kwargs)
-        # Prepared (DDP-wrapped under several processes): always call the critic through this.
-        self.critic_module = self.accelerator.prepare_model(self.critic)
+        # The critic as the run's engine trains it (DDP-wrapped, sharded by FSDP2, or a DeepSpeed engine).
+        self.critic_engine = CriticEngine(self, critic)
+
+    @property
+    def critic_module(self):
+        """What every critic forward goes through (the DDP wrapper, the sharded module, the DeepSpeed engine)."""
+        return self.critic_engine.module
 
     def _values(self, inputs, batch_size: int | None = None) -> torch.Tensor:
         """The critic's value of each completion token's state (the position that predicts it),

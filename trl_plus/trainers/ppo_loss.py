@@ -9,14 +9,15 @@ from . import ppo_math
 
 
 class _ZeroCriticGrads(TrainerCallback):
-    """The Trainer zeroes only ``self.model``'s gradients after each optimizer step; this zeroes
-    the critic's (``trainer``: the ``PPOTrainer`` this is a callback of)."""
+    """The Trainer steps and zeroes only ``self.model``'s optimizer; after each of its steps this
+    steps the critic's own optimizer (FSDP2) or zeroes the critic's gradients (one process, DDP)
+    (``trainer``: the ``PPOTrainer`` this is a callback of)."""
 
     def __init__(self, trainer):
         self.trainer = trainer
 
     def on_optimizer_step(self, args, state, control, **kwargs):
-        self.trainer.critic.zero_grad(set_to_none=True)
+        self.trainer.critic_engine.step()
 
 
 class PPOLossMixin:
@@ -25,6 +26,8 @@ class PPOLossMixin:
     # -- optimisation: the critic is a second parameter group -------------------------------
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
+        if self.critic_engine.own_optimizer:  # FSDP2, DeepSpeed: the critic's optimizer is built with its engine
+            return optimizer
         present = {id(p) for group in optimizer.param_groups for p in group["params"]}
         params = [(n, p) for n, p in self.critic.named_parameters() if p.requires_grad and id(p) not in present]
         if params:
@@ -36,12 +39,14 @@ class PPOLossMixin:
                     optimizer.add_param_group({"params": group, "weight_decay": weight_decay, "lr": lr})
         return optimizer
 
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        self.critic_engine.build(num_training_steps)  # FSDP2, DeepSpeed: shard the critic, its optimizer and schedule
+        return scheduler
+
     def _clip_grad_norm(self, model):
         norm = super()._clip_grad_norm(model)  # also unscales every group (critic included) under fp16
-        critic_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in self.critic.parameters() if p.grad is not None], self.args.max_grad_norm
-        )
-        self._metrics["train"]["value/grad_norm"].append(float(critic_norm))
+        self._metrics["train"]["value/grad_norm"].append(self.critic_engine.clip(self.args.max_grad_norm))
         return norm
 
     def _prepare_inputs(self, generation_batch):
@@ -96,6 +101,8 @@ class PPOLossMixin:
         vf_loss, vf_clipfrac = ppo_math.clipped_value_loss(
             values, inputs["old_values"], inputs["returns"], mask, self.args.cliprange_value
         )
+        if torch.is_grad_enabled() and self.critic_engine.backward(self.args.vf_coef * vf_loss):
+            vf_loss = vf_loss.detach()  # DeepSpeed: the critic's own engine took the value loss (backward, step)
         loss = pg_loss + self.args.vf_coef * vf_loss
         mode = "train" if self.model.training else "eval"
         if self.aux_loss_enabled:  # MoE router load balancing, weighted and logged as RLOO does

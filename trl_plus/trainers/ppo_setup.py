@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -48,39 +47,6 @@ def _ensure_reference_loadable(model, args, peft_config) -> None:
     folder = tempfile.mkdtemp(prefix="trl-plus-ppo-ref-")
     model.save_pretrained(folder)
     model.config._name_or_path = folder
-
-
-def _env_on(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def refuse_sharded_training(args, trainer=None) -> None:
-    """Refuse DeepSpeed (ZeRO-2/3) and FSDP, before any model is built and again once the accelerator exists.
-
-    The critic is a second model the Trainer knows nothing of: DeepSpeed would not wrap it
-    (its gradients would not synchronise across processes, and a DeepSpeed resume never calls
-    the override that restores it), and FSDP shards only the policy. Under DDP (``torchrun``,
-    ``accelerate launch`` with a multi-GPU config) the critic is wrapped and synchronised.
-    """
-    found = set()
-    if getattr(args, "deepspeed_plugin", None) is not None or getattr(args, "deepspeed", None) or _env_on("ACCELERATE_USE_DEEPSPEED"):
-        found.add("DeepSpeed")
-    if getattr(args, "fsdp", None) or getattr(args, "fsdp_plugin_args", None) or _env_on("ACCELERATE_USE_FSDP"):
-        found.add("FSDP")
-    if trainer is not None:
-        state = trainer.accelerator.state
-        if getattr(state, "deepspeed_plugin", None) is not None or getattr(trainer, "is_deepspeed_enabled", False):
-            found.add("DeepSpeed")
-        if getattr(state, "fsdp_plugin", None) is not None or getattr(trainer, "is_fsdp_enabled", False):
-            found.add("FSDP")
-    if found:
-        raise RecipeError(
-            f"PPOTrainer does not support {' or '.join(sorted(found))} yet: its critic is a second model that "
-            "DeepSpeed would not wrap (its gradients would not synchronise, a resume would not restore it) and FSDP "
-            "would not shard. Train PPO on one process or under DDP (torchrun, or accelerate launch with "
-            "multi_gpu.yaml); DPO and trl.RLOOTrainer run under DeepSpeed and FSDP",
-            "accelerate config",
-        )
 
 
 def refuse_schedule_without_reference(args) -> None:
