@@ -57,6 +57,47 @@ def check_accelerate_config(path: Path, where: str) -> None:
         raise RecipeError(f"accelerate cannot read {str(path)!r}: {type(exc).__name__}: {exc}", where) from None
 
 
+def engine_environment(path: Path) -> dict[str, str]:
+    """The variables ``accelerate launch`` exports from this config that say which engine the
+    run gets (FSDP and its version, DeepSpeed and its ZeRO stage): what a trainer's start-up
+    checks read, so ``launch`` and ``validate --accelerate-config`` run them before any process starts."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    kind = str(getattr(config, "distributed_type", "")).rsplit(".", 1)[-1]
+    if kind == "FSDP":
+        fsdp = getattr(config, "fsdp_config", None) or {}
+        return {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": str(fsdp.get("fsdp_version", 1))}
+    if kind == "DEEPSPEED":
+        deepspeed = getattr(config, "deepspeed_config", None) or {}
+        env = {"ACCELERATE_USE_DEEPSPEED": "true"}
+        if deepspeed.get("zero_stage") is not None:
+            env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] = str(deepspeed["zero_stage"])
+        return env
+    return {}
+
+
+def check_under_engine(recipe, path: Path, hooks, where: str = "--accelerate-config") -> None:
+    """Run the recipe's trainer-kind start-up check (``TrainerKind.check``) as it will run under
+    the engine this accelerate config selects; a refusal names the config."""
+    import os
+
+    kind = hooks.trainer_kinds.get(recipe.trainer) if recipe.trainer else None
+    if kind is None or kind.check is None:
+        return
+    saved = dict(os.environ)
+    os.environ.update(engine_environment(path))
+    try:
+        kind.check(recipe)
+    except RecipeError as exc:
+        message = str(exc).removeprefix(f"{exc.key}: ") if exc.key else str(exc)
+        raise RecipeError(f"{message} ({path.name})", where) from None
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        os.environ.update(saved)
+
+
 def _accelerate_executable() -> list[str]:
     # The one installed beside this interpreter, so a virtual environment's accelerate (and
     # its python) runs the processes, whatever PATH says.

@@ -43,7 +43,7 @@ def train_arguments(args, recipe) -> list[str]:
 
 def run(args) -> int:
     from ..errors import RecipeError
-    from ..launching import check_accelerate_config, find_accelerate_config, launch_command
+    from ..launching import check_accelerate_config, check_under_engine, find_accelerate_config, launch_command
     from ..manager import Hooks
     from ..recipe import load_recipe
 
@@ -52,10 +52,12 @@ def run(args) -> int:
     config = find_accelerate_config(args.accelerate_config)
     check_accelerate_config(config, "--accelerate-config")
     # Checked once here, before N processes each find the same mistake.
-    recipe = load_recipe(args.recipe, args.overrides, hooks=Hooks())
+    hooks = Hooks()
+    recipe = load_recipe(args.recipe, args.overrides, hooks=hooks)
     if recipe.trainer is None:
         raise RecipeError("this recipe describes a pipeline (stages:); run it with `trl-plus compare` "
                           "and put the accelerate config in its launcher: section", "trainer")
+    check_under_engine(recipe, config, hooks)  # what the trainer refuses under this engine, before N processes start
     cmd = launch_command(train_arguments(args, recipe), "accelerate", config, args.num_processes)
     if args.dry_run:
         print(shlex.join(cmd))

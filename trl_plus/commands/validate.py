@@ -44,6 +44,11 @@ def add_parser(sub) -> None:
         help="import no module the recipe names (python reward sources): check statically that the module's "
              "file is found and defines the attribute, without running any of it",
     )
+    p.add_argument(
+        "--accelerate-config", default=None, metavar="NAME|PATH",
+        help="also check the recipe as it would start under this accelerate config (a shipped name such as "
+             "fsdp or deepspeed_zero3, or a file): what its trainer refuses under that engine",
+    )
     p.set_defaults(func=run)
 
 
@@ -58,13 +63,26 @@ def load_for_command(args, hooks):
 def run(args) -> int:
     import contextlib
 
+    from ..errors import RecipeError
     from ..manager import Hooks
     from ..registry import no_imports
 
+    hooks = Hooks()
     with no_imports() if getattr(args, "no_import", False) else contextlib.nullcontext():
-        recipe = load_for_command(args, Hooks())
+        recipe = load_for_command(args, hooks)
+    engine = ""
+    if getattr(args, "accelerate_config", None):
+        from ..launching import check_accelerate_config, check_under_engine, find_accelerate_config
+
+        config = find_accelerate_config(args.accelerate_config)
+        check_accelerate_config(config, "--accelerate-config")
+        if recipe.trainer is None:
+            raise RecipeError("--accelerate-config checks a trainer recipe as trl-plus launch starts it; a pipeline "
+                              "recipe's training runs take theirs from its launcher: section", "--accelerate-config")
+        check_under_engine(recipe, config, hooks)
+        engine = f", under {config.name}"
     stages = [name for name, value in (recipe.raw.get("stages") or {}).items() if isinstance(value, dict)]
     what = f"trainer: {recipe.trainer}" if recipe.trainer else "pipeline: " + " -> ".join(stages)
     how = "; python references read, not imported" if getattr(args, "no_import", False) else ""
-    print(f"{recipe.source}: ok ({what}, hash {recipe.hash}{how})")
+    print(f"{recipe.source}: ok ({what}, hash {recipe.hash}{how}{engine})")
     return 0
