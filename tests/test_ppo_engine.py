@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 import trl_plus
 from trl_plus.cli import main
@@ -145,3 +146,87 @@ def test_fsdp1_config_is_refused_by_validate_and_launch_naming_the_setting(tmp_p
         assert "Traceback" not in err
     assert main(["validate", "tiny-dpo", "--accelerate-config", str(config)]) == 0  # DPO runs under FSDP 1
     assert "FSDP_VERSION" not in os.environ  # the check's environment is not left behind
+
+
+class _FakeDeepSpeedEngine(torch.nn.Module):
+    """What PPO's critic engine calls on a DeepSpeed engine, on CPU: forward, ``backward`` (the
+    loss scaled by the accumulation steps), ``step`` (applied at the end of an accumulation),
+    ``get_global_grad_norm``, ``save_checkpoint`` and ``load_checkpoint``."""
+
+    def __init__(self, model, optimizer, scheduler, config):
+        super().__init__()
+        self.module, self.optimizer, self.scheduler, self.config = model, optimizer, scheduler, config
+        self.calls: list[tuple] = []
+        self.micro_steps = 0
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def backward(self, loss):
+        self.calls.append(("backward", float(loss.detach())))
+        (loss / self.config["gradient_accumulation_steps"]).backward()
+        self.micro_steps += 1
+
+    def step(self):
+        self.calls.append(("step",))
+        if self.micro_steps % self.config["gradient_accumulation_steps"] == 0:
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad()
+
+    def get_global_grad_norm(self):
+        return 0.25
+
+    def save_checkpoint(self, folder):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        torch.save(self.module.state_dict(), Path(folder) / "engine.pt")
+        self.calls.append(("save", str(folder)))
+
+    def load_checkpoint(self, folder, load_module_strict=True):
+        self.module.load_state_dict(torch.load(Path(folder) / "engine.pt"))
+        self.calls.append(("load", str(folder)))
+
+
+def _as_deepspeed(trainer, monkeypatch, made: list) -> None:
+    """Switch a one-process trainer's critic to the DeepSpeed engine path, with a stand-in engine."""
+    from accelerate.utils import DeepSpeedPlugin
+
+    from trl_plus.trainers.ppo_engine import CriticEngine
+
+    def initialize(model, optimizer, lr_scheduler, config):
+        made.append(_FakeDeepSpeedEngine(model, optimizer, lr_scheduler, config))
+        return made[-1], optimizer, None, lr_scheduler
+
+    monkeypatch.setattr(CriticEngine, "_deepspeed_initialize", staticmethod(initialize))
+    monkeypatch.setattr(CriticEngine, "_deepspeed_base", lambda self: DeepSpeedPlugin(zero_stage=2).deepspeed_config)
+    engine = trainer.critic_engine
+    engine.kind, engine.module = DEEPSPEED, engine.critic
+
+
+def test_deepspeed_critic_engine_takes_the_value_loss_and_its_checkpoint(tmp_path, tiny_model_path, monkeypatch):
+    from test_ppo_trainer import logged, make_trainer
+
+    made: list = []
+    trainer = make_trainer(tmp_path, tiny_model_path, steps=4, logging_steps=1, save_strategy="steps", save_steps=2)
+    _as_deepspeed(trainer, monkeypatch, made)
+    critic_before = {k: v.clone() for k, v in trainer.critic.state_dict().items()}
+    trainer.train()
+    (engine,) = made
+    assert engine.config["train_micro_batch_size_per_gpu"] == 16 and "optimizer" not in engine.config
+    critic_ids = {id(p) for p in trainer.critic.parameters()}
+    assert not any(id(p) in critic_ids for g in trainer.optimizer.param_groups for p in g["params"])
+    backward = [c[1] for c in engine.calls if c[0] == "backward"]
+    assert [c[0] for c in engine.calls if c[0] != "save"] == ["backward", "step"] * 4  # one micro-step each
+    value = [trainer.args.vf_coef * v for v in logged(trainer, "loss/value")]
+    assert backward == pytest.approx(value, rel=1e-5)  # the value loss, and only it, went through the critic's engine
+    assert any(not torch.equal(critic_before[k], v) for k, v in trainer.critic.state_dict().items())
+    assert logged(trainer, "value/grad_norm") == [0.25] * 4  # the engine's norm (it clips inside its step)
+    checkpoint = Path(trainer.args.output_dir) / "checkpoint-2"
+    assert ("save", str(checkpoint / "critic_engine")) in engine.calls
+    assert (checkpoint / "critic" / "value_head.safetensors").exists()
+
+    resumed = make_trainer(tmp_path, tiny_model_path, steps=4, logging_steps=1)
+    _as_deepspeed(resumed, monkeypatch, made)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert ("load", str(checkpoint / "critic_engine")) in made[-1].calls
+    assert resumed.state.global_step == 4

@@ -171,19 +171,27 @@ class CriticEngine:
             self.critic = self.module  # fully_shard shards in place: the same module, now sharded
             self.scheduler = self._new_scheduler(self.optimizer, num_training_steps)
             return
-        import deepspeed
-
         scheduler = self._new_scheduler(optimizer, num_training_steps)
         config = critic_deepspeed_config(
-            accelerator.state.deepspeed_plugin.deepspeed_config,
+            self._deepspeed_base(),
             self.trainer.args,
             _hidden_size(self.critic),
             accelerator.num_processes,
         )
-        engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+        engine, self.optimizer, _, self.scheduler = self._deepspeed_initialize(
             model=self.critic, optimizer=optimizer, lr_scheduler=scheduler, config=config
         )
         self.module = engine
+
+    @staticmethod
+    def _deepspeed_initialize(**kwargs):
+        import deepspeed
+
+        return deepspeed.initialize(**kwargs)
+
+    def _deepspeed_base(self) -> dict:
+        """The run's DeepSpeed config, as accelerate built it for the policy."""
+        return self.trainer.accelerator.state.deepspeed_plugin.deepspeed_config
 
     # -- training -----------------------------------------------------------------------------
     def backward(self, value_loss: torch.Tensor) -> bool:
