@@ -195,3 +195,20 @@ def test_fsdp2_sigkill_then_resume_continues(probe, fsdp_config):  # noqa: F811
     r0, r1 = ranks("FSDP")
     assert r0["weights"]["before"]["critic"] == r1["weights"]["before"]["critic"] == h.hexdigest()
     assert r0["weights"]["after"]["critic"] == r1["weights"]["after"]["critic"] != h.hexdigest()
+
+
+@pytest.mark.slow
+def test_fsdp2_lora_value_head_on_the_shared_base(probe, fsdp_config):  # noqa: F811
+    """LoRA on the attention projections: the policy's adapters and the critic (a value head on the
+    adapter-disabled base the policy shares) are sharded, trained and agree across ranks."""
+    out, ranks = probe
+    _launch(fsdp_config, "train", "tiny-ppo", "--output-dir", str(out),
+            *_sets("ppo.max_steps=2", "ppo.save_steps=2", "ppo.per_device_train_batch_size=4", "peft.r=8",
+                   "peft.target_modules=[q_proj,k_proj,v_proj,o_proj]"))
+    r0, r1 = ranks("FSDP")
+    assert r0["sharded"] == {"policy": True, "critic": True}
+    for model in ("policy", "critic"):
+        assert r0["weights"]["after"][model] == r1["weights"]["after"][model], model
+        assert r0["weights"]["before"][model] != r0["weights"]["after"][model], model
+    assert (out / "adapter_model.safetensors").exists() and (out / "critic" / "value_head.safetensors").exists()
+    assert (out / "checkpoint-2" / "critic_engine" / "optimizer.bin").exists()

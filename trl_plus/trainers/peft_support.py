@@ -150,18 +150,29 @@ class SharedBaseCritic(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         policy = self.policy
-        with torch.no_grad(), policy.disable_adapter():
-            out = _backbone(policy.get_base_model())(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        # The base runs through the policy's own forward (its output layer on one position only), its
+        # backbone's output kept by a hook: under FSDP2 a sharded policy gathers its weights in its
+        # root's forward, which calling the backbone alone would skip.
+        captured = []
+        handle = _backbone(policy.get_base_model()).register_forward_hook(lambda m, a, out: captured.append(out))
+        try:
+            with torch.no_grad(), policy.disable_adapter():
+                policy(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
+        finally:
+            handle.remove()
+        out = captured[-1]
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return self.score(hidden.to(self.score.weight.dtype)).squeeze(-1)
 
     # -- saving: the head only (the base is the policy's, the adapter is saved beside) --
-    def save_pretrained(self, folder: str | Path) -> None:
+    def save_pretrained(self, folder: str | Path, state_dict: dict | None = None) -> None:
+        """:param state_dict: the head's full weights where the module's own are sharded (FSDP2)."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({"score.weight": self.score.weight.detach().contiguous().cpu()}, str(folder / VALUE_HEAD))
+        weight = (state_dict or {}).get("score.weight", self.score.weight)
+        save_file({"score.weight": weight.detach().contiguous().cpu()}, str(folder / VALUE_HEAD))
         info = {"kind": KIND, "hidden_size": self.score.in_features, "base": self.config._name_or_path}
         (folder / VALUE_HEAD_CONFIG).write_text(json.dumps(info, indent=2))
 
