@@ -111,18 +111,21 @@ def gae(
     mask = mask.to(values.dtype)
     values = values * mask
     rewards = rewards * mask
-    steps = rewards.size(1)
-    advantages = torch.zeros_like(rewards)
-    next_adv = torch.zeros_like(rewards[:, 0])
-    next_value = torch.zeros_like(values[:, 0])
-    for t in reversed(range(steps)):
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        adv = delta + gamma * lam * next_adv
+    if rewards.size(1) == 0:
+        return torch.zeros_like(rewards), torch.zeros_like(rewards)
+    # Every delta at once (the same operations per element as one token at a time); only the
+    # recursion over A runs token by token, three operations a step.
+    next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
+    deltas = (rewards + gamma * next_values - values).unbind(1)
+    masks = mask.unbind(1)
+    decay = gamma * lam
+    adv = torch.zeros_like(rewards[:, 0])
+    columns = []
+    for delta, keep in zip(reversed(deltas), reversed(masks)):
         # A masked (padding) token must not carry the episode's future into earlier tokens.
-        adv = adv * mask[:, t]
-        advantages[:, t] = adv
-        next_adv = adv
-        next_value = values[:, t]
+        adv = (delta + decay * adv) * keep
+        columns.append(adv)
+    advantages = torch.stack(columns[::-1], dim=1).to(rewards.dtype)
     returns = (advantages + values) * mask
     return advantages, returns
 

@@ -92,6 +92,11 @@ class PPORolloutMixin:
             rewards = ppo_math.masked_whiten(rewards, loss_mask, shift_mean=False, reduce=self._reduce_sum)
 
         values = self._rollout_values(out, mode)
+        if values.requires_grad:
+            # The critic's forward for the loss too (on-policy: the loss runs once on this batch, before
+            # the critic steps): kept with its graph for the loss, used detached here.
+            out["values_for_loss"] = values
+            values = values.detach()
         values = values * loss_mask
         advantages, returns = ppo_math.gae(rewards, values, loss_mask, args.gamma, args.lam)
         if args.normalize_advantages:
@@ -145,8 +150,14 @@ class PPORolloutMixin:
 
         Captured by call order, so checked: exactly the calls expected, summing to what RLOO
         kept (``old_logps``) and logged (``kl``, the per-token mean log-ratio); and, at the first
-        rollout of a run, a reference that is the initial policy (KL about 0).
+        rollout of a run, a reference that is the initial policy (KL about 0). With ``use_vllm`` the
+        passes are the same (RLOO recomputes both from the models, not from vLLM), and vLLM's
+        completions are checked to end at their first EOS, as the transformers path cuts them.
         """
+        if self.use_vllm:
+            from .ppo_vllm import check_vllm_completions
+
+            check_vllm_completions(out["completion_ids"], out["completion_mask"], self.eos_token_ids)
         expected = 2 if self.beta != 0.0 else 1
         if len(captured) != expected:
             raise TrlPlusError(
