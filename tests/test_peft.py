@@ -188,19 +188,24 @@ def test_ppo_lora_reference_is_the_adapter_disabled_policy(ppo_run):
     assert kls and all(math.isfinite(k) for k in kls)
 
 
-def test_ppo_lora_critic_adds_only_a_value_head(ppo_run):
+def test_ppo_lora_critic_adds_a_value_head_and_a_small_adapter(ppo_run):
     trainer, _, _ = ppo_run
     base, hidden = _base_parameters()
-    assert isinstance(trainer.critic, SharedBaseCritic)
-    assert sum(p.numel() for p in trainer.critic.parameters()) == hidden
-    assert held_parameters(trainer) == base + _adapter_parameters(trainer.model) + hidden
-    # the head is in the optimizer and learned; the values are finite
-    assert any(p is trainer.critic.score.weight for g in trainer.optimizer.param_groups for p in g["params"])
-    assert trainer.critic.score.weight.abs().sum() > 0
+    critic = trainer.critic
+    assert isinstance(critic, SharedBaseCritic)
+    r, vocab = trainer.args.critic_adapter_r, trainer.model.get_input_embeddings().weight.size(0)
+    adapted = 4  # q_proj and v_proj of the two layers, as the policy's LoRA
+    expected = hidden + r * (vocab + hidden) + adapted * r * (hidden + hidden)
+    assert r == 8 and sum(p.numel() for p in critic.parameters()) == expected
+    assert held_parameters(trainer) == base + _adapter_parameters(trainer.model) + expected
+    # head and adapter are in the optimizer and learned; the values are finite
+    in_optimizer = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert all(id(p) in in_optimizer for p in critic.parameters())
+    assert critic.score.weight.abs().sum() > 0 and all(b.abs().sum() > 0 for b in critic.adapter.lora_B.values())
     assert all(math.isfinite(v) for v in _losses(trainer, "loss/value"))
 
 
-def test_ppo_lora_value_head_reads_the_base_and_trains_alone(ppo_run):
+def test_ppo_lora_critic_reads_the_base_and_trains_alone(ppo_run):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -212,14 +217,18 @@ def test_ppo_lora_value_head_reads_the_base_and_trains_alone(ppo_run):
     trainer.critic.zero_grad(set_to_none=True)
     values = trainer.critic(ids, mask)
     values.sum().backward()
-    assert trainer.critic.score.weight.grad is not None
-    assert all(p.grad is None for p in trainer.model.parameters())  # no gradient into base or adapters
+    assert all(p.grad is not None for p in trainer.critic.parameters())  # head and adapter
+    assert all(p.grad is None for p in trainer.model.parameters())  # no gradient into base or policy adapters
     trainer.critic.zero_grad(set_to_none=True)
     fresh = AutoModelForCausalLM.from_pretrained(resolve("tiny:causal-lm")).eval()
+    model = trainer.model.eval()
     with torch.no_grad():
-        hidden = fresh.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        expected = trainer.critic.score(hidden).squeeze(-1)
-    assert torch.allclose(values.detach(), expected, atol=1e-5)  # the base with its adapters off
+        expected = fresh.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        with model.disable_adapter():  # outside the critic's pass its adapter is off: the plain base
+            base = model.get_base_model().model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert torch.allclose(base, expected, atol=1e-5)
+    # the critic reads that base through its own adapter, which trained
+    assert not torch.allclose(values.detach(), trainer.critic.score(base).squeeze(-1), atol=1e-5)
 
 
 def test_ppo_lora_checkpoint_is_the_adapter_and_the_value_head(ppo_run):

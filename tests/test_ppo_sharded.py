@@ -204,7 +204,7 @@ def test_fsdp2_lora_value_head_on_the_shared_base(probe, fsdp_config):  # noqa: 
     out, ranks = probe
     _launch(fsdp_config, "train", "tiny-ppo", "--output-dir", str(out),
             *_sets("ppo.max_steps=2", "ppo.save_steps=2", "ppo.per_device_train_batch_size=4", "peft.r=8",
-                   "peft.target_modules=[q_proj,k_proj,v_proj,o_proj]"))
+                   "peft.target_modules=[q_proj,k_proj,v_proj,o_proj]", "ppo.critic_adapter_r=0"))
     r0, r1 = ranks("FSDP")
     assert r0["sharded"] == {"policy": True, "critic": True}
     for model in ("policy", "critic"):
@@ -212,3 +212,16 @@ def test_fsdp2_lora_value_head_on_the_shared_base(probe, fsdp_config):  # noqa: 
         assert r0["weights"]["before"][model] != r0["weights"]["after"][model], model
     assert (out / "adapter_model.safetensors").exists() and (out / "critic" / "value_head.safetensors").exists()
     assert (out / "checkpoint-2" / "critic_engine" / "optimizer.bin").exists()
+
+
+def test_lora_critic_adapter_is_refused_under_sharded_engines(tmp_path, monkeypatch, capsys):
+    """The critic's own adapter hooks into the policy's modules: refused under FSDP, naming the key."""
+    from trl_plus.cli import main
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    args = ["train", "tiny-ppo", "--output-dir", str(tmp_path / "out"), "--set", "peft.r=8",
+            "--set", "peft.target_modules=[q_proj,v_proj]", "--set", "ppo.max_steps=1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "ppo.critic_adapter_r" in err and "FSDP or DeepSpeed" in err and "Traceback" not in err

@@ -385,3 +385,34 @@ def test_resume_continues_reward_normalisation_and_rollout_filter_counts(tmp_pat
     again_resumed = make_trainer(tmp_path, tiny_model_path, steps=4, rewards=rewards, rollout_filters=filters)
     again_resumed._restore_counts(json.loads((tmp_path / "with-unscored" / "ppo_state.json").read_text()))
     assert again_resumed._rollout_unscored == 5
+
+
+def test_on_policy_update_reuses_the_rollout_critic_forward_bit_for_bit(tmp_path, tiny_model_path, monkeypatch):
+    """One minibatch and one epoch per rollout: the rollout's critic forward (with gradients) is the
+    loss's, so the critic runs once a step, and training ends on exactly the weights of a run that
+    runs it twice."""
+    import torch
+
+    from trl_plus.trainers.ppo_critic import PPOCriticMixin, ValueModel
+
+    calls = []
+    forward = ValueModel.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(torch.is_grad_enabled())
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(ValueModel, "forward", counted)
+    settings = dict(steps=3, num_mini_batches=1, num_ppo_epochs=1, seed=1)
+    reused = make_trainer(tmp_path / "reused", tiny_model_path, **settings)
+    reused.train()
+    assert calls == [True] * 3  # one forward a step, with gradients, used by the rollout and the loss
+    calls.clear()
+    monkeypatch.setattr(PPOCriticMixin, "_reuses_rollout_values", lambda self, mode: False)
+    twice = make_trainer(tmp_path / "twice", tiny_model_path, **settings)
+    twice.train()
+    assert calls == [False, True] * 3  # the rollout's (no gradients), then the loss's
+    for model in ("model", "critic"):
+        a, b = getattr(reused, model).state_dict(), getattr(twice, model).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), model
+    assert reused.state.log_history[-2]["loss/value"] == twice.state.log_history[-2]["loss/value"]

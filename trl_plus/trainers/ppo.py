@@ -47,8 +47,9 @@ from .ppo_setup import (
     refuse_schedule_without_reference,
     refuse_vision_language,
 )
-from .ppo_engine import check_engine_env
+from .ppo_engine import check_critic_adapter, check_engine_env
 from .ppo_vllm import refuse_unsupported_vllm
+from .ppo_warmup import CriticWarmup
 
 __all__ = ["PPOTrainer", "PPOConfig", "train_from_recipe"]
 
@@ -149,6 +150,7 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
             _ensure_reference_loadable(model, args, peft_config)
 
         shared_critic = peft_support.wants_shared_critic(critic, args.critic_init, model, peft_config)
+        check_critic_adapter(args, shared_critic)
         critic_model = None if shared_critic else self._build_critic(critic, args, model, tokenizer, rewards)
 
         super().__init__(
@@ -166,9 +168,10 @@ class PPOTrainer(PPORolloutMixin, PPOLossMixin, PPOCriticMixin, PPOCheckpointMix
         )
         refuse_vision_language(processing_class, self)
         if shared_critic:  # LoRA: a value head on the policy's own base, no second backbone
-            critic_model = peft_support.SharedBaseCritic(self.model, self._tokenizer.pad_token_id)
+            critic_model = peft_support.shared_critic(self.model, self._tokenizer.pad_token_id, self.args, critic)
         self._attach_critic(critic_model)
         self.add_callback(_ZeroCriticGrads(self))
+        self.add_callback(CriticWarmup(self))
         if self.kl_schedule is not None:
             self._apply_schedule()
         if self.is_world_process_zero():

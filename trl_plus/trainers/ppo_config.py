@@ -31,8 +31,18 @@ class PPOConfig(RLOOConfig):
     Parameters of the critic (value function):
 
     - ``critic_init``: ``"policy"`` (the policy's backbone with a fresh value head),
-      ``"reward"`` (the recipe's reward model), or a path to a sequence-classification model.
+      ``"reward"`` (the recipe's reward model), a path to a sequence-classification model, or
+      a ``critic/`` folder a run saved (full, or a LoRA run's value head and adapter).
     - ``critic_learning_rate``: its learning rate (default: ``learning_rate``).
+    - ``critic_warmup_steps``: the first this many optimizer steps train the critic alone, on
+      fresh rollouts, before the policy moves (its parameters do not change during them);
+      equal to ``max_steps`` it is a value-only pre-training run (``ppo_warmup``).
+    - ``critic_warmup_learning_rate``: the critic's learning rate during the warm-up
+      (default: ``critic_learning_rate``, else ``learning_rate``).
+    - ``critic_adapter_r``: with LoRA (a ``peft:`` section) and ``critic_init: policy``, the
+      rank of the critic's own low-rank adapter on the shared, adapter-disabled base (its input
+      embedding and the policy's LoRA target modules); 0: a value head on the frozen base
+      alone (``peft_support.SharedBaseCritic``).
     - ``vf_coef``, ``cliprange_value``: weight and clip range of the value loss.
 
     Parameters of the advantage:
@@ -108,6 +118,27 @@ class PPOConfig(RLOOConfig):
         default=None,
         metadata={"help": "Learning rate of the critic's parameter group; defaults to `learning_rate`."},
     )
+    critic_warmup_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Train the critic alone (value loss only, on fresh rollouts) for this many optimizer steps "
+            "before the policy moves; equal to `max_steps`: a value-only pre-training run."
+        },
+    )
+    critic_warmup_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "The critic's learning rate during the warm-up; defaults to `critic_learning_rate`, "
+            "else `learning_rate`."
+        },
+    )
+    critic_adapter_r: int = field(
+        default=8,
+        metadata={
+            "help": "With LoRA and critic_init 'policy': rank of the critic's own low-rank adapter on the shared "
+            "base (input embedding and the policy's LoRA target modules); 0: a value head alone."
+        },
+    )
 
     def __post_init__(self):
         if self.num_ppo_epochs is not None:
@@ -142,6 +173,17 @@ class PPOConfig(RLOOConfig):
             raise ValueError(f"cliprange_value must be > 0 or null, got {self.cliprange_value}")
         if self.critic_learning_rate is not None and self.critic_learning_rate <= 0:
             raise ValueError(f"critic_learning_rate must be > 0, got {self.critic_learning_rate}")
+        for name in ("critic_warmup_steps", "critic_adapter_r"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.critic_warmup_learning_rate is not None and self.critic_warmup_learning_rate <= 0:
+            raise ValueError(f"critic_warmup_learning_rate must be > 0, got {self.critic_warmup_learning_rate}")
+        if self.critic_warmup_steps and self.vf_coef == 0:
+            raise ValueError(
+                f"critic_warmup_steps ({self.critic_warmup_steps}) trains the critic on the value loss alone, "
+                "which vf_coef 0 turns off: set vf_coef > 0 or critic_warmup_steps 0"
+            )
         if isinstance(self.max_unscored_batches, bool) or not isinstance(self.max_unscored_batches, int) \
                 or self.max_unscored_batches < 0:
             raise ValueError(f"max_unscored_batches must be an integer >= 0 (0: no check), got {self.max_unscored_batches!r}")

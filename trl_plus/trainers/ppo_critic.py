@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import RecipeError
-from .ppo_engine import CriticEngine
+from .ppo_engine import PLAIN, CriticEngine
 
 HEAD_NAMES = ("score", "classifier")
 VALUE_HEAD = "value_head.safetensors"
@@ -172,12 +172,15 @@ def critic_from_policy(policy: nn.Module, pad_token_id: int | None = None) -> Va
     return ValueModel(backbone, head, whole_model=whole)
 
 
-def load_critic(name_or_path: str, init_kwargs: dict | None = None, hooks=None) -> ValueModel:
+def load_critic(name_or_path: str, init_kwargs: dict | None = None, hooks=None) -> ValueModel | SavedSharedCritic:
     """A critic from a path or hub id: a critic folder that PPO saved (its backbone through
     ``AutoModel``, its value head), or a one-label sequence-classification model (through the
-    ``load_model`` decision hook when given)."""
+    ``load_model`` decision hook when given). A folder saved by a LoRA run (a value head and
+    adapter for the shared base, no backbone) comes back as a :class:`SavedSharedCritic`."""
     from ..tiny import resolve
 
+    if is_shared_critic_folder(name_or_path):
+        return SavedSharedCritic(name_or_path)  # built on the policy's base by PPOTrainer (peft_support)
     kwargs = dict(init_kwargs or {})
     saved_head = Path(str(name_or_path)) / VALUE_HEAD
     try:
@@ -253,6 +256,11 @@ class PPOCriticMixin:
         self.critic_engine = CriticEngine(self, critic)
 
     @property
+    def critic_optimizer(self):
+        """The critic's own optimizer (FSDP2, DeepSpeed), or None where it is a group of the policy's."""
+        return self.critic_engine.optimizer
+
+    @property
     def critic_module(self):
         """What every critic forward goes through (the DDP wrapper, the sharded module, the DeepSpeed engine)."""
         return self.critic_engine.module
@@ -272,11 +280,34 @@ class PPOCriticMixin:
         start = prompt_ids.size(1) - 1
         return torch.cat(chunks)[:, start : start + completion_ids.size(1)].float()
 
+    def _reuses_rollout_values(self, mode: str) -> bool:
+        """Whether the rollout's critic forward is also the loss's: on-policy training (one minibatch, one
+        epoch per rollout) runs the loss once on the rollout batch before the critic steps (same rows, same
+        weights), so one forward serves both. Kept to the engines it is tested on (one process, DDP)."""
+        return (
+            mode == "train"
+            and torch.is_grad_enabled()
+            and self.args.steps_per_generation == 1
+            and self.num_iterations == 1
+            and self.critic_engine.kind == PLAIN
+            and any(p.requires_grad for p in self.critic.parameters())
+        )
+
     def _rollout_values(self, inputs, mode: str) -> torch.Tensor:
         from trl.models.utils import disable_gradient_checkpointing
 
         args = self.args
         batch_size = args.per_device_train_batch_size if mode == "train" else args.per_device_eval_batch_size
+        if self._reuses_rollout_values(mode):
+            # With gradients, for the loss too (ppo_rollout keeps it as "values_for_loss"). The rows run in the
+            # order RLOO's shuffle is about to draw (the same draw: torch's generator is restored after it), so
+            # the critic's backward sums its gradients in the order a forward in the loss would: the same
+            # numbers bit for bit (were the draw ever another, only that summation order would differ).
+            state = torch.get_rng_state()
+            order = torch.randperm(inputs["prompt_ids"].size(0))
+            torch.set_rng_state(state)
+            rows = {k: inputs[k][order] for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")}
+            return self._values(rows, batch_size)[torch.argsort(order)]
         backbone = getattr(self.critic, "backbone", None)  # None: a value head on the shared base
         checkpointing = getattr(backbone, "is_gradient_checkpointing", False)
         off = disable_gradient_checkpointing(backbone, args.gradient_checkpointing_kwargs) if checkpointing else nullcontext()
@@ -290,3 +321,34 @@ def reward_model_of(specs) -> str | None:
         if isinstance(spec, dict) and spec.get("name") == "reward_model" and isinstance(spec.get("model"), str):
             return spec["model"]
     return None
+
+
+# -- a critic saved on a LoRA policy's shared base (``peft_support.SharedBaseCritic``) ----------
+
+SHARED_CRITIC_INFO = "value_head.json"
+SHARED_CRITIC_KIND = "shared-base-value-head"
+
+
+class SavedSharedCritic:
+    """A ``critic/`` folder holding a value head (and the critic's adapter) for a LoRA policy's
+    shared base, with no backbone of its own: ``PPOTrainer`` builds the critic on its policy's
+    base and loads the folder into it (``peft_support.shared_critic``)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __repr__(self) -> str:
+        return f"SavedSharedCritic({self.path!r})"
+
+
+def is_shared_critic_folder(path) -> bool:
+    """Whether ``path`` is a critic folder saved on a LoRA policy's shared base."""
+    import json
+
+    info = Path(str(path)) / SHARED_CRITIC_INFO
+    if not info.is_file():
+        return False
+    try:
+        return json.loads(info.read_text()).get("kind") == SHARED_CRITIC_KIND
+    except (OSError, ValueError):
+        return False

@@ -66,6 +66,22 @@ def check_engine_env(where: str = "accelerate config") -> None:
         )
 
 
+def sharded_env() -> bool:
+    """Whether ``accelerate launch`` started this process under FSDP or DeepSpeed."""
+    return _env_on("ACCELERATE_USE_FSDP") or _env_on("ACCELERATE_USE_DEEPSPEED")
+
+
+def check_critic_adapter(args, lora: bool) -> None:
+    """The LoRA critic's own adapter (``critic_adapter_r`` > 0) hooks into the sharded policy's
+    modules, which is not supported under FSDP or DeepSpeed: the head-only critic is."""
+    if lora and sharded_env() and getattr(args, "critic_adapter_r", 0) and args.critic_init == "policy":
+        raise RecipeError(
+            "under FSDP or DeepSpeed, LoRA PPO's critic on the shared base runs without its own adapter: set "
+            "ppo.critic_adapter_r: 0 (a value head on the base), or give ppo.critic_init a model path (a separate critic)",
+            "ppo.critic_adapter_r",
+        )
+
+
 def engine_of(trainer) -> str:
     """The engine the trainer's accelerator runs: ``plain`` (one process or DDP), ``fsdp2`` or ``deepspeed``."""
     if getattr(trainer, "is_deepspeed_enabled", False):

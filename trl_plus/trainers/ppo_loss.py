@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import TrainerCallback
 
-from . import ppo_math
+from . import ppo_math, ppo_warmup
 
 
 class _ZeroCriticGrads(TrainerCallback):
@@ -97,13 +97,15 @@ class PPOLossMixin:
             self.epsilon_low,
             self.epsilon_high,
         )
-        values = self._values(inputs)
+        values = inputs.pop("values_for_loss", None)  # the rollout's critic forward, on-policy (ppo_critic)
+        if values is None:
+            values = self._values(inputs)
         vf_loss, vf_clipfrac = ppo_math.clipped_value_loss(
             values, inputs["old_values"], inputs["returns"], mask, self.args.cliprange_value
         )
         if torch.is_grad_enabled() and self.critic_engine.backward(self.args.vf_coef * vf_loss):
             vf_loss = vf_loss.detach()  # DeepSpeed: the critic's own engine took the value loss (backward, step)
-        loss = pg_loss + self.args.vf_coef * vf_loss
+        loss = ppo_warmup.combine_losses(self, pg_loss, vf_loss)  # pg + vf_coef * vf; value-only in the critic warm-up
         mode = "train" if self.model.training else "eval"
         if self.aux_loss_enabled:  # MoE router load balancing, weighted and logged as RLOO does
             loss = loss + self.router_aux_loss_coef * aux_loss
