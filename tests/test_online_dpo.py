@@ -7,7 +7,6 @@ it refuses names the key. Also the sampler it shares with the pipeline's pairs s
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 import trl_plus
 from trl_plus.cli import main
-from test_resume import complete_checkpoints, output, wait_until  # noqa: E402 - tests/ is on sys.path
+from test_resume import kill_after_checkpoint, output  # noqa: E402 - tests/ is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "recipes" / "toy_rewards.py"
@@ -119,12 +118,7 @@ def test_after_sigkill_resume_continues_at_the_next_round(tmp_path, monkeypatch,
 
     out = tmp_path / "run"
     proc = start(out, rounds=10_000, logging_steps=1, disable_tqdm="true")
-    wait_until(lambda: complete_checkpoints(out), proc, out)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    saved = complete_checkpoints(out)
-    step = max(saved)
-    checkpoint = saved[step]
+    step, checkpoint = kill_after_checkpoint(proc, out)
     done = step // 4  # rounds finished: a checkpoint every round (save_steps = steps_per_round)
     state = json.loads((checkpoint / "online_dpo_state.json").read_text())
     assert state["rounds_done"] == done >= 1 and state["round_step"] == 0
@@ -207,14 +201,11 @@ def letter(chars: str, alias: str) -> dict:
     return {"name": "python", "function": f"{TOY}:char_share", "kwargs": {"chars": chars}, "alias": alias}
 
 
-def test_filters_and_hooks_see_every_round(tmp_path, tiny_model_path, plugin_manager, register_plugin, monkeypatch):
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+@pytest.fixture
+def drawn_pairs(monkeypatch) -> list[dict]:
+    """Every preference pair the trainer's rounds draw, in order (a spy on ``online_rounds.draw_round``)."""
     from trl_plus.trainers import online_rounds
 
-    hooks = Hooks()
-    register_plugin(hooks)
     pairs = []
     draw = online_rounds.draw_round
 
@@ -224,6 +215,16 @@ def test_filters_and_hooks_see_every_round(tmp_path, tiny_model_path, plugin_man
         return drawn
 
     monkeypatch.setattr(online_rounds, "draw_round", spy)
+    return pairs
+
+
+def test_filters_and_hooks_see_every_round(tmp_path, tiny_model_path, plugin_manager, register_plugin, drawn_pairs):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pairs = drawn_pairs
+    hooks = Hooks()
+    register_plugin(hooks)
     args = trl_plus.OnlineDPOConfig(
         output_dir=str(tmp_path / "run"), rounds=2, steps_per_round=2, prompts_per_round=8, samples_per_prompt=3,
         max_completion_length=6, per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1,
@@ -251,24 +252,14 @@ def test_filters_and_hooks_see_every_round(tmp_path, tiny_model_path, plugin_man
     assert regex["name"] == "regex" and report["pairs"]["rows_out"] == report["pairs"]["rows_in"] - regex["dropped"]
 
 
-def test_chat_prompts_sample_through_the_chat_template_and_pair_as_messages(tmp_path, tiny_model_path, monkeypatch):
+def test_chat_prompts_sample_through_the_chat_template_and_pair_as_messages(tmp_path, tiny_model_path, drawn_pairs):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trl_plus.trainers import online_rounds
-
+    pairs = drawn_pairs
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
     tokenizer.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
                                "{% if add_generation_prompt %}assistant:{% endif %}")
-    pairs = []
-    draw = online_rounds.draw_round
-
-    def spy(trainer, index):
-        drawn = draw(trainer, index)
-        pairs.extend(drawn.pairs)
-        return drawn
-
-    monkeypatch.setattr(online_rounds, "draw_round", spy)
     args = trl_plus.OnlineDPOConfig(
         output_dir=str(tmp_path / "run"), rounds=1, steps_per_round=2, samples_per_prompt=3, max_completion_length=6,
         per_device_train_batch_size=4, save_strategy="no", report_to="none", disable_tqdm=True, bf16=False)

@@ -18,6 +18,7 @@ import torch
 import trl_plus
 from trl_plus.cli import main
 from trl_plus.errors import RecipeError
+from trl_plus.launching import shipped_accelerate_configs
 from trl_plus.trainers.ppo_engine import DEEPSPEED, FSDP2, PLAIN, check_engine_env, critic_deepspeed_config, engine_of
 
 SHIPPED = Path(__file__).parent.parent / "recipes" / "accelerate"
@@ -131,7 +132,7 @@ def test_validate_and_launch_accept_ppo_under_sharded_engines(config, capsys):
     assert f"under {config}.yaml" in capsys.readouterr().out
     assert main(["launch", "tiny-ppo", "--accelerate-config", config, "--dry-run"]) == 0
     printed = capsys.readouterr().out
-    assert f"--config_file {SHIPPED.resolve() / config}.yaml" in printed.replace(str(Path(trl_plus.__file__).parent / "recipes" / "accelerate"), str(SHIPPED.resolve()))
+    assert f"--config_file {shipped_accelerate_configs()[config]}" in printed
     assert "-m trl_plus train tiny-ppo" in printed
 
 

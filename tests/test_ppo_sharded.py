@@ -80,14 +80,25 @@ def _equal_length_prompts(path: Path) -> Path:
     return path
 
 
+def _saved_critic_digest(folder: Path) -> str:
+    """The probe's hash of a critic (its ``_digest``: names and weights in order), of a saved ``critic/``."""
+    import hashlib
+
+    from trl_plus.trainers.ppo_critic import load_critic
+
+    h = hashlib.sha256()
+    for name, p in sorted(load_critic(str(folder)).state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _train_logs(out: Path) -> list[dict]:
     return [r for r in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss/value" in r]
 
 
 @pytest.mark.slow
 def test_fsdp2_ranks_agree_the_critic_is_sharded_and_saved(probe, fsdp_config):  # noqa: F811
-    from trl_plus.trainers.ppo_critic import load_critic
-
     out, ranks = probe
     _launch(fsdp_config, "train", "tiny-ppo", "--output-dir", str(out),
             *_sets("ppo.max_steps=4", "ppo.save_steps=2", "ppo.per_device_train_batch_size=4"))
@@ -103,14 +114,7 @@ def test_fsdp2_ranks_agree_the_critic_is_sharded_and_saved(probe, fsdp_config): 
     assert {"pytorch_model_fsdp.bin", "optimizer.bin", "scheduler.pt"} <= {p.name for p in engine.iterdir()}
     assert {"pytorch_model_fsdp.bin", "optimizer.bin"} <= {p.name for p in (out / "checkpoint-2").iterdir()}
     # critic/ holds the gathered weights: critic_init loads it, and it is what both ranks trained
-    import hashlib
-
-    critic = load_critic(str(out / "critic"))
-    h = hashlib.sha256()
-    for name, p in sorted(critic.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().float().numpy().tobytes())
-    assert h.hexdigest() == r0["weights"]["after"]["critic"]
+    assert _saved_critic_digest(out / "critic") == r0["weights"]["after"]["critic"]
 
 
 @pytest.mark.slow
@@ -154,8 +158,6 @@ def _complete(checkpoint: Path) -> bool:
 
 @pytest.mark.slow
 def test_fsdp2_sigkill_then_resume_continues(probe, fsdp_config):  # noqa: F811
-    from trl_plus.trainers.ppo_critic import load_critic
-
     out, ranks = probe
     proc = _launch(fsdp_config, "train", "tiny-ppo", "--output-dir", str(out),
                    *_sets("ppo.max_steps=400", "ppo.save_steps=2", "ppo.logging_steps=1",
@@ -185,16 +187,10 @@ def test_fsdp2_sigkill_then_resume_continues(probe, fsdp_config):  # noqa: F811
     assert state["log_history"][: len(before)] == before  # the killed run's history, continued
     assert [r["step"] for r in state["log_history"][len(before):] if "loss" in r] == [step + 1, step + 2]
     # the resumed run started from the checkpoint's critic (restored from critic_engine/ on both ranks)
-    import hashlib
-
-    critic = load_critic(str(out / f"checkpoint-{step}" / "critic"))
-    h = hashlib.sha256()
-    for name, p in sorted(critic.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().float().numpy().tobytes())
+    saved = _saved_critic_digest(out / f"checkpoint-{step}" / "critic")
     r0, r1 = ranks("FSDP")
-    assert r0["weights"]["before"]["critic"] == r1["weights"]["before"]["critic"] == h.hexdigest()
-    assert r0["weights"]["after"]["critic"] == r1["weights"]["after"]["critic"] != h.hexdigest()
+    assert r0["weights"]["before"]["critic"] == r1["weights"]["before"]["critic"] == saved
+    assert r0["weights"]["after"]["critic"] == r1["weights"]["after"]["critic"] != saved
 
 
 @pytest.mark.slow

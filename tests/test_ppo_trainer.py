@@ -383,7 +383,7 @@ def test_resume_continues_reward_normalisation_and_rollout_filter_counts(tmp_pat
     first._rollout_unscored = 5  # as if 5 samples had gone unscored before the checkpoint
     first.save_model(str(tmp_path / "with-unscored"))
     again_resumed = make_trainer(tmp_path, tiny_model_path, steps=4, rewards=rewards, rollout_filters=filters)
-    again_resumed._restore_counts(json.loads((tmp_path / "with-unscored" / "ppo_state.json").read_text()))
+    again_resumed._restore_ppo_state(tmp_path / "with-unscored")  # reads its ppo_state.json
     assert again_resumed._rollout_unscored == 5
 
 

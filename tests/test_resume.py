@@ -46,6 +46,17 @@ def wait_until(done, proc: subprocess.Popen, out: Path, timeout: float = 180) ->
         time.sleep(0.02)
 
 
+def kill_after_checkpoint(proc: subprocess.Popen, out: Path) -> tuple[int, Path]:
+    """Wait for the run's first complete checkpoint, SIGKILL it, and return its last complete
+    checkpoint (step, folder): what a ``--resume`` after the kill starts from."""
+    wait_until(lambda: complete_checkpoints(out), proc, out)
+    proc.kill()  # SIGKILL
+    proc.wait(timeout=60)
+    saved = complete_checkpoints(out)
+    step = max(saved)
+    return step, saved[step]
+
+
 def complete_checkpoints(out: Path) -> dict[int, Path]:
     """Checkpoints whose trainer state is fully written (the test's own reading of "complete")."""
     found = {}
@@ -95,12 +106,7 @@ def test_after_sigkill_resume_continues_from_the_last_checkpoint(tmp_path, monke
 
     out = tmp_path / "run"
     proc = start(recipe, out, save_steps=4)
-    wait_until(lambda: complete_checkpoints(out), proc, out)
-    proc.kill()
-    proc.wait(timeout=60)
-    saved = complete_checkpoints(out)
-    step = max(saved)
-    checkpoint = saved[step]
+    step, checkpoint = kill_after_checkpoint(proc, out)
 
     restored = {}
     if recipe == "tiny-ppo":

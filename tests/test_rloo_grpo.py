@@ -6,7 +6,6 @@ killed with SIGKILL resumes with its schedule's state, and both are drop-ins for
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 import trl_plus
 from trl_plus.cli import main
-from test_resume import complete_checkpoints, output, wait_until  # noqa: E402 - tests/ is on sys.path
+from test_resume import kill_after_checkpoint, output  # noqa: E402 - tests/ is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "recipes" / "toy_rewards.py"
@@ -230,12 +229,7 @@ def test_after_sigkill_resume_continues_from_the_last_checkpoint_with_the_schedu
                                                                                   capsys):
     out = tmp_path / "run"
     proc = start(kind, out, save_steps=4)
-    wait_until(lambda: complete_checkpoints(out), proc, out)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    saved = complete_checkpoints(out)
-    step = max(saved)
-    checkpoint = saved[step]
+    step, checkpoint = kill_after_checkpoint(proc, out)
     state = json.loads((checkpoint / f"{kind}_state.json").read_text())
     assert state["schedule"]["_last_count"] > 0  # the controller had moved on
 

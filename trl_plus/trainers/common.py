@@ -67,6 +67,41 @@ def restore_schedule(schedule, state: dict | None) -> None:
         vars(schedule.fn).update(state)
 
 
+# An online trainer's running counts, as its checkpoint keeps them. Under DDP every rank
+# normalises and filters its own rollouts; the state saved is the main process's, and a
+# resumed run starts every rank from it.
+
+
+def normalised_sources(trainer) -> list:
+    """The trainer's reward sources that keep running normalisation statistics."""
+    mix = getattr(trainer, "reward_mix", None)
+    return [s for s in mix.sources if s.norm is not None] if mix is not None else []
+
+
+def reward_norms_state(trainer) -> dict:
+    """Each normalised reward source's running statistics, by the label it logs under."""
+    return {s.label: s.norm.state() for s in normalised_sources(trainer)}
+
+
+def restore_reward_norms(trainer, norms: dict | None) -> None:
+    for source in normalised_sources(trainer):
+        if (norms or {}).get(source.label):
+            source.norm.load_state(norms[source.label])
+
+
+def rollout_counts_state(trainer) -> dict:
+    """The rollouts dropped and unscored so far, and each rollout filter's counts."""
+    return {"dropped": trainer._rollout_dropped, "unscored": trainer._rollout_unscored,
+            **trainer._rollout_chain.counts_state()}
+
+
+def restore_rollout_counts(trainer, rollouts: dict | None) -> None:
+    if rollouts:
+        trainer._rollout_dropped = int(rollouts.get("dropped", 0))
+        trainer._rollout_unscored = int(rollouts.get("unscored", 0))
+        trainer._rollout_chain.restore_counts(rollouts)
+
+
 def save_run(trainer, output_dir: str, recipe=None, started: float | None = None) -> None:
     """Save model, tokenizer, trainer state (log history) and the recipe, on the main process.
 

@@ -40,7 +40,17 @@ from ..data.report import write_filter_report
 from ..data.rows import DataOptions
 from ..errors import RecipeError
 from ..reward_checks import unscored_guard
-from .common import as_text, hooks_for, restore_schedule, schedule_state, tokenizer_of
+from .common import (
+    as_text,
+    hooks_for,
+    restore_reward_norms,
+    restore_rollout_counts,
+    restore_schedule,
+    reward_norms_state,
+    rollout_counts_state,
+    schedule_state,
+    tokenizer_of,
+)
 from .compute import attach as count_compute
 from .ppo_setup import _ensure_reference_loadable, refuse_schedule_without_reference
 
@@ -268,16 +278,11 @@ class GroupRLMixin:
     def state_file(self) -> str:
         return f"{self.recipe_section}_state.json"
 
-    def _normalised_sources(self) -> list:
-        return [s for s in self.reward_mix.sources if s.norm is not None] if self.reward_mix is not None else []
-
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call)
         if self.args.should_save:
             state = {"beta": float(self.beta), "kl_stats": self._kl_stats, "schedule": schedule_state(self.kl_schedule),
-                     "reward_norms": {s.label: s.norm.state() for s in self._normalised_sources()},
-                     "rollouts": {"dropped": self._rollout_dropped, "unscored": self._rollout_unscored,
-                                  **self._rollout_chain.counts_state()}}
+                     "reward_norms": reward_norms_state(self), "rollouts": rollout_counts_state(self)}
             Path(output_dir or self.args.output_dir, self.state_file).write_text(json.dumps(state, indent=2))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
@@ -290,15 +295,8 @@ class GroupRLMixin:
         if self.kl_schedule is not None:
             self.beta = float(state["beta"])
             restore_schedule(self.kl_schedule, state.get("schedule"))
-        norms = state.get("reward_norms") or {}
-        for source in self._normalised_sources():
-            if norms.get(source.label):
-                source.norm.load_state(norms[source.label])
-        rollouts = state.get("rollouts") or {}
-        if rollouts:
-            self._rollout_dropped = int(rollouts.get("dropped", 0))
-            self._rollout_unscored = int(rollouts.get("unscored", 0))
-            self._rollout_chain.restore_counts(rollouts)
+        restore_reward_norms(self, state.get("reward_norms"))
+        restore_rollout_counts(self, state.get("rollouts"))
 
     # -- logging ---------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -30,7 +30,7 @@ from ..data.prepare import prepare_dataset
 from ..data.report import write_filter_report
 from ..data.rows import DataOptions
 from ..errors import DataError, RecipeError
-from .common import hooks_for, tokenizer_of
+from .common import hooks_for, restore_rollout_counts, rollout_counts_state, tokenizer_of
 from .dpo import DPOConfig, DPOTrainer
 
 __all__ = ["OnlineDPOTrainer", "OnlineDPOConfig", "ONLINE_DPO_STATE", "check_recipe", "build_trainer"]
@@ -244,8 +244,7 @@ class OnlineDPOTrainer(DPOTrainer):
         state.update(
             rounds_done=step // per_round, round_step=step % per_round, steps_per_round=per_round,
             samples=self._samples, rounds=self._history,
-            rollouts={"dropped": self._rollout_dropped, "unscored": self._rollout_unscored,
-                      **self._rollout_chain.counts_state()},
+            rollouts=rollout_counts_state(self),
         )
         return state
 
@@ -258,11 +257,7 @@ class OnlineDPOTrainer(DPOTrainer):
         super()._restore_state(state)
         self._samples = int(state.get("samples") or 0)
         self._history = list(state.get("rounds") or [])
-        rollouts = state.get("rollouts") or {}
-        self._rollout_dropped = int(rollouts.get("dropped", 0))
-        self._rollout_unscored = int(rollouts.get("unscored", 0))
-        if rollouts:
-            self._rollout_chain.restore_counts(rollouts)
+        restore_rollout_counts(self, state.get("rollouts"))
 
     # -- logging: the round's numbers with every training row -----------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

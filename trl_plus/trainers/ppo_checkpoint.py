@@ -8,7 +8,14 @@ import os
 from pathlib import Path
 
 from ..errors import RecipeError
-from .common import restore_schedule, schedule_state
+from .common import (
+    restore_reward_norms,
+    restore_rollout_counts,
+    restore_schedule,
+    reward_norms_state,
+    rollout_counts_state,
+    schedule_state,
+)
 from .ppo_engine import DEEPSPEED
 
 CRITIC_DIR = "critic"
@@ -26,28 +33,8 @@ class PPOCheckpointMixin:
             extra = {"state_dict": gathered} if gathered is not None else {}
             self.critic.save_pretrained(os.path.join(output_dir, CRITIC_DIR), **extra)
             state = {"kl_coef": self.kl_coef, "kl_stats": self._kl_stats, "schedule": schedule_state(self.kl_schedule),
-                     # each normalised reward source's running statistics, by the label it logs under
-                     "reward_norms": {s.label: s.norm.state() for s in self._normalised_sources()},
-                     "rollouts": {"dropped": self._rollout_dropped, "unscored": self._rollout_unscored,
-                                  **self._rollout_chain.counts_state()}}
+                     "reward_norms": reward_norms_state(self), "rollouts": rollout_counts_state(self)}
             Path(output_dir, PPO_STATE).write_text(json.dumps(state, indent=2))
-
-    # Under DDP every rank normalises and filters its own rollouts; the state saved is the
-    # main process's, and a resumed run starts every rank from it.
-    def _normalised_sources(self) -> list:
-        sources = self.reward_mix.sources if self.reward_mix is not None else []
-        return [s for s in sources if s.norm is not None]
-
-    def _restore_counts(self, state: dict) -> None:
-        norms = state.get("reward_norms") or {}
-        for source in self._normalised_sources():
-            if norms.get(source.label):
-                source.norm.load_state(norms[source.label])
-        rollouts = state.get("rollouts")
-        if rollouts:
-            self._rollout_dropped = int(rollouts["dropped"])
-            self._rollout_unscored = int(rollouts.get("unscored", 0))
-            self._rollout_chain.restore_counts(rollouts)
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)
@@ -81,4 +68,5 @@ class PPOCheckpointMixin:
             self.beta = self.kl_coef or self.args.beta
             self._kl_stats = dict(state.get("kl_stats") or {})
             restore_schedule(self.kl_schedule, state.get("schedule"))
-            self._restore_counts(state)
+            restore_reward_norms(self, state.get("reward_norms"))
+            restore_rollout_counts(self, state.get("rollouts"))

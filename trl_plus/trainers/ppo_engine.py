@@ -150,17 +150,24 @@ class CriticEngine:
         return self.kind != PLAIN
 
     # -- building -----------------------------------------------------------------------------
+    def param_groups(self, skip: set[int] = frozenset()) -> list[dict]:
+        """The critic's optimizer groups, as the Trainer groups the policy's: weight decay on what
+        the Trainer decays, none on the rest, at ``critic_learning_rate`` (default: ``learning_rate``);
+        parameters whose ``id`` is in ``skip`` (already in an optimizer) left out, empty groups dropped."""
+        trainer, args = self.trainer, self.trainer.args
+        decay = set(trainer.get_decay_parameter_names(self.critic))
+        lr = args.critic_learning_rate or args.learning_rate
+        params = [(n, p) for n, p in self.critic.named_parameters() if p.requires_grad and id(p) not in skip]
+        groups = [
+            {"params": [p for n, p in params if n in decay], "weight_decay": args.weight_decay, "lr": lr},
+            {"params": [p for n, p in params if n not in decay], "weight_decay": 0.0, "lr": lr},
+        ]
+        return [g for g in groups if g["params"]]
+
     def _new_optimizer(self):
         trainer, args = self.trainer, self.trainer.args
         optimizer_cls, kwargs = trainer.get_optimizer_cls_and_kwargs(args, self.critic)
-        kwargs = dict(kwargs, lr=args.critic_learning_rate or args.learning_rate)
-        decay = set(trainer.get_decay_parameter_names(self.critic))
-        params = [(n, p) for n, p in self.critic.named_parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for n, p in params if n in decay], "weight_decay": args.weight_decay},
-            {"params": [p for n, p in params if n not in decay], "weight_decay": 0.0},
-        ]
-        return optimizer_cls([g for g in groups if g["params"]], **kwargs)
+        return optimizer_cls(self.param_groups(), **dict(kwargs, lr=args.critic_learning_rate or args.learning_rate))
 
     def _new_scheduler(self, optimizer, num_training_steps: int):
         from transformers.optimization import get_scheduler

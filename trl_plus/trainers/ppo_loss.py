@@ -29,14 +29,8 @@ class PPOLossMixin:
         if self.critic_engine.own_optimizer:  # FSDP2, DeepSpeed: the critic's optimizer is built with its engine
             return optimizer
         present = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        params = [(n, p) for n, p in self.critic.named_parameters() if p.requires_grad and id(p) not in present]
-        if params:
-            decay = set(self.get_decay_parameter_names(self.critic))
-            lr = self.args.critic_learning_rate or self.args.learning_rate
-            for wanted, weight_decay in ((True, self.args.weight_decay), (False, 0.0)):
-                group = [p for n, p in params if (n in decay) == wanted]
-                if group:
-                    optimizer.add_param_group({"params": group, "weight_decay": weight_decay, "lr": lr})
+        for group in self.critic_engine.param_groups(skip=present):
+            optimizer.add_param_group(group)
         return optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
